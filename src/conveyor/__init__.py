@@ -1,0 +1,1 @@
+"""Conveyor: a CI/CD workflow-task service."""

@@ -1,0 +1,1 @@
+"""Pure domain: states, transitions, value objects. No I/O."""
