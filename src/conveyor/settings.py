@@ -24,29 +24,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.domain.durations import parse_duration
 from conveyor.domain.refs import branch_name_problem
 
 PERMISSIONS = ("task:view", "task:create", "task:restart", "task:cancel")
 Permission = Literal["task:view", "task:create", "task:restart", "task:cancel"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-def _parse_duration(value: object) -> int:
-    """`90`, `"90s"`, `"30m"`, `"1h30m"` -> seconds."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration like 90s, 30m or 1h")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())) and any(m.groups()):
-        h, mi, s = (int(g or 0) for g in m.groups())
-        seconds = h * 3600 + mi * 60 + s
-    else:
-        raise ValueError(f"must be a duration like 90s, 30m or 1h, not {value!r}")
-    if seconds <= 0:
-        raise ValueError("must be positive")
-    return seconds
 
 
 def _check_branch(value: str) -> str:
@@ -62,7 +46,7 @@ def _check_public_url(value: str) -> str:
     return value.rstrip("/")
 
 
-Seconds = Annotated[int, BeforeValidator(_parse_duration)]
+Seconds = Annotated[int, BeforeValidator(parse_duration)]
 BranchName = Annotated[StrictStr, AfterValidator(_check_branch)]
 
 

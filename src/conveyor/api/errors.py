@@ -1,0 +1,103 @@
+"""Every error leaves as a real status and `{"resultCode", "errorMsg", "detail"}`."""
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from conveyor.domain.errors import (
+    AuthFailed,
+    Forbidden,
+    InvalidParam,
+    RequestError,
+    StateConflict,
+    TaskNotFound,
+    UpstreamError,
+)
+from conveyor.settings import format_loc
+
+log = logging.getLogger("conveyor.api")
+
+MESSAGES = {
+    400: "param is illegal!",
+    401: "auth failed!",
+    403: "forbidden",
+    404: "task not found",
+    405: "method not allowed",
+    409: "task state conflict",
+    500: "internal error",
+}
+_STATUS: dict[type[RequestError], int] = {
+    InvalidParam: 400,
+    AuthFailed: 401,
+    Forbidden: 403,
+    TaskNotFound: 404,
+    StateConflict: 409,
+}
+
+
+def error_response(
+    status: int, detail: str | None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"resultCode": status, "errorMsg": MESSAGES[status]}
+    if detail:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """Pydantic errors as `targets[0].build.repos[1].pr: Input should be ...`."""
+    parts = []
+    for err in errors:
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = format_loc(loc) or "body"
+        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
+        if err.get("type") == "missing":
+            msg = "required"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestError)
+        status = next(code for cls, code in _STATUS.items() if isinstance(exc, cls))
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return error_response(status, exc.detail, headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(400, describe_validation_errors(exc.errors()))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_response(404, f"no such path: {request.method} {request.url.path}")
+        if exc.status_code == 405:
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+        status = exc.status_code if exc.status_code in MESSAGES else 400
+        return error_response(status, str(exc.detail))
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request)
+        log.error("request %s failed: %s %s", rid, request.method, request.url.path, exc_info=exc)
+        return error_response(500, f"request id {rid}", {"X-Request-ID": rid})
+
+    async def on_upstream_error(request: Request, exc: Exception) -> JSONResponse:
+        rid = request_id(request)
+        log.warning("request %s: %s", rid, exc)
+        return error_response(500, f"{exc} (request id {rid})")
+
+    app.add_exception_handler(RequestError, on_request_error)
+    app.add_exception_handler(UpstreamError, on_upstream_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,166 @@
+"""The four endpoints of the workflow-task API document."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from conveyor.api.errors import describe_validation_errors
+from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ErrorOut, ResultOut, TaskItemOut
+from conveyor.domain.errors import InvalidParam
+from conveyor.domain.states import public_status
+from conveyor.domain.tasks import RepoRequest, TaskWithCommits
+from conveyor.services.tasks import CreateRequest, TargetRequest
+from conveyor.wiring import Container
+
+router = APIRouter(prefix="/api/directory/workflowTask", tags=["workflow tasks"])
+
+Authorization = Annotated[
+    str | None,
+    Header(description="`Bearer <token>` or `X-API-KEY <token>`"),
+]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 500)
+}
+_SUCCESS = {"resultCode": 0, "errorMsg": "success"}
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def _task_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
+        raise InvalidParam(f"id: {raw!r} is not a positive task id")
+    return int(raw)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
+        raise InvalidParam(f"limit: {raw!r} must be a whole number from 1 to 1000")
+    return int(raw)
+
+
+def _item(found: TaskWithCommits, public_url: str) -> dict[str, Any]:
+    task = found.task
+    return {
+        "task_id": task.task_id,
+        "url": f"{public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
+        "status": public_status(task.state).value,
+        "create_time": task.create_time,
+        "start_time": task.start_time if task.start_time is not None else task.create_time,
+        "end_time": task.end_time if task.end_time is not None else task.create_time,
+        "workflow_name": task.workflow_name,
+        "env_name": task.env_name,
+        "repos": [
+            {
+                "service": m.service,
+                "repo_name": m.repo_name,
+                "kind": m.kind.value,
+                "ref": m.ref,
+                "commit": m.commit,
+            }
+            for m in found.matches
+        ],
+    }
+
+
+@router.get(
+    "",
+    response_model=list[TaskItemOut],
+    responses=_ERRORS,
+    summary="Every task that built a commit, newest first",
+)
+def find_tasks_by_commit(
+    request: Request,
+    authorization: Authorization = None,
+    commit_id: Annotated[
+        str | None,
+        Query(alias="commitId", description="full commit id or a prefix of ≥ 8 hex digits"),
+    ] = None,
+    limit: Annotated[
+        str | None, Query(description="how many tasks at most: 1 to 1000, default 100")
+    ] = None,
+) -> JSONResponse:
+    c = _container(request)
+    principal = c.tokens.authenticate(authorization)
+    found = c.tasks.find_by_commit(principal, commit_id or "", _limit(limit))
+    return JSONResponse([_item(f, c.config.public_url) for f in found])
+
+
+@router.post(
+    "/id/{id}/pipelines/{name}/restart",
+    response_model=ResultOut,
+    responses=_ERRORS,
+    summary="Rerun a failed, timed-out or cancelled task's jobs that did not pass",
+)
+def restart_task(
+    request: Request, id: str, name: str, authorization: Authorization = None
+) -> JSONResponse:
+    c = _container(request)
+    principal = c.tokens.authenticate(authorization)
+    c.tasks.restart(principal, name, _task_id(id))
+    return JSONResponse(_SUCCESS)
+
+
+@router.post(
+    "/id/{id}/pipelines/{name}/cancel",
+    response_model=ResultOut,
+    responses=_ERRORS,
+    summary="Cancel a created or running task",
+)
+def cancel_task(
+    request: Request, id: str, name: str, authorization: Authorization = None
+) -> JSONResponse:
+    c = _container(request)
+    principal = c.tokens.authenticate(authorization)
+    c.tasks.cancel(principal, name, _task_id(id))
+    return JSONResponse(_SUCCESS)
+
+
+def _create_request(raw: bytes) -> CreateRequest:
+    try:
+        body = CreateTaskIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidParam(describe_validation_errors(exc.errors())) from exc
+    return CreateRequest(
+        workflow_name=body.workflow_name,
+        env_name=body.env_name,
+        targets=tuple(
+            TargetRequest(
+                name=t.name,
+                repos=tuple(RepoRequest(r.repo_name, r.branch, r.pr) for r in t.build.repos),
+                envs=tuple((e.key, e.value) for e in t.envs),
+            )
+            for t in body.targets
+        ),
+    )
+
+
+@router.post(
+    "/create",
+    response_model=CreateTaskOut,
+    responses=_ERRORS,
+    summary="Create a workflow task: resolve every ref to a commit and queue it",
+    # The body is read after authentication (so a caller without a token always gets
+    # 401), which FastAPI's own body parsing would do first; the schema is still published.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CreateTaskIn"}}
+            },
+        }
+    },
+)
+async def create_task(request: Request, authorization: Authorization = None) -> JSONResponse:
+    c = _container(request)
+    principal = await run_in_threadpool(c.tokens.authenticate, authorization)
+    create = _create_request(await request.body())
+    task = await run_in_threadpool(c.tasks.create, principal, create)
+    return JSONResponse({"workflow_name": task.workflow_name, "task_id": task.task_id})

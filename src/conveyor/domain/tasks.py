@@ -1,0 +1,177 @@
+"""Frozen value objects: what a task is made of, and what the stores hand back."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from conveyor.domain.states import TaskState
+
+
+class RefKind(StrEnum):
+    BRANCH = "branch"
+    MERGE_REQUEST = "merge_request"
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRequest:
+    """One repo of a target as the caller asked for it (or as defaulted from config)."""
+
+    repo_name: str
+    branch: str
+    pr: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRepo:
+    """A repo pinned to commits at create time.
+
+    `commit` is what gets built: the branch head, or the merge request head when
+    `pr > 0`, in which case `base_commit` is the branch head it is merged onto.
+    """
+
+    repo_name: str
+    url: str
+    branch: str
+    pr: int
+    commit: str
+    base_commit: str | None = None
+
+    def commits(self) -> list[tuple[RefKind, str, str]]:
+        """(kind, ref, commit) for every commit this repo pins."""
+        if self.pr > 0:
+            found = [(RefKind.MERGE_REQUEST, f"refs/merge-requests/{self.pr}/head", self.commit)]
+            if self.base_commit is not None:
+                found.append((RefKind.BRANCH, self.branch, self.base_commit))
+            return found
+        return [(RefKind.BRANCH, self.branch, self.commit)]
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    script: str
+    timeout_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One service of a task, with everything needed to rerun it identically."""
+
+    service: str
+    repos: tuple[ResolvedRepo, ...]
+    build: StepSpec
+    deploy: StepSpec
+    envs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """The inputs of a task, captured at create time and never re-read from config."""
+
+    workflow_name: str
+    env_name: str
+    env_vars: tuple[tuple[str, str], ...]
+    targets: tuple[TargetSpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "workflow_name": self.workflow_name,
+            "env_name": self.env_name,
+            "env_vars": [list(kv) for kv in self.env_vars],
+            "targets": [
+                {
+                    "service": t.service,
+                    "repos": [
+                        {
+                            "repo_name": r.repo_name,
+                            "url": r.url,
+                            "branch": r.branch,
+                            "pr": r.pr,
+                            "commit": r.commit,
+                            "base_commit": r.base_commit,
+                        }
+                        for r in t.repos
+                    ],
+                    "build": {"script": t.build.script, "timeout_s": t.build.timeout_s},
+                    "deploy": {"script": t.deploy.script, "timeout_s": t.deploy.timeout_s},
+                    "envs": [list(kv) for kv in t.envs],
+                }
+                for t in self.targets
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TaskSpec":
+        return cls(
+            workflow_name=data["workflow_name"],
+            env_name=data["env_name"],
+            env_vars=tuple((k, v) for k, v in data["env_vars"]),
+            targets=tuple(
+                TargetSpec(
+                    service=t["service"],
+                    repos=tuple(ResolvedRepo(**r) for r in t["repos"]),
+                    build=StepSpec(**t["build"]),
+                    deploy=StepSpec(**t["deploy"]),
+                    envs=tuple((k, v) for k, v in t["envs"]),
+                )
+                for t in data["targets"]
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    pk: int
+    workflow_name: str
+    task_id: int
+    env_name: str
+    state: TaskState
+    attempt: int
+    create_time: int
+    start_time: int | None
+    end_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMatch:
+    service: str
+    repo_name: str
+    kind: RefKind
+    ref: str
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskWithCommits:
+    """A task found by commit, with the commits of it that matched."""
+
+    task: Task
+    matches: tuple[CommitMatch, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user behind a valid token, and the token's roles."""
+
+    user: str
+    roles: tuple[str, ...]
+    token_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    id: int
+    user: str
+    roles: tuple[str, ...]
+    create_time: int
+    expire_time: int | None
+    revoke_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    actor: str
+    action: str
+    token_id: int | None = None
+    workflow_name: str | None = None
+    task_id: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Source control: the git CLI, always with argument lists."""

@@ -1,0 +1,1 @@
+"""Use cases: create, lookup, cancel, restart; authentication and permissions."""

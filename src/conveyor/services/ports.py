@@ -1,0 +1,90 @@
+"""What the use cases need from storage and SCM, as small Protocols."""
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from conveyor.domain.states import TaskState
+from conveyor.domain.tasks import AuditEntry, Task, TaskSpec, TaskWithCommits, TokenInfo
+
+Clock = Callable[[], int]
+"""Unix seconds now."""
+
+
+class TaskWriter(Protocol):
+    """Operations inside one write transaction; all or nothing."""
+
+    def next_task_id(self, workflow_name: str) -> int: ...
+
+    def add_task(
+        self,
+        *,
+        task_id: int,
+        spec: TaskSpec,
+        created_by: str,
+        create_time: int,
+    ) -> Task: ...
+
+    def get_task(self, workflow_name: str, task_id: int) -> Task | None: ...
+
+    def set_task_state(
+        self,
+        task: Task,
+        new_state: TaskState,
+        *,
+        attempt: int | None = None,
+        reset_times: bool = False,
+        end_time: int | None = None,
+    ) -> Task:
+        """Move `task` on from the state it was read in; raises if another writer won."""
+        ...
+
+    def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None: ...
+
+    def cancel_pending_jobs(self, task: Task, end_time: int) -> None: ...
+
+    def add_jobs_to_rerun(self, task: Task) -> int:
+        """Queue, in `task.attempt`, every job whose latest run did not pass."""
+        ...
+
+    def audit(self, entry: AuditEntry, time: int) -> None: ...
+
+
+class TaskStore(Protocol):
+    def write(self) -> AbstractContextManager[TaskWriter]: ...
+
+    def find_by_commit(
+        self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
+    ) -> list[TaskWithCommits]:
+        """Tasks pinning a commit starting with `commit_prefix` (lower case), newest first.
+
+        `workflows` limits the search to those workflows; None means all of them.
+        """
+        ...
+
+
+class TokenStore(Protocol):
+    def add(
+        self,
+        *,
+        token_hash: str,
+        user: str,
+        roles: Sequence[str],
+        create_time: int,
+        expire_time: int | None,
+        audit: AuditEntry,
+    ) -> TokenInfo: ...
+
+    def find_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
+        """The token and its stored hash, for a constant-time comparison."""
+        ...
+
+    def list(self) -> list[TokenInfo]: ...
+
+    def revoke(self, token_id: int, time: int, audit: AuditEntry) -> bool: ...
+
+
+class RefResolver(Protocol):
+    def resolve(self, url: str, refs: Sequence[str]) -> dict[str, str]:
+        """Map each of `refs` (full ref names) that exists in `url` to its commit id."""
+        ...

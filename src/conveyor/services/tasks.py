@@ -1,0 +1,307 @@
+"""The workflow-task use cases: create, lookup by commit, cancel, restart."""
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from conveyor.domain.errors import InvalidParam, StateConflict, TaskNotFound
+from conveyor.domain.refs import branch_name_problem, is_commit_prefix
+from conveyor.domain.states import RESTARTABLE_TASK_STATES, TaskState, public_status
+from conveyor.domain.tasks import (
+    AuditEntry,
+    Principal,
+    RepoRequest,
+    ResolvedRepo,
+    StepSpec,
+    TargetSpec,
+    Task,
+    TaskSpec,
+    TaskWithCommits,
+)
+from conveyor.domain.transitions import transition
+from conveyor.services.auth import Authorizer
+from conveyor.services.ports import Clock, RefResolver, TaskStore
+from conveyor.settings import Config, WorkflowConfig
+
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_LOOKUP_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRequest:
+    name: str
+    repos: tuple[RepoRequest, ...]
+    envs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    workflow_name: str
+    env_name: str
+    targets: tuple[TargetRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _PlannedRepo:
+    """A repo of a target before its refs are resolved; `where` names it for errors."""
+
+    where: str
+    request: RepoRequest
+    url: str
+
+    @property
+    def refs(self) -> list[str]:
+        refs = [f"refs/heads/{self.request.branch}"]
+        if self.request.pr > 0:
+            refs.append(f"refs/merge-requests/{self.request.pr}/head")
+        return refs
+
+
+class TaskService:
+    def __init__(
+        self,
+        config: Config,
+        store: TaskStore,
+        resolver: RefResolver,
+        authorizer: Authorizer,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._resolver = resolver
+        self._auth = authorizer
+        self._clock = clock
+
+    # -- create ---------------------------------------------------------------------
+
+    def create(self, principal: Principal, request: CreateRequest) -> Task:
+        self._auth.require(principal, "task:create", request.workflow_name)
+        workflow = self._workflow(request.workflow_name, "workflow_name")
+        if not request.targets:
+            raise InvalidParam("targets: give at least one target")
+        if request.env_name not in workflow.allowed_envs:
+            raise InvalidParam(
+                f"env_name: workflow {request.workflow_name!r} cannot deploy to env "
+                f"{request.env_name!r}; allowed: {sorted(workflow.allowed_envs)}"
+            )
+        seen: set[str] = set()
+        for i, target in enumerate(request.targets):
+            if target.name in seen:
+                raise InvalidParam(f"targets[{i}].name: service {target.name!r} given twice")
+            seen.add(target.name)
+        planned = [self._plan_target(i, t, workflow) for i, t in enumerate(request.targets)]
+        commits = self._resolve([repo for _, repos in planned for repo in repos])
+        spec = TaskSpec(
+            workflow_name=request.workflow_name,
+            env_name=request.env_name,
+            env_vars=tuple(sorted(self._config.envs[request.env_name].vars.items())),
+            targets=tuple(self._target_spec(target, repos, commits) for target, repos in planned),
+        )
+        now = self._clock()
+        with self._store.write() as tx:
+            task_id = tx.next_task_id(request.workflow_name)
+            task = tx.add_task(
+                task_id=task_id, spec=spec, created_by=principal.user, create_time=now
+            )
+            tx.audit(
+                AuditEntry(
+                    actor=principal.user,
+                    action="task.create",
+                    token_id=principal.token_id,
+                    workflow_name=task.workflow_name,
+                    task_id=task.task_id,
+                    detail={
+                        "env_name": spec.env_name,
+                        "targets": [t.service for t in spec.targets],
+                    },
+                ),
+                now,
+            )
+        return task
+
+    def _workflow(self, name: str, where: str) -> WorkflowConfig:
+        workflow = self._config.workflows.get(name)
+        if workflow is None:
+            raise InvalidParam(f"{where}: unknown workflow {name!r}")
+        return workflow
+
+    def _plan_target(
+        self, index: int, target: TargetRequest, workflow: WorkflowConfig
+    ) -> tuple[TargetRequest, list[_PlannedRepo]]:
+        where = f"targets[{index}]"
+        if target.name not in workflow.services:
+            raise InvalidParam(
+                f"{where}.name: service {target.name!r} is not part of this workflow; "
+                f"its services: {workflow.services}"
+            )
+        service = self._config.services[target.name]
+        seen_keys: set[str] = set()
+        for k, (key, _) in enumerate(target.envs):
+            if not _ENV_KEY.fullmatch(key) or key.startswith("CONVEYOR_"):
+                raise InvalidParam(
+                    f"{where}.envs[{k}].key: {key!r} must be a shell variable name "
+                    "not starting with CONVEYOR_"
+                )
+            if key in seen_keys:
+                raise InvalidParam(f"{where}.envs[{k}].key: {key!r} given twice")
+            seen_keys.add(key)
+        asked: dict[str, _PlannedRepo] = {}
+        for j, repo in enumerate(target.repos):
+            rwhere = f"{where}.build.repos[{j}]"
+            if repo.pr < 0:
+                raise InvalidParam(f"{rwhere}.pr: must be 0 or a merge request number")
+            if repo.repo_name not in service.build.repos:
+                raise InvalidParam(
+                    f"{rwhere}.repo_name: repo {repo.repo_name!r} is not built by service "
+                    f"{target.name!r}; its repos: {service.build.repos}"
+                )
+            if repo.repo_name in asked:
+                raise InvalidParam(f"{rwhere}.repo_name: repo {repo.repo_name!r} given twice")
+            problem = branch_name_problem(repo.branch)
+            if problem:
+                raise InvalidParam(f"{rwhere}.branch: {repo.branch!r} {problem}")
+            url = self._config.repos[repo.repo_name].url
+            asked[repo.repo_name] = _PlannedRepo(rwhere, repo, url)
+        planned = []
+        for name in service.build.repos:
+            if name in asked:
+                planned.append(asked[name])
+            else:
+                repo_cfg = self._config.repos[name]
+                default = RepoRequest(repo_name=name, branch=repo_cfg.default_branch)
+                planned.append(_PlannedRepo(f"repos.{name}.default_branch", default, repo_cfg.url))
+        return target, planned
+
+    def _resolve(self, repos: Sequence[_PlannedRepo]) -> dict[tuple[str, str], str]:
+        """(url, ref) -> commit for every ref the repos need, one ls-remote per url."""
+        wanted: dict[str, set[str]] = {}
+        for repo in repos:
+            wanted.setdefault(repo.url, set()).update(repo.refs)
+        with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+            answers = pool.map(lambda url: self._resolver.resolve(url, sorted(wanted[url])), wanted)
+            found = {
+                (url, ref): sha
+                for url, refs in zip(wanted, answers, strict=True)
+                for ref, sha in refs.items()
+            }
+        for repo in repos:
+            req = repo.request
+            if (repo.url, f"refs/heads/{req.branch}") not in found:
+                raise InvalidParam(
+                    f"{repo.where}: branch {req.branch!r} not found in repo {req.repo_name!r}"
+                )
+            if req.pr > 0 and (repo.url, f"refs/merge-requests/{req.pr}/head") not in found:
+                raise InvalidParam(
+                    f"{repo.where}.pr: merge request {req.pr} not found in repo {req.repo_name!r}"
+                )
+        return found
+
+    def _target_spec(
+        self,
+        target: TargetRequest,
+        repos: Sequence[_PlannedRepo],
+        commits: dict[tuple[str, str], str],
+    ) -> TargetSpec:
+        service = self._config.services[target.name]
+        resolved = []
+        for repo in repos:
+            req = repo.request
+            branch_head = commits[(repo.url, f"refs/heads/{req.branch}")]
+            if req.pr > 0:
+                mr_head = commits[(repo.url, f"refs/merge-requests/{req.pr}/head")]
+                resolved.append(
+                    ResolvedRepo(req.repo_name, repo.url, req.branch, req.pr, mr_head, branch_head)
+                )
+            else:
+                resolved.append(ResolvedRepo(req.repo_name, repo.url, req.branch, 0, branch_head))
+        return TargetSpec(
+            service=target.name,
+            repos=tuple(resolved),
+            build=StepSpec(service.build.script, service.build.timeout),
+            deploy=StepSpec(service.deploy.script, service.deploy.timeout),
+            envs=target.envs,
+        )
+
+    # -- lookup ---------------------------------------------------------------------
+
+    def find_by_commit(
+        self, principal: Principal, commit_id: str, limit: int = 100
+    ) -> list[TaskWithCommits]:
+        if not is_commit_prefix(commit_id):
+            raise InvalidParam(
+                "commitId: must be a full commit id or a prefix of at least 8 hex digits"
+            )
+        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
+            raise InvalidParam(f"limit: must be between 1 and {MAX_LOOKUP_LIMIT}")
+        viewable = self._auth.viewable_workflows(principal)
+        if viewable is not None and not viewable:
+            return []
+        return self._store.find_by_commit(commit_id.lower(), viewable, limit)
+
+    # -- cancel / restart -----------------------------------------------------------
+
+    def cancel(self, principal: Principal, workflow_name: str, task_id: int) -> Task:
+        self._auth.require(principal, "task:cancel", workflow_name)
+        self._workflow(workflow_name, "name")
+        with self._store.write() as tx:
+            task = self._get(tx.get_task(workflow_name, task_id), workflow_name, task_id)
+            if task.state in (TaskState.CANCELLED, TaskState.CANCELLING):
+                return task
+            now = self._clock()
+            if task.state is TaskState.QUEUED:
+                new = tx.set_task_state(
+                    task, transition(task.state, TaskState.CANCELLED), end_time=now
+                )
+                tx.cancel_pending_jobs(task, now)
+            elif task.state is TaskState.RUNNING:
+                # Durable now: runners see the flag and stop the task's processes.
+                new = tx.set_task_state(task, transition(task.state, TaskState.CANCELLING))
+            else:
+                raise StateConflict(
+                    f"task {workflow_name}#{task_id} is {public_status(task.state)}; "
+                    "only created or running tasks can be cancelled"
+                )
+            tx.audit(self._entry(principal, "task.cancel", task), now)
+        return new
+
+    def restart(self, principal: Principal, workflow_name: str, task_id: int) -> Task:
+        self._auth.require(principal, "task:restart", workflow_name)
+        self._workflow(workflow_name, "name")
+        with self._store.write() as tx:
+            task = self._get(tx.get_task(workflow_name, task_id), workflow_name, task_id)
+            if task.state not in RESTARTABLE_TASK_STATES:
+                raise StateConflict(
+                    f"task {workflow_name}#{task_id} is {public_status(task.state)}; "
+                    "only failed, timeout or cancelled tasks can be restarted"
+                )
+            now = self._clock()
+            new = tx.set_task_state(
+                task,
+                transition(task.state, TaskState.QUEUED),
+                attempt=task.attempt + 1,
+                reset_times=True,
+            )
+            tx.add_attempt(new, principal.user, now)
+            rerun = tx.add_jobs_to_rerun(new)
+            tx.audit(
+                self._entry(principal, "task.restart", task, attempt=new.attempt, jobs=rerun), now
+            )
+        return new
+
+    @staticmethod
+    def _get(task: Task | None, workflow_name: str, task_id: int) -> Task:
+        if task is None:
+            raise TaskNotFound(f"no task {task_id} in workflow {workflow_name!r}")
+        return task
+
+    @staticmethod
+    def _entry(principal: Principal, action: str, task: Task, **detail: object) -> AuditEntry:
+        return AuditEntry(
+            actor=principal.user,
+            action=action,
+            token_id=principal.token_id,
+            workflow_name=task.workflow_name,
+            task_id=task.task_id,
+            detail={"from_state": task.state.value, **detail},
+        )

@@ -1,0 +1,123 @@
+"""The database schema. Alembic's migrations must produce exactly this."""
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+# SQLite only auto-increments an `INTEGER PRIMARY KEY`, not a BIGINT one.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Commit ids compare byte-wise so a prefix is an index range scan on PostgreSQL too.
+CommitSha = sa.String(40).with_variant(sa.String(40, collation="C"), "postgresql")
+Name = sa.String(200)
+
+workflow_sequences = sa.Table(
+    "workflow_sequences",
+    metadata,
+    sa.Column("workflow_name", Name, primary_key=True),
+    sa.Column("last_task_id", sa.BigInteger, nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("workflow_name", Name, nullable=False),
+    sa.Column("task_id", sa.BigInteger, nullable=False),
+    sa.Column("env_name", Name, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("start_time", sa.BigInteger, nullable=True),
+    sa.Column("end_time", sa.BigInteger, nullable=True),
+    sa.Column("created_by", Name, nullable=False),
+    # The inputs captured at create time: resolved commits and step definitions.
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.UniqueConstraint("workflow_name", "task_id"),
+    sa.Index(None, "state", "id"),
+)
+
+task_commits = sa.Table(
+    "task_commits",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_pk", BigId, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("service", Name, nullable=False),
+    sa.Column("repo_name", Name, nullable=False),
+    # "branch": the head of `ref`; "merge_request": the head of MR `pr`.
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("ref", sa.String(500), nullable=False),
+    sa.Column("pr", sa.Integer, nullable=False),
+    sa.Column("commit_sha", CommitSha, nullable=False),
+    # (commit_sha, task_pk): a lookup reads task ids from the index alone.
+    sa.Index(None, "commit_sha", "task_pk"),
+    sa.Index(None, "task_pk"),
+)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column(
+        "task_pk",
+        BigId,
+        sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("requested_by", Name, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("start_time", sa.BigInteger, nullable=True),
+    sa.Column("end_time", sa.BigInteger, nullable=True),
+    sa.Column("state", sa.String(20), nullable=True),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("task_pk", BigId, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("stage", sa.String(10), nullable=False),
+    sa.Column("service", Name, nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("start_time", sa.BigInteger, nullable=True),
+    sa.Column("end_time", sa.BigInteger, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.UniqueConstraint("task_pk", "attempt", "stage", "service"),
+    sa.Index(None, "state"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    # sha256 of the token; the token itself is never stored.
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", Name, nullable=False),
+    sa.Column("roles", sa.JSON, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("expire_time", sa.BigInteger, nullable=True),
+    sa.Column("revoke_time", sa.BigInteger, nullable=True),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    sa.Column("actor", Name, nullable=False),
+    sa.Column("token_id", sa.BigInteger, nullable=True),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("workflow_name", Name, nullable=True),
+    sa.Column("task_id", sa.BigInteger, nullable=True),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index(None, "time"),
+)

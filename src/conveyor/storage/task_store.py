@@ -1,0 +1,303 @@
+"""Tasks, their commits, attempts, jobs and the audit log, in SQL."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from conveyor.domain.errors import ConveyorError
+from conveyor.domain.states import JobState, TaskState
+from conveyor.domain.tasks import (
+    AuditEntry,
+    CommitMatch,
+    RefKind,
+    Task,
+    TaskSpec,
+    TaskWithCommits,
+)
+from conveyor.storage.db import AnyRow, Database
+from conveyor.storage.tables import (
+    attempts,
+    audit_log,
+    jobs,
+    task_commits,
+    tasks,
+    workflow_sequences,
+)
+
+STAGES = ("build", "deploy")
+
+
+class LostUpdate(ConveyorError):
+    """Another writer changed the task between our read and our write."""
+
+
+def _task(row: AnyRow) -> Task:
+    return Task(
+        pk=row.id,
+        workflow_name=row.workflow_name,
+        task_id=row.task_id,
+        env_name=row.env_name,
+        state=TaskState(row.state),
+        attempt=row.attempt,
+        create_time=row.create_time,
+        start_time=row.start_time,
+        end_time=row.end_time,
+    )
+
+
+_TASK_COLUMNS = (
+    tasks.c.id,
+    tasks.c.workflow_name,
+    tasks.c.task_id,
+    tasks.c.env_name,
+    tasks.c.state,
+    tasks.c.attempt,
+    tasks.c.create_time,
+    tasks.c.start_time,
+    tasks.c.end_time,
+)
+
+
+class SqlTaskWriter:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._dialect = conn.dialect.name
+
+    def next_task_id(self, workflow_name: str) -> int:
+        # One statement that both creates and bumps the counter: concurrent creates queue
+        # on its row lock, and a rolled-back create gives its number back.
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        upsert = (
+            insert(workflow_sequences)
+            .values(workflow_name=workflow_name, last_task_id=1)
+            .on_conflict_do_update(
+                index_elements=[workflow_sequences.c.workflow_name],
+                set_={"last_task_id": workflow_sequences.c.last_task_id + 1},
+            )
+            .returning(workflow_sequences.c.last_task_id)
+        )
+        return int(self._conn.execute(upsert).scalar_one())
+
+    def add_task(self, *, task_id: int, spec: TaskSpec, created_by: str, create_time: int) -> Task:
+        pk = self._conn.execute(
+            tasks.insert()
+            .values(
+                workflow_name=spec.workflow_name,
+                task_id=task_id,
+                env_name=spec.env_name,
+                state=TaskState.QUEUED,
+                attempt=1,
+                create_time=create_time,
+                created_by=created_by,
+                spec=spec.to_json(),
+            )
+            .returning(tasks.c.id)
+        ).scalar_one()
+        commit_rows = [
+            {
+                "task_pk": pk,
+                "service": target.service,
+                "repo_name": repo.repo_name,
+                "kind": kind,
+                "ref": ref,
+                "pr": repo.pr,
+                "commit_sha": commit,
+            }
+            for target in spec.targets
+            for repo in target.repos
+            for kind, ref, commit in repo.commits()
+        ]
+        self._conn.execute(task_commits.insert(), commit_rows)
+        task = Task(
+            pk=pk,
+            workflow_name=spec.workflow_name,
+            task_id=task_id,
+            env_name=spec.env_name,
+            state=TaskState.QUEUED,
+            attempt=1,
+            create_time=create_time,
+            start_time=None,
+            end_time=None,
+        )
+        self.add_attempt(task, created_by, create_time)
+        self._conn.execute(
+            jobs.insert(),
+            [
+                {
+                    "task_pk": pk,
+                    "attempt": 1,
+                    "stage": stage,
+                    "service": target.service,
+                    "state": JobState.PENDING,
+                }
+                for stage in STAGES
+                for target in spec.targets
+            ],
+        )
+        return task
+
+    def get_task(self, workflow_name: str, task_id: int) -> Task | None:
+        stmt = sa.select(*_TASK_COLUMNS).where(
+            tasks.c.workflow_name == workflow_name, tasks.c.task_id == task_id
+        )
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = self._conn.execute(stmt).one_or_none()
+        return _task(row) if row is not None else None
+
+    def set_task_state(
+        self,
+        task: Task,
+        new_state: TaskState,
+        *,
+        attempt: int | None = None,
+        reset_times: bool = False,
+        end_time: int | None = None,
+    ) -> Task:
+        values: dict[str, Any] = {"state": new_state}
+        if attempt is not None:
+            values["attempt"] = attempt
+        if reset_times:
+            values["start_time"] = None
+            values["end_time"] = None
+        if end_time is not None:
+            values["end_time"] = end_time
+        result = self._conn.execute(
+            tasks.update()
+            .where(tasks.c.id == task.pk, tasks.c.state == task.state)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise LostUpdate(f"task {task.workflow_name}#{task.task_id} changed meanwhile")
+        row = self._conn.execute(sa.select(*_TASK_COLUMNS).where(tasks.c.id == task.pk)).one()
+        return _task(row)
+
+    def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None:
+        self._conn.execute(
+            attempts.insert().values(
+                task_pk=task.pk,
+                number=task.attempt,
+                requested_by=requested_by,
+                create_time=create_time,
+            )
+        )
+
+    def cancel_pending_jobs(self, task: Task, end_time: int) -> None:
+        self._conn.execute(
+            jobs.update()
+            .where(jobs.c.task_pk == task.pk, jobs.c.state == JobState.PENDING)
+            .values(state=JobState.CANCELLED, end_time=end_time, detail="cancelled before it ran")
+        )
+
+    def add_jobs_to_rerun(self, task: Task) -> int:
+        latest = (
+            sa.select(jobs.c.stage, jobs.c.service, sa.func.max(jobs.c.attempt).label("attempt"))
+            .where(jobs.c.task_pk == task.pk)
+            .group_by(jobs.c.stage, jobs.c.service)
+            .subquery()
+        )
+        rows = self._conn.execute(
+            sa.select(jobs.c.stage, jobs.c.service)
+            .join(
+                latest,
+                sa.and_(
+                    jobs.c.stage == latest.c.stage,
+                    jobs.c.service == latest.c.service,
+                    jobs.c.attempt == latest.c.attempt,
+                ),
+            )
+            .where(jobs.c.task_pk == task.pk, jobs.c.state != JobState.PASSED)
+        ).all()
+        if rows:
+            self._conn.execute(
+                jobs.insert(),
+                [
+                    {
+                        "task_pk": task.pk,
+                        "attempt": task.attempt,
+                        "stage": row.stage,
+                        "service": row.service,
+                        "state": JobState.PENDING,
+                    }
+                    for row in rows
+                ],
+            )
+        return len(rows)
+
+    def audit(self, entry: AuditEntry, time: int) -> None:
+        write_audit(self._conn, entry, time)
+
+
+def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
+    conn.execute(
+        audit_log.insert().values(
+            time=time,
+            actor=entry.actor,
+            token_id=entry.token_id,
+            action=entry.action,
+            workflow_name=entry.workflow_name,
+            task_id=entry.task_id,
+            detail=entry.detail,
+        )
+    )
+
+
+def _commit_filter(prefix: str) -> sa.ColumnElement[bool]:
+    if len(prefix) == 40:
+        return task_commits.c.commit_sha == prefix
+    # Every id that starts with a hex `prefix` sorts in [prefix, prefix + "g"): an index
+    # range scan, where LIKE would need a pattern index (and a C collation) to use one.
+    return sa.and_(task_commits.c.commit_sha >= prefix, task_commits.c.commit_sha < prefix + "g")
+
+
+class SqlTaskStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @contextmanager
+    def write(self) -> Iterator[SqlTaskWriter]:
+        with self._db.write() as conn:
+            yield SqlTaskWriter(conn)
+
+    def find_by_commit(
+        self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
+    ) -> list[TaskWithCommits]:
+        matching = _commit_filter(commit_prefix)
+        stmt = sa.select(*_TASK_COLUMNS).where(
+            tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
+        )
+        if workflows is not None:
+            stmt = stmt.where(tasks.c.workflow_name.in_(sorted(workflows)))
+        stmt = stmt.order_by(tasks.c.create_time.desc(), tasks.c.id.desc()).limit(limit)
+        with self._db.read() as conn:
+            found = [_task(row) for row in conn.execute(stmt)]
+            if not found:
+                return []
+            by_task: dict[int, list[CommitMatch]] = {t.pk: [] for t in found}
+            match_rows = conn.execute(
+                sa.select(
+                    task_commits.c.task_pk,
+                    task_commits.c.service,
+                    task_commits.c.repo_name,
+                    task_commits.c.kind,
+                    task_commits.c.ref,
+                    task_commits.c.commit_sha,
+                )
+                .where(matching, task_commits.c.task_pk.in_(list(by_task)))
+                .order_by(task_commits.c.id)
+            )
+            for row in match_rows:
+                by_task[row.task_pk].append(
+                    CommitMatch(
+                        service=row.service,
+                        repo_name=row.repo_name,
+                        kind=RefKind(row.kind),
+                        ref=row.ref,
+                        commit=row.commit_sha,
+                    )
+                )
+        return [TaskWithCommits(task=t, matches=tuple(by_task[t.pk])) for t in found]

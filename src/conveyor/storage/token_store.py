@@ -1,0 +1,87 @@
+"""API tokens, stored only as hashes."""
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import sqlalchemy as sa
+
+from conveyor.domain.tasks import AuditEntry, TokenInfo
+from conveyor.storage.db import AnyRow, Database
+from conveyor.storage.tables import api_tokens
+from conveyor.storage.task_store import write_audit
+
+_COLUMNS = (
+    api_tokens.c.id,
+    api_tokens.c.user_name,
+    api_tokens.c.roles,
+    api_tokens.c.create_time,
+    api_tokens.c.expire_time,
+    api_tokens.c.revoke_time,
+)
+
+
+def _info(row: AnyRow) -> TokenInfo:
+    return TokenInfo(
+        id=row.id,
+        user=row.user_name,
+        roles=tuple(row.roles),
+        create_time=row.create_time,
+        expire_time=row.expire_time,
+        revoke_time=row.revoke_time,
+    )
+
+
+class SqlTokenStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(
+        self,
+        *,
+        token_hash: str,
+        user: str,
+        roles: Sequence[str],
+        create_time: int,
+        expire_time: int | None,
+        audit: AuditEntry,
+    ) -> TokenInfo:
+        with self._db.write() as conn:
+            row = conn.execute(
+                api_tokens.insert()
+                .values(
+                    token_hash=token_hash,
+                    user_name=user,
+                    roles=list(roles),
+                    create_time=create_time,
+                    expire_time=expire_time,
+                )
+                .returning(*_COLUMNS)
+            ).one()
+            info = _info(row)
+            write_audit(conn, replace(audit, token_id=info.id), create_time)
+        return info
+
+    def find_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
+                    api_tokens.c.token_hash == token_hash
+                )
+            ).one_or_none()
+        return (_info(row), row.token_hash) if row is not None else None
+
+    def list(self) -> list[TokenInfo]:
+        with self._db.read() as conn:
+            return [_info(r) for r in conn.execute(sa.select(*_COLUMNS).order_by(api_tokens.c.id))]
+
+    def revoke(self, token_id: int, time: int, audit: AuditEntry) -> bool:
+        with self._db.write() as conn:
+            result = conn.execute(
+                api_tokens.update()
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoke_time.is_(None))
+                .values(revoke_time=time)
+            )
+            if result.rowcount != 1:
+                return False
+            write_audit(conn, audit, time)
+        return True
