@@ -17,6 +17,8 @@ from conveyor.storage.tables import metadata
 
 PG_URL = os.environ.get("CONVEYOR_TEST_DATABASE_URL")
 
+pytest_plugins = ["tests.fixtures"]
+
 
 def backend_name() -> str:
     return "postgresql" if PG_URL else "sqlite"

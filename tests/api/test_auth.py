@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor.wiring import Container
-from tests.api.conftest import WF, FakeClock, Headers, create_body
+from tests.fixtures import WF, FakeClock, Headers, create_body
 
 LOOKUP = "/api/directory/workflowTask?commitId=abcdef12"
 CREATE = "/api/directory/workflowTask/create"

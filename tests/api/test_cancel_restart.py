@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from conveyor.domain.states import JobState, TaskState
 from conveyor.storage.tables import attempts, audit_log, jobs, tasks
 from conveyor.wiring import Container
-from tests.api.conftest import WF, FakeClock, Headers, Repos, create_body
+from tests.fixtures import WF, FakeClock, Headers, Repos, create_body
 
 BASE = "/api/directory/workflowTask"
 

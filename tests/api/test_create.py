@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from conveyor.storage.tables import audit_log, jobs, task_commits, tasks, workflow_sequences
 from conveyor.wiring import Container
-from tests.api.conftest import WF, Headers, Repos, create_body
+from tests.fixtures import WF, Headers, Repos, create_body
 
 URL = "/api/directory/workflowTask/create"
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conveyor.wiring import Container
-from tests.api.conftest import WF, Headers, create_body
+from tests.fixtures import WF, Headers, create_body
 
 BASE = "/api/directory/workflowTask"
 

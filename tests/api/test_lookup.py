@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import WF, FakeClock, Headers, Repos, create_body
+from tests.fixtures import WF, FakeClock, Headers, Repos, create_body
 
 URL = "/api/directory/workflowTask"
 

@@ -26,6 +26,13 @@ def upgrade(db: Database, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
 
+def downgrade(db: Database, revision: str) -> None:
+    cfg = alembic_config(db)
+    with db.write() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def heads() -> list[str]:
     return list(ScriptDirectory.from_config(alembic_config()).get_heads())
 

@@ -1,0 +1,150 @@
+"""`conveyor serve | check-config | token … | demo`."""
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+
+from conveyor.domain.durations import parse_duration
+from conveyor.domain.errors import InvalidParam
+from conveyor.settings import Config, ConfigError, load_config
+from conveyor.storage import migrate
+from conveyor.wiring import Container, build_container
+
+app = typer.Typer(help="Conveyor: CI/CD workflow tasks.", no_args_is_help=True)
+token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="the YAML config file", envvar="CONVEYOR_CONFIG")
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(code)
+
+
+def _config(path: Path) -> Config:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@contextmanager
+def _container(path: Path) -> Iterator[Container]:
+    container = build_container(_config(path))
+    try:
+        migrate.upgrade(container.db)
+        yield container
+    finally:
+        container.db.dispose()
+
+
+def _when(ts: int | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@app.command("check-config")
+def check_config(config: ConfigOption) -> None:
+    """Validate a config file without starting anything."""
+    cfg = _config(config)
+    typer.echo(
+        f"{config}: ok ({len(cfg.repos)} repos, {len(cfg.services)} services, "
+        f"{len(cfg.envs)} envs, {len(cfg.workflows)} workflows, {len(cfg.roles)} roles)"
+    )
+
+
+@app.command()
+def serve(
+    config: ConfigOption,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+) -> None:
+    """Run migrations, then serve the API."""
+    import uvicorn
+
+    from conveyor.api.app import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    container = build_container(_config(config))
+    migrate.upgrade(container.db)
+    url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
+    logging.getLogger("conveyor").info(
+        "database %s, executor %s, public_url %s",
+        url,
+        container.config.executor,
+        container.config.public_url,
+    )
+    uvicorn.run(create_app(container), host=host, port=port, log_level="info")
+
+
+@token_app.command("create")
+def token_create(
+    config: ConfigOption,
+    user: Annotated[str, typer.Option(help="who the token belongs to")],
+    role: Annotated[list[str], typer.Option(help="a role from the config; repeat for more")],
+    expires: Annotated[
+        str | None, typer.Option(help="lifetime, e.g. 30d, 12h; default never")
+    ] = None,
+) -> None:
+    """Print a new token on stdout. It is shown only this once."""
+    try:
+        expires_in = parse_duration(expires) if expires is not None else None
+    except ValueError as exc:
+        raise _fail(f"--expires: {exc}") from None
+    with _container(config) as container:
+        try:
+            token, _ = container.tokens.issue(user, role, expires_in)
+        except InvalidParam as exc:
+            raise _fail(f"--{exc.detail}") from None
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(config: ConfigOption) -> None:
+    """List tokens (never the tokens themselves)."""
+    with _container(config) as container:
+        tokens = container.tokens.list()
+    typer.echo(f"{'ID':>4}  {'USER':<16} {'ROLES':<24} {'CREATED':<21} {'EXPIRES':<21} REVOKED")
+    for t in tokens:
+        typer.echo(
+            f"{t.id:>4}  {t.user:<16} {','.join(t.roles):<24} {_when(t.create_time):<21} "
+            f"{_when(t.expire_time):<21} {_when(t.revoke_time)}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    config: ConfigOption, token_id: Annotated[int, typer.Argument(help="the ID from `token list`")]
+) -> None:
+    """Revoke a token at once."""
+    with _container(config) as container:
+        revoked = container.tokens.revoke(token_id, actor="cli")
+    if not revoked:
+        raise _fail(f"no active token with id {token_id}", code=1)
+    typer.echo(f"token {token_id} revoked")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="where to put the demo")] = Path(".demo"),
+    port: Annotated[int, typer.Option(help="the port `serve` will listen on")] = 8080,
+) -> None:
+    """Prepare a demo: a git repository, a config, a token, and curl lines to try."""
+    from conveyor.demo import demo_instructions, prepare_demo
+
+    typer.echo(demo_instructions(prepare_demo(directory, port)))
+
+
+def main() -> None:
+    sys.exit(app())

@@ -1,0 +1,182 @@
+"""The `conveyor` command line, in-process and as a real server process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from conveyor.cli.main import app
+from tests.conftest import PG_URL, RepoFactory
+from tests.fixtures import CONFIG
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def config_file(make_repo: RepoFactory, tmp_path: Path, database_url: str) -> Path:
+    voting, dyliu = make_repo("voting-app", "master"), make_repo("dyliu")
+    path = tmp_path / "conveyor.yaml"
+    text = CONFIG.format(voting=voting.url, dyliu=dyliu.url)
+    path.write_text(f"database_url: {database_url}\n{text}")
+    return path
+
+
+@pytest.fixture
+def database_url(empty_database_url: str) -> str:
+    return empty_database_url
+
+
+def test_check_config_ok_and_broken(config_file: Path) -> None:
+    result = runner.invoke(app, ["check-config", "-c", str(config_file)])
+    assert result.exit_code == 0
+    assert "ok (2 repos, 2 services, 3 envs, 2 workflows, 4 roles)" in result.output
+    config_file.write_text(config_file.read_text().replace("repos: [dyliu]", "repos: [dyl]"))
+    result = runner.invoke(app, ["check-config", "-c", str(config_file)])
+    assert result.exit_code == 2
+    assert "services.web.build.repos[0]: unknown repo 'dyl'" in result.output
+
+
+def test_token_create_prints_only_the_token_and_list_never_shows_it(config_file: Path) -> None:
+    result = runner.invoke(
+        app, ["token", "create", "-c", str(config_file), "--user", "ci-bot", "--role", "viewer"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cvy_") and len(lines[0]) == 47
+    listing = runner.invoke(app, ["token", "list", "-c", str(config_file)])
+    assert listing.exit_code == 0
+    assert "ci-bot" in listing.stdout and "viewer" in listing.stdout
+    assert lines[0] not in listing.stdout
+
+
+def test_token_create_refuses_unknown_roles_and_bad_expiry(config_file: Path) -> None:
+    cfg = str(config_file)
+    result = runner.invoke(app, ["token", "create", "-c", cfg, "--user", "u", "--role", "root"])
+    assert result.exit_code == 2
+    assert "--role: unknown role 'root'" in result.output
+    result = runner.invoke(
+        app, ["token", "create", "-c", cfg, "--user", "u", "--role", "viewer", "--expires", "soon"]
+    )
+    assert result.exit_code == 2
+    assert "--expires: must be a duration" in result.output
+
+
+def test_token_revoke(config_file: Path) -> None:
+    cfg = str(config_file)
+    runner.invoke(
+        app, ["token", "create", "-c", cfg, "--user", "u", "--role", "viewer", "--expires", "30d"]
+    )
+    assert runner.invoke(app, ["token", "revoke", "-c", cfg, "1"]).exit_code == 0
+    again = runner.invoke(app, ["token", "revoke", "-c", cfg, "1"])
+    assert again.exit_code == 1
+    assert "no active token with id 1" in again.output
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    return tmp_path / "demo"
+
+
+@pytest.fixture
+def served_demo(demo_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """`conveyor demo` then `conveyor serve`, as `make run` does; yields (url, token, commit)."""
+    if PG_URL:
+        pytest.skip("the demo is the embedded SQLite setup; covered by the SQLite run")
+    port = free_port()
+    result = runner.invoke(app, ["demo", "--dir", str(demo_dir), "--port", str(port)])
+    assert result.exit_code == 0, result.output
+    token = (demo_dir / "token").read_text().strip()
+    commit = result.output.split("main at ")[1][:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    log = (demo_dir / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "serve",
+            "-c",
+            str(demo_dir / "conveyor.yaml"),
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(f"{url}/openapi.json", timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log.close()
+                pytest.fail(f"server did not start:\n{(demo_dir / 'serve.log').read_text()}")
+            time.sleep(0.05)
+    try:
+        yield url, token, commit
+    finally:
+        proc.terminate()
+        code = proc.wait(timeout=10)
+        log.close()
+    # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status.
+    assert code == -signal.SIGTERM
+    assert "Application shutdown complete" in (demo_dir / "serve.log").read_text()
+
+
+def test_demo_then_serve_accepts_the_printed_curl_request(
+    served_demo: tuple[str, str, str], demo_dir: Path
+) -> None:
+    url, token, commit = served_demo
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {
+        "workflow_name": "hello-dev",
+        "env_name": "dev",
+        "targets": [
+            {"name": "hello", "build": {"repos": [{"repo_name": "hello", "branch": "main"}]}}
+        ],
+    }
+    r = httpx.post(f"{url}/api/directory/workflowTask/create", json=body, headers=headers)
+    assert r.json() == {"workflow_name": "hello-dev", "task_id": 1}
+    [item] = httpx.get(
+        f"{url}/api/directory/workflowTask", params={"commitId": commit}, headers=headers
+    ).json()
+    assert item["url"] == f"{url}/workflows/hello-dev/tasks/1"
+    # Running the demo again keeps the same token, repository and database.
+    result = runner.invoke(app, ["demo", "--dir", str(demo_dir), "--port", url.rsplit(":", 1)[1]])
+    assert result.exit_code == 0
+    assert (demo_dir / "token").read_text().strip() == token
+    assert (demo_dir / "token").stat().st_mode & 0o077 == 0
+
+
+def test_serve_refuses_a_broken_config(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("workflows: {w: {env: nope, services: [x]}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "conveyor", "serve", "-c", str(path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "workflows.w.env: unknown env 'nope'" in proc.stderr
+    assert "workflows.w.services[0]: unknown service 'x'" in proc.stderr
