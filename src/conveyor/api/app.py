@@ -47,6 +47,11 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     app.include_router(workflow_tasks.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
 

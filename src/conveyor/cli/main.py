@@ -67,6 +67,7 @@ def serve(
     config: ConfigOption,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    access_log: Annotated[bool, typer.Option(help="log every request")] = True,
 ) -> None:
     """Run migrations, then serve the API."""
     import uvicorn
@@ -85,7 +86,9 @@ def serve(
         container.config.executor,
         container.config.public_url,
     )
-    uvicorn.run(create_app(container), host=host, port=port, log_level="info")
+    uvicorn.run(
+        create_app(container), host=host, port=port, log_level="info", access_log=access_log
+    )
 
 
 @token_app.command("create")

@@ -18,7 +18,7 @@ from conveyor.domain.tasks import (
     TaskSpec,
     TaskWithCommits,
 )
-from conveyor.storage.db import AnyRow, Database
+from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.tables import (
     attempts,
     audit_log,
@@ -246,17 +246,62 @@ def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
     )
 
 
-def _commit_filter(prefix: str) -> sa.ColumnElement[bool]:
-    if len(prefix) == 40:
-        return task_commits.c.commit_sha == prefix
-    # Every id that starts with a hex `prefix` sorts in [prefix, prefix + "g"): an index
-    # range scan, where LIKE would need a pattern index (and a C collation) to use one.
-    return sa.and_(task_commits.c.commit_sha >= prefix, task_commits.c.commit_sha < prefix + "g")
+def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
+    """Tasks pinning a matching commit, newest first, with those commits: one round trip.
+
+    Built once per shape with bind parameters, so SQLAlchemy neither rebuilds the
+    statement nor recomputes its cache key on every lookup (the hot path of the GET).
+    """
+    sha = task_commits.c.commit_sha
+    if exact:
+        matching = sha == sa.bindparam("lo")
+    else:
+        # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"): an index
+        # range scan, where LIKE would need a pattern index (and a C collation) to use one.
+        matching = sa.and_(sha >= sa.bindparam("lo"), sha < sa.bindparam("hi"))
+    found = sa.select(*_TASK_COLUMNS).where(
+        tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
+    )
+    if n_workflows is not None:
+        # One placeholder per workflow (wf0, wf1, ...), so the SQL text is fixed per count.
+        names: list[sa.BindParameter[str]] = [
+            sa.bindparam(f"wf{i}", type_=sa.String) for i in range(n_workflows)
+        ]
+        found = found.where(tasks.c.workflow_name.in_(names))
+    hits = (
+        found.order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
+        .limit(sa.bindparam("limit"))
+        .cte("hits")
+    )
+    return (
+        sa.select(
+            hits,
+            task_commits.c.service,
+            task_commits.c.repo_name,
+            task_commits.c.kind,
+            task_commits.c.ref,
+            task_commits.c.commit_sha,
+        )
+        .join(task_commits, task_commits.c.task_pk == hits.c.id)
+        .where(matching)
+        .order_by(hits.c.create_time.desc(), hits.c.id.desc(), task_commits.c.id)
+    )
 
 
 class SqlTaskStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Compiled once per (exact id or prefix, how many workflows the caller may view).
+        self._lookups: dict[tuple[bool, int | None], PreparedQuery] = {}
+
+    def _lookup(self, exact: bool, n_workflows: int | None) -> PreparedQuery:
+        query = self._lookups.get((exact, n_workflows))
+        if query is None:
+            stmt = _lookup_statement(exact, n_workflows)
+            query = self._lookups[(exact, n_workflows)] = PreparedQuery(
+                stmt, self._db.engine.dialect
+            )
+        return query
 
     @contextmanager
     def write(self) -> Iterator[SqlTaskWriter]:
@@ -266,38 +311,21 @@ class SqlTaskStore:
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
     ) -> list[TaskWithCommits]:
-        matching = _commit_filter(commit_prefix)
-        stmt = sa.select(*_TASK_COLUMNS).where(
-            tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
-        )
+        exact = len(commit_prefix) == 40
+        params: dict[str, Any] = {"lo": commit_prefix, "limit": limit}
+        if not exact:
+            params["hi"] = commit_prefix + "g"
+        n_workflows = None
         if workflows is not None:
-            stmt = stmt.where(tasks.c.workflow_name.in_(sorted(workflows)))
-        stmt = stmt.order_by(tasks.c.create_time.desc(), tasks.c.id.desc()).limit(limit)
-        with self._db.read() as conn:
-            found = [_task(row) for row in conn.execute(stmt)]
-            if not found:
-                return []
-            by_task: dict[int, list[CommitMatch]] = {t.pk: [] for t in found}
-            match_rows = conn.execute(
-                sa.select(
-                    task_commits.c.task_pk,
-                    task_commits.c.service,
-                    task_commits.c.repo_name,
-                    task_commits.c.kind,
-                    task_commits.c.ref,
-                    task_commits.c.commit_sha,
-                )
-                .where(matching, task_commits.c.task_pk.in_(list(by_task)))
-                .order_by(task_commits.c.id)
-            )
-            for row in match_rows:
-                by_task[row.task_pk].append(
-                    CommitMatch(
-                        service=row.service,
-                        repo_name=row.repo_name,
-                        kind=RefKind(row.kind),
-                        ref=row.ref,
-                        commit=row.commit_sha,
-                    )
-                )
-        return [TaskWithCommits(task=t, matches=tuple(by_task[t.pk])) for t in found]
+            n_workflows = len(workflows)
+            params.update({f"wf{i}": name for i, name in enumerate(sorted(workflows))})
+        with self._db.raw() as conn:
+            rows = self._lookup(exact, n_workflows).rows(conn, params)
+        found: dict[int, tuple[Task, list[CommitMatch]]] = {}
+        for pk, wf, task_id, env, state, attempt, ct, st, et, svc, repo, kind, ref, sha in rows:
+            entry = found.get(pk)
+            if entry is None:
+                task = Task(pk, wf, task_id, env, TaskState(state), attempt, ct, st, et)
+                entry = found[pk] = (task, [])
+            entry[1].append(CommitMatch(svc, repo, RefKind(kind), ref, sha))
+        return [TaskWithCommits(task=t, matches=tuple(m)) for t, m in found.values()]

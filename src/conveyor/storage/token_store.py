@@ -1,12 +1,13 @@
 """API tokens, stored only as hashes."""
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 
 import sqlalchemy as sa
 
 from conveyor.domain.tasks import AuditEntry, TokenInfo
-from conveyor.storage.db import AnyRow, Database
+from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.tables import api_tokens
 from conveyor.storage.task_store import write_audit
 
@@ -17,6 +18,11 @@ _COLUMNS = (
     api_tokens.c.create_time,
     api_tokens.c.expire_time,
     api_tokens.c.revoke_time,
+)
+
+
+_BY_HASH = sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
+    api_tokens.c.token_hash == sa.bindparam("token_hash")
 )
 
 
@@ -34,6 +40,7 @@ def _info(row: AnyRow) -> TokenInfo:
 class SqlTokenStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._by_hash = PreparedQuery(_BY_HASH, db.engine.dialect)
 
     def add(
         self,
@@ -62,13 +69,15 @@ class SqlTokenStore:
         return info
 
     def find_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
-        with self._db.read() as conn:
-            row = conn.execute(
-                sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
-                    api_tokens.c.token_hash == token_hash
-                )
-            ).one_or_none()
-        return (_info(row), row.token_hash) if row is not None else None
+        with self._db.raw() as conn:
+            rows = self._by_hash.rows(conn, {"token_hash": token_hash})
+        if not rows:
+            return None
+        id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]
+        # Raw rows skip JSON decoding: SQLite hands back text, psycopg a decoded list.
+        role_list = json.loads(roles) if isinstance(roles, str) else roles
+        info = TokenInfo(id_, user, tuple(role_list), create_time, expire_time, revoke_time)
+        return info, stored_hash
 
     def list(self) -> list[TokenInfo]:
         with self._db.read() as conn:

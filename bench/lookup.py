@@ -1,0 +1,304 @@
+"""GET by commitId through the real HTTP server, beside a bare route on the same server.
+
+Fills a database with N tasks (3 commits each), starts `conveyor serve` as its own
+process, then for each route measures latency (one connection, one request at a time)
+and throughput (several keep-alive connections). Run by hand:
+
+    .venv/bin/python bench/lookup.py                       # SQLite, 1,000,000 tasks
+    .venv/bin/python bench/lookup.py --database-url postgresql+psycopg://postgres@127.0.0.1/conveyor_bench
+
+The filled database is kept under bench/out/ (SQLite) or in the named PostgreSQL
+database and reused by the next run with the same size.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from conveyor.settings import parse_config
+from conveyor.storage import migrate
+from conveyor.storage.db import Database
+from conveyor.storage.tables import task_commits, tasks
+from conveyor.wiring import build_container
+
+OUT = Path(__file__).parent / "out"
+WORKFLOWS = [f"team-{i}-deploy" for i in range(10)]
+CONFIG = """
+public_url: http://127.0.0.1:{port}
+database_url: {database_url}
+repos: {{app: {{url: /nonexistent}}}}
+services: {{svc: {{build: {{repos: [app], script: "true"}}, deploy: {{script: "true"}}}}}}
+envs: {{dev: {{}}}}
+workflows: {{{workflows}}}
+roles: {{admin: {{permissions: [task:view], workflows: ["*"]}}}}
+"""
+SPEC = {"workflow_name": "", "env_name": "dev", "env_vars": [], "targets": []}
+BATCH = 20_000
+
+
+def random_sha(rng: random.Random) -> str:
+    return f"{rng.getrandbits(160):040x}"
+
+
+def task_batches(
+    n: int, rng: random.Random
+) -> Iterator[tuple[list[dict[str, object]], list[dict[str, object]]]]:
+    now = int(time.time()) - n
+    for start in range(1, n + 1, BATCH):
+        task_rows, commit_rows = [], []
+        for pk in range(start, min(start + BATCH, n + 1)):
+            wf = WORKFLOWS[pk % len(WORKFLOWS)]
+            task_rows.append(
+                {
+                    "id": pk,
+                    "workflow_name": wf,
+                    "task_id": pk // len(WORKFLOWS) + 1,
+                    "env_name": "dev",
+                    "state": "passed",
+                    "attempt": 1,
+                    "create_time": now + pk,
+                    "start_time": now + pk,
+                    "end_time": now + pk + 60,
+                    "created_by": "bench",
+                    "spec": {**SPEC, "workflow_name": wf},
+                }
+            )
+            for repo in ("app", "lib", "infra"):
+                commit_rows.append(
+                    {
+                        "task_pk": pk,
+                        "service": "svc",
+                        "repo_name": repo,
+                        "kind": "branch",
+                        "ref": "main",
+                        "pr": 0,
+                        "commit_sha": random_sha(rng),
+                    }
+                )
+        yield task_rows, commit_rows
+
+
+def fill(db: Database, n: int) -> None:
+    with db.read() as conn:
+        have = conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one()
+    if have == n:
+        print(f"reusing {n:,} tasks already in the database", flush=True)
+        return
+    if have:
+        sys.exit(f"the database holds {have:,} tasks, not {n:,}: drop it or pick another")
+    t0 = time.perf_counter()
+    rng = random.Random(42)
+    for i, (task_rows, commit_rows) in enumerate(task_batches(n, rng)):
+        with db.write() as conn:
+            conn.execute(tasks.insert(), task_rows)
+            conn.execute(task_commits.insert(), commit_rows)
+        if i % 10 == 0:
+            print(f"  filled {(i + 1) * BATCH:,} tasks", flush=True)
+    with db.write() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    print(f"filled {n:,} tasks in {time.perf_counter() - t0:.0f}s", flush=True)
+
+
+def sample_commits(db: Database, k: int) -> list[str]:
+    with db.read() as conn:
+        top = conn.execute(sa.select(sa.func.max(task_commits.c.id))).scalar_one()
+        rng = random.Random(7)
+        ids = [rng.randint(1, top) for _ in range(k)]
+        return list(
+            conn.execute(
+                sa.select(task_commits.c.commit_sha).where(task_commits.c.id.in_(ids))
+            ).scalars()
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
+    writer.write(raw)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+def _raw(path: str, token: str | None) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n{auth}\r\n".encode()
+
+
+async def latency(port: int, paths: list[str], token: str | None, n: int) -> list[float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    times = []
+    for i in range(n):
+        raw = _raw(paths[i % len(paths)], token)
+        t0 = time.perf_counter()
+        status = await _request(reader, writer, raw)
+        times.append(time.perf_counter() - t0)
+        assert status == 200, status
+    writer.close()
+    return times
+
+
+async def throughput(
+    port: int, paths: list[str], token: str | None, conns: int, seconds: float
+) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = offset
+        while time.perf_counter() < stop:
+            status = await _request(reader, writer, _raw(paths[i % len(paths)], token))
+            assert status == 200, status
+            done += 1
+            i += conns
+        writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(conns)))
+    return done / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--database-url", default=f"sqlite:///{OUT / 'lookup.db'}")
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=3000, help="per route, for latency")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per route, for throughput")
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+
+    OUT.mkdir(exist_ok=True)
+    port = free_port()
+    cfg_path = OUT / "lookup.yaml"
+    cfg_path.write_text(
+        CONFIG.format(
+            port=port,
+            database_url=args.database_url,
+            workflows=", ".join(f"{w}: {{env: dev, services: [svc]}}" for w in WORKFLOWS),
+        )
+    )
+    config = parse_config(cfg_path.read_text(), base=OUT)
+    container = build_container(config)
+    migrate.upgrade(container.db)
+    fill(container.db, args.tasks)
+    token, _ = container.tokens.issue("bench", ["admin"], None)
+    shas = sample_commits(container.db, 2000)
+    container.db.dispose()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "serve",
+            "-c",
+            str(cfg_path),
+            "--port",
+            str(port),
+            "--no-access-log",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    sys.exit("the server did not start")
+                time.sleep(0.05)
+        base = "/api/directory/workflowTask?commitId="
+        routes = {
+            "hello (/healthz)": (["/healthz"], None),
+            "lookup, full id": ([base + s for s in shas], token),
+            "lookup, 8-char prefix": ([base + s[:8] for s in shas], token),
+        }
+        # Every lookup must find its task, or the numbers measure nothing.
+        check = asyncio.run(_check_found(port, routes["lookup, 8-char prefix"][0][:50], token))
+        assert check == 50, check
+        results = {}
+        for name, (paths, tok) in routes.items():
+            asyncio.run(latency(port, paths, tok, 300))  # warm-up
+            lat = asyncio.run(latency(port, paths, tok, args.requests))
+            rps = asyncio.run(throughput(port, paths, tok, args.connections, args.seconds))
+            results[name] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "rps": rps}
+            r = results[name]
+            print(
+                f"{name:<24} p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms {rps:8.0f} req/s",
+                flush=True,
+            )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+
+    hello = results["hello (/healthz)"]["rps"]
+    backend = sa.make_url(args.database_url).get_backend_name()
+    lines = [
+        f"| route ({backend}, {args.tasks:,} tasks) | p50 ms | p99 ms | req/s | x hello |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        ratio = r["rps"] / hello
+        lines.append(
+            f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} | {ratio:.2f} |"
+        )
+    print("\n".join(lines))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    (OUT / f"lookup-{backend}.json").write_text(json.dumps(results, indent=2))
+
+
+async def _check_found(port: int, paths: list[str], token: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    found = 0
+    for path in paths:
+        writer.write(_raw(path, token))
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:"
+        )
+        body = json.loads(await reader.readexactly(length))
+        found += len(body) >= 1
+    writer.close()
+    return found
+
+
+if __name__ == "__main__":
+    main()
