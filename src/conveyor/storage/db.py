@@ -57,8 +57,10 @@ def make_engine(url: str) -> Engine:
         )
         _prepare_sqlite(engine)
         return engine
+    # No pre-ping: it costs a round trip on every checkout. A dead connection fails the
+    # statement, SQLAlchemy then drops every connection made before it, and reads retry.
     return sa.create_engine(
-        parsed, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW
+        parsed, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600
     )
 
 
@@ -80,6 +82,7 @@ class PreparedQuery:
         self._defaults = compiled.construct_params(_check=False)
 
     def rows(self, dbapi_conn: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run on a DBAPI connection; prefer Database.read_rows, which picks one."""
         values = {**self._defaults, **params}
         args: Any = values if self._order is None else [values[n] for n in self._order]
         cursor = dbapi_conn.cursor()
@@ -116,14 +119,33 @@ class Database:
         with self.engine.connect() as conn:
             yield conn
 
-    @contextmanager
-    def raw(self) -> Iterator[Any]:
-        """A pooled DBAPI connection for PreparedQuery reads; rolled back on return."""
-        conn = self.engine.raw_connection()
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def read_rows(self, query: PreparedQuery, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one prepared read: a single statement, so it needs no transaction.
+
+        On PostgreSQL it runs in autocommit (one round trip instead of BEGIN, query,
+        ROLLBACK). The pool does not ping connections on checkout; a read that finds its
+        connection dead (the server restarted) drops it and runs once more.
+        """
+        for attempt in (1, 2):
+            conn = self.engine.raw_connection()
+            dbapi_conn = conn.dbapi_connection
+            try:
+                if not self.is_sqlite:
+                    dbapi_conn.autocommit = True  # type: ignore[union-attr]
+                try:
+                    return query.rows(dbapi_conn, params)
+                finally:
+                    if not self.is_sqlite and not dbapi_conn.closed:  # type: ignore[union-attr]
+                        dbapi_conn.autocommit = False  # type: ignore[union-attr]
+            except self.engine.dialect.loaded_dbapi.Error as exc:
+                if attempt == 2 or not self.engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                    raise
+                conn.invalidate(exc)
+                # The others in the pool date from before the restart too: start afresh.
+                self.engine.dispose()
+            finally:
+                conn.close()
+        raise AssertionError("unreachable")
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -319,8 +319,7 @@ class SqlTaskStore:
         if workflows is not None:
             n_workflows = len(workflows)
             params.update({f"wf{i}": name for i, name in enumerate(sorted(workflows))})
-        with self._db.raw() as conn:
-            rows = self._lookup(exact, n_workflows).rows(conn, params)
+        rows = self._db.read_rows(self._lookup(exact, n_workflows), params)
         found: dict[int, tuple[Task, list[CommitMatch]]] = {}
         for pk, wf, task_id, env, state, attempt, ct, st, et, svc, repo, kind, ref, sha in rows:
             entry = found.get(pk)

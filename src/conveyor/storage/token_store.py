@@ -69,8 +69,7 @@ class SqlTokenStore:
         return info
 
     def find_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
-        with self._db.raw() as conn:
-            rows = self._by_hash.rows(conn, {"token_hash": token_hash})
+        rows = self._db.read_rows(self._by_hash, {"token_hash": token_hash})
         if not rows:
             return None
         id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]

@@ -1,0 +1,88 @@
+"""The engine: SQLite pragmas, write transactions, and reads that survive a restart."""
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.storage.db import Database
+from conveyor.storage.token_store import SqlTokenStore
+from tests.conftest import PG_URL
+
+
+def test_sqlite_runs_in_wal_with_foreign_keys(database: Database) -> None:
+    if not database.is_sqlite:
+        pytest.skip("SQLite pragmas; this run is on PostgreSQL")
+    with database.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+
+
+def test_a_failed_write_transaction_leaves_nothing(database: Database) -> None:
+    with pytest.raises(sa.exc.IntegrityError), database.write() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO workflow_sequences (workflow_name, last_task_id) VALUES ('w', 1)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO workflow_sequences (workflow_name, last_task_id) VALUES ('w', 2)"
+        )
+    with database.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM workflow_sequences").scalar_one() == 0
+
+
+def test_sqlite_writers_wait_for_each_other_instead_of_failing(database: Database) -> None:
+    if not database.is_sqlite:
+        pytest.skip("SQLite locking; this run is on PostgreSQL")
+    # Read-then-write transactions from many threads: with deferred transactions SQLite
+    # would fail some with "database is locked"; BEGIN IMMEDIATE makes them queue.
+    with database.write() as conn:
+        conn.exec_driver_sql("INSERT INTO workflow_sequences VALUES ('w', 0)")
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def bump() -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                with database.write() as conn:
+                    n = conn.exec_driver_sql(
+                        "SELECT last_task_id FROM workflow_sequences"
+                    ).scalar_one()
+                    conn.execute(
+                        sa.text("UPDATE workflow_sequences SET last_task_id = :n"), {"n": n + 1}
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=bump) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with database.read() as conn:
+        assert (
+            conn.exec_driver_sql("SELECT last_task_id FROM workflow_sequences").scalar_one() == 160
+        )
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_reads_survive_the_server_dropping_every_connection(database: Database) -> None:
+    store = SqlTokenStore(database)
+    held = [database.engine.raw_connection() for _ in range(3)]
+    for conn in held:
+        conn.close()  # back to the pool: three live connections now idle there
+    assert store.find_by_hash("0" * 64) is None
+    admin = sa.create_engine(PG_URL or "", isolation_level="AUTOCOMMIT")
+    with admin.connect() as admin_conn:
+        killed = admin_conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": database.engine.url.database},
+        ).scalar_one()
+    admin.dispose()
+    assert killed >= 1
+    assert store.find_by_hash("0" * 64) is None
+    assert store.find_by_hash("1" * 64) is None
