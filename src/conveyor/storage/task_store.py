@@ -83,7 +83,7 @@ class SqlTaskWriter:
         return int(self._conn.execute(upsert).scalar_one())
 
     def add_task(self, *, task_id: int, spec: TaskSpec, created_by: str, create_time: int) -> Task:
-        pk = self._conn.execute(
+        row = self._conn.execute(
             tasks.insert()
             .values(
                 workflow_name=spec.workflow_name,
@@ -95,8 +95,10 @@ class SqlTaskWriter:
                 created_by=created_by,
                 spec=spec.to_json(),
             )
-            .returning(tasks.c.id)
-        ).scalar_one()
+            .returning(*_TASK_COLUMNS)
+        ).one()
+        task = _task(row)
+        pk = task.pk
         commit_rows = [
             {
                 "task_pk": pk,
@@ -112,17 +114,6 @@ class SqlTaskWriter:
             for kind, ref, commit in repo.commits()
         ]
         self._conn.execute(task_commits.insert(), commit_rows)
-        task = Task(
-            pk=pk,
-            workflow_name=spec.workflow_name,
-            task_id=task_id,
-            env_name=spec.env_name,
-            state=TaskState.QUEUED,
-            attempt=1,
-            create_time=create_time,
-            start_time=None,
-            end_time=None,
-        )
         self.add_attempt(task, created_by, create_time)
         self._conn.execute(
             jobs.insert(),

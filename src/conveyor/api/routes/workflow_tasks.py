@@ -1,5 +1,6 @@
 """The four endpoints of the workflow-task API document."""
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -11,8 +12,8 @@ from conveyor.api.errors import describe_validation_errors
 from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ErrorOut, ResultOut, TaskItemOut
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.states import public_status
-from conveyor.domain.tasks import RepoRequest, TaskWithCommits
-from conveyor.services.tasks import CreateRequest, TargetRequest
+from conveyor.domain.tasks import Principal, RepoRequest, Task, TaskWithCommits
+from conveyor.services.tasks import CreateRequest, TargetRequest, TaskService
 from conveyor.wiring import Container
 
 router = APIRouter(prefix="/api/directory/workflowTask", tags=["workflow tasks"])
@@ -121,6 +122,18 @@ async def find_tasks_by_commit(request: Request) -> JSONResponse:
     return JSONResponse(items)
 
 
+TaskOperation = Callable[[TaskService, Principal, str, int], Task]
+
+
+def _act_on_task(
+    request: Request, id: str, name: str, authorization: str | None, operation: TaskOperation
+) -> JSONResponse:
+    c = _container(request)
+    principal = c.tokens.authenticate(authorization)
+    operation(c.tasks, principal, name, _task_id(id))
+    return JSONResponse(_SUCCESS)
+
+
 @router.post(
     "/id/{id}/pipelines/{name}/restart",
     response_model=ResultOut,
@@ -130,10 +143,7 @@ async def find_tasks_by_commit(request: Request) -> JSONResponse:
 def restart_task(
     request: Request, id: str, name: str, authorization: Authorization = None
 ) -> JSONResponse:
-    c = _container(request)
-    principal = c.tokens.authenticate(authorization)
-    c.tasks.restart(principal, name, _task_id(id))
-    return JSONResponse(_SUCCESS)
+    return _act_on_task(request, id, name, authorization, TaskService.restart)
 
 
 @router.post(
@@ -145,10 +155,7 @@ def restart_task(
 def cancel_task(
     request: Request, id: str, name: str, authorization: Authorization = None
 ) -> JSONResponse:
-    c = _container(request)
-    principal = c.tokens.authenticate(authorization)
-    c.tasks.cancel(principal, name, _task_id(id))
-    return JSONResponse(_SUCCESS)
+    return _act_on_task(request, id, name, authorization, TaskService.cancel)
 
 
 def _create_request(raw: bytes) -> CreateRequest:
