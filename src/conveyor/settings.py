@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictInt,
     StrictStr,
     ValidationError,
 )
@@ -77,6 +78,11 @@ class ServiceConfig(_Strict):
 
 class EnvConfig(_Strict):
     vars: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    secrets: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="variables like vars whose values are masked in job logs; "
+        "a value `env:NAME` is read from the server's environment",
+    )
 
 
 class WorkflowConfig(_Strict):
@@ -101,6 +107,15 @@ class Config(_Strict):
     executor: Literal["local", "celery"] = "local"
     broker_url: StrictStr | None = None
     data_dir: Path = Path(".conveyor")
+    max_parallel_tasks: StrictInt = Field(4, ge=1, le=1000, description="tasks running at once")
+    max_parallel_jobs: StrictInt = Field(
+        8, ge=1, le=1000, description="job processes at once (local)"
+    )
+    cancel_grace: Seconds = Field(10, description="SIGTERM to SIGKILL on cancel or timeout")
+    heartbeat_timeout: Seconds = Field(60, description="a running job silent this long is lost")
+    log_max_bytes: StrictInt = Field(
+        50 * 2**20, ge=1024, description="per job log; the rest is cut"
+    )
     repos: dict[StrictStr, RepoConfig] = Field(default_factory=dict)
     services: dict[StrictStr, ServiceConfig] = Field(default_factory=dict)
     envs: dict[StrictStr, EnvConfig] = Field(default_factory=dict)

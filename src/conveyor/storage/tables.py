@@ -91,6 +91,10 @@ jobs = sa.Table(
     sa.Column("end_time", sa.BigInteger, nullable=True),
     sa.Column("exit_code", sa.Integer, nullable=True),
     sa.Column("detail", sa.Text, nullable=True),
+    # Set by the runner while the job runs; a stale one means the runner is gone.
+    sa.Column("heartbeat_time", sa.BigInteger, nullable=True),
+    # KEY=value lines a build wrote to $CONVEYOR_OUTPUT, handed to its deploy.
+    sa.Column("outputs", sa.JSON, nullable=True),
     sa.UniqueConstraint("task_pk", "attempt", "stage", "service"),
     sa.Index(None, "state"),
 )

@@ -1,0 +1,1 @@
+"""Where jobs run: the one job runner and the executor backends around it."""

@@ -1,0 +1,245 @@
+"""The one job runner: checkout, run, stream the log, enforce timeout and cancel.
+
+Every executor backend calls `run_job`. The runner owns the job's process tree: the
+script runs in a session of its own, and whatever ends the job (exit, timeout, cancel)
+the whole process group is stopped with SIGTERM, then SIGKILL after the grace period,
+so no child outlives its job.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import BinaryIO
+
+from conveyor.executors.base import JobReporter, JobResult, JobSpec, Outcome, RunnerPaths
+from conveyor.scm.mirror import CheckoutError, MirrorCache
+
+CANCEL_POLL_S = 0.25
+HEARTBEAT_S = 5.0
+MAX_LINE = 64 * 1024
+_PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
+_OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
+
+
+def repo_variable(repo_name: str) -> str:
+    """voting-app -> VOTING_APP, the prefix of its _COMMIT/_BRANCH/_PR variables."""
+    return re.sub(r"[^A-Za-z0-9]", "_", repo_name).upper()
+
+
+class JobLog:
+    """Appends to a job's log file as output comes: capped, secrets masked."""
+
+    def __init__(self, path: Path, max_bytes: int, secrets: Mapping[str, str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO = path.open("ab")
+        self._max = max_bytes
+        self._size = self._file.tell()
+        self._truncated = False
+        # Longest first, so a secret that contains another is masked whole.
+        values = sorted(
+            {v.encode() for v in secrets.values() if len(v) >= 3}, key=len, reverse=True
+        )
+        self._secrets = values
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        for value in self._secrets:
+            data = data.replace(value, b"***")
+        with self._lock:
+            if self._truncated:
+                return
+            room = self._max - self._size
+            if len(data) > room:
+                data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
+                self._truncated = True
+            self._file.write(data)
+            self._file.flush()
+            self._size += len(data)
+
+    def say(self, line: str) -> None:
+        self.write(f"[conveyor] {line}\n".encode())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _pump(stream: BinaryIO, log: JobLog) -> None:
+    # Line by line, so a secret is never split between two writes; a very long line is
+    # cut into MAX_LINE pieces. Memory stays constant whatever the job prints.
+    for line in iter(lambda: stream.readline(MAX_LINE), b""):
+        log.write(line)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the job's process group, SIGKILL it after `grace_s`; return when it is gone."""
+    pgid = proc.pid  # start_new_session: the shell leads its own group
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            proc.wait()
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the shell, or the group never looks empty
+            if not _group_alive(pgid):
+                return
+            time.sleep(0.02)
+    proc.wait()
+
+
+def _environment(spec: JobSpec, workspace: Path, output: Path) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
+    env.update(spec.variables)
+    env.update(spec.secrets)
+    env.update(
+        CONVEYOR_TASK_ID=str(spec.task_id),
+        CONVEYOR_WORKFLOW=spec.workflow_name,
+        CONVEYOR_ENV=spec.env_name,
+        CONVEYOR_SERVICE=spec.service,
+        CONVEYOR_STAGE=spec.stage,
+        CONVEYOR_ATTEMPT=str(spec.attempt),
+        CONVEYOR_JOB_ID=str(spec.job_id),
+        CONVEYOR_WORKSPACE=str(workspace),
+        CONVEYOR_OUTPUT=str(output),
+    )
+    for repo in spec.repos:
+        prefix = repo_variable(repo.repo_name)
+        env[f"{prefix}_COMMIT"] = repo.commit
+        env[f"{prefix}_BRANCH"] = repo.branch
+        env[f"{prefix}_PR"] = str(repo.pr)
+    return env
+
+
+def _read_outputs(path: Path, log: JobLog) -> dict[str, str]:
+    outputs: dict[str, str] = {}
+    if not path.exists():
+        return outputs
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _OUTPUT_LINE.fullmatch(line)
+        if m is None or m.group(1).startswith("CONVEYOR_"):
+            log.say(f"ignored line {n} of $CONVEYOR_OUTPUT: expected KEY=value, got {line[:80]!r}")
+            continue
+        outputs[m.group(1)] = m.group(2)
+    return outputs
+
+
+def _checkout(spec: JobSpec, paths: RunnerPaths, workspace: Path, log: JobLog) -> None:
+    mirrors = MirrorCache(paths.mirrors)
+    for repo in spec.repos:
+        pinned = [repo.commit] + ([repo.base_commit] if repo.base_commit else [])
+        mirror = mirrors.ensure(repo.url, pinned)
+        if repo.pr > 0 and repo.base_commit:
+            log.say(
+                f"checking out {repo.repo_name}: merge request !{repo.pr} ({repo.commit[:12]}) "
+                f"merged onto {repo.branch} ({repo.base_commit[:12]})"
+            )
+            mirrors.checkout(
+                mirror, workspace / repo.repo_name, repo.base_commit, merge=repo.commit
+            )
+        else:
+            log.say(f"checking out {repo.repo_name} at {repo.commit[:12]} ({repo.branch})")
+            mirrors.checkout(mirror, workspace / repo.repo_name, repo.commit)
+
+
+def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResult:
+    """Run one job to its end and report the result; never raises for job failures."""
+    log = JobLog(paths.log(spec.job_id), spec.log_max_bytes, spec.secrets)
+    workspace = paths.workspaces / str(spec.job_id)
+    try:
+        result = _run(spec, paths, reporter, log, workspace)
+    except Exception as exc:  # a runner bug must still end the job, not hang it
+        log.say(f"internal error: {exc.__class__.__name__}: {exc}")
+        result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+    log.say(f"{spec.stage} {result.outcome.value}: {result.detail}")
+    log.close()
+    reporter.finished(result)
+    return result
+
+
+def _run(
+    spec: JobSpec, paths: RunnerPaths, reporter: JobReporter, log: JobLog, workspace: Path
+) -> JobResult:
+    shutil.rmtree(workspace, ignore_errors=True)
+    control = workspace / ".conveyor"
+    control.mkdir(parents=True)
+    output = control / "output"
+    task = f"{spec.workflow_name}#{spec.task_id}"
+    log.say(f"{spec.stage} {spec.service} for {task}, attempt {spec.attempt}")
+    try:
+        _checkout(spec, paths, workspace, log)
+    except CheckoutError as exc:
+        log.say(str(exc))
+        return JobResult(Outcome.FAILED, None, str(exc))
+    if reporter.cancel_requested():
+        return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
+    proc = subprocess.Popen(
+        ["bash", "-eo", "pipefail", "-c", spec.script],
+        cwd=workspace,
+        env=_environment(spec, workspace, output),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
+    pump.start()
+    started = time.monotonic()
+    next_beat = started + HEARTBEAT_S
+    stopped: Outcome | None = None
+    while proc.poll() is None:
+        _wait(proc, CANCEL_POLL_S)
+        now = time.monotonic()
+        if proc.returncode is not None:
+            break
+        if now - started > spec.timeout_s:
+            log.say(f"timed out after {spec.timeout_s}s; stopping the job's processes")
+            stopped = Outcome.TIMEOUT
+        elif reporter.cancel_requested():
+            log.say("cancelled; stopping the job's processes")
+            stopped = Outcome.CANCELLED
+        if stopped is not None:
+            stop_process_group(proc, spec.cancel_grace_s)
+            break
+        if now >= next_beat:
+            reporter.heartbeat()
+            next_beat = now + HEARTBEAT_S
+    # Children the script left behind (`sleep 1000 &`) belong to the job and end with it.
+    stop_process_group(proc, spec.cancel_grace_s)
+    pump.join()
+    proc.stdout.close()
+    code = proc.returncode
+    if stopped is Outcome.TIMEOUT:
+        return JobResult(stopped, code, f"timed out after {spec.timeout_s}s")
+    if stopped is Outcome.CANCELLED:
+        return JobResult(stopped, code, "cancelled")
+    if code != 0:
+        return JobResult(Outcome.FAILED, code, f"script exited with {code}")
+    return JobResult(Outcome.PASSED, 0, "script exited with 0", _read_outputs(output, log))
+
+
+def _wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=seconds)

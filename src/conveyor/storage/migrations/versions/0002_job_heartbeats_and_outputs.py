@@ -1,0 +1,28 @@
+"""job heartbeats and outputs
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-27 17:30:45.566823
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("heartbeat_time", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("outputs", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_column("outputs")
+        batch_op.drop_column("heartbeat_time")

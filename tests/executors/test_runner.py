@@ -1,0 +1,253 @@
+"""The job runner on real git repositories and real processes."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.domain.tasks import ResolvedRepo
+from conveyor.executors.base import JobResult, JobSpec, Outcome, RunnerPaths
+from conveyor.executors.runner import run_job
+from tests.conftest import GitRepo, RepoFactory, git
+
+
+class RecordingReporter:
+    """Stands in for the database: records reports, and lets a test ask for a cancel."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+        self.beats = 0
+        self.results: list[JobResult] = []
+
+    def heartbeat(self) -> None:
+        self.beats += 1
+
+    def cancel_requested(self) -> bool:
+        return self.cancel.is_set()
+
+    def finished(self, result: JobResult) -> None:
+        self.results.append(result)
+
+
+def spec_for(repo: GitRepo, script: str, **overrides: object) -> JobSpec:
+    fields: dict[str, object] = {
+        "job_id": 7,
+        "task_pk": 1,
+        "workflow_name": "wf",
+        "task_id": 3,
+        "attempt": 2,
+        "stage": "build",
+        "service": "svc",
+        "env_name": "dev",
+        "repos": (ResolvedRepo("voting-app", repo.url, "main", 0, repo.head("main")),),
+        "script": script,
+        "timeout_s": 60,
+        "variables": (("NAMESPACE", "dev"),),
+        "cancel_grace_s": 2,
+    }
+    fields.update(overrides)
+    return JobSpec(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> RunnerPaths:
+    return RunnerPaths(tmp_path / "data")
+
+
+@pytest.fixture
+def repo(make_repo: RepoFactory) -> GitRepo:
+    return make_repo("voting-app")
+
+
+def log_of(paths: RunnerPaths, job_id: int = 7) -> str:
+    return paths.log(job_id).read_text()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is not alive: it has exited and only waits to be reaped.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
+
+
+def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
+    repo: GitRepo, paths: RunnerPaths
+) -> None:
+    script = (
+        'echo "commit $VOTING_APP_COMMIT branch $VOTING_APP_BRANCH pr $VOTING_APP_PR"\n'
+        'echo "task $CONVEYOR_TASK_ID attempt $CONVEYOR_ATTEMPT ns $NAMESPACE"\n'
+        "git -C voting-app rev-parse HEAD\n"
+        'echo "IMAGE=registry/svc:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"\n'
+    )
+    reporter = RecordingReporter()
+    result = run_job(spec_for(repo, script), paths, reporter)
+    assert result.outcome is Outcome.PASSED
+    assert result.outputs == {"IMAGE": "registry/svc:3"}
+    assert reporter.results == [result]
+    text = log_of(paths)
+    sha = repo.head("main")
+    assert f"commit {sha} branch main pr 0" in text
+    assert "task 3 attempt 2 ns dev" in text
+    assert f"\n{sha}\n" in text
+    # The workspace is gone after the job.
+    assert not (paths.workspaces / "7").exists()
+
+
+def test_the_server_environment_does_not_leak_into_jobs(
+    repo: GitRepo, paths: RunnerPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONVEYOR_DATABASE_URL", "postgresql://u:pw@db/x")
+    result = run_job(
+        spec_for(repo, 'echo "db=${CONVEYOR_DATABASE_URL:-unset}"'), paths, RecordingReporter()
+    )
+    assert result.outcome is Outcome.PASSED
+    assert "db=unset" in log_of(paths)
+
+
+@pytest.mark.parametrize(
+    ("script", "code"), [("exit 3", 3), ("false | true", 1), ("false\necho after", 1)]
+)
+def test_a_failing_script_fails_the_job(
+    repo: GitRepo, paths: RunnerPaths, script: str, code: int
+) -> None:
+    result = run_job(spec_for(repo, script), paths, RecordingReporter())
+    assert (result.outcome, result.exit_code) == (Outcome.FAILED, code)
+    assert "after" not in log_of(paths).split("[conveyor] checking out")[1]
+
+
+def wait_for(path: Path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_timeout_stops_the_whole_process_tree(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        f"sleep 1000 & echo $! >> {pids}\n"
+        f"(trap '' TERM; sleep 1000) & echo $! >> {pids}\n"
+        f"echo $$ >> {pids}\nsleep 1000"
+    )
+    t0 = time.monotonic()
+    result = run_job(
+        spec_for(repo, script, timeout_s=1, cancel_grace_s=1), paths, RecordingReporter()
+    )
+    assert result.outcome is Outcome.TIMEOUT
+    assert time.monotonic() - t0 < 1 + 1 + 5
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 3
+    assert [p for p in started if alive(p)] == []
+    assert "timed out after 1s" in log_of(paths)
+
+
+def test_cancel_stops_every_process_within_grace(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    # One child ignores SIGTERM: only SIGKILL after the grace period ends it.
+    script = f"(trap '' TERM; sleep 1000) & echo $! >> {pids}\nsleep 1000 & echo $! >> {pids}\nwait"
+    reporter = RecordingReporter()
+    spec = spec_for(repo, script, cancel_grace_s=1)
+    runner = threading.Thread(target=run_job, args=(spec, paths, reporter))
+    runner.start()
+    wait_for(pids)
+    while len(pids.read_text().split()) < 2:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    reporter.cancel.set()
+    runner.join(timeout=1 + 5)
+    assert not runner.is_alive()
+    assert time.monotonic() - t0 < 1 + 5
+    assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
+    assert [p for p in map(int, pids.read_text().split()) if alive(p)] == []
+
+
+def test_children_left_behind_by_a_passing_script_are_stopped(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    result = run_job(
+        spec_for(repo, f"sleep 1000 & echo $! > {pid_file}\nexit 0"), paths, RecordingReporter()
+    )
+    assert result.outcome is Outcome.PASSED
+    assert not alive(int(pid_file.read_text()))
+
+
+def test_log_is_capped_and_secrets_are_masked(repo: GitRepo, paths: RunnerPaths) -> None:
+    script = (
+        'echo "token is $DEPLOY_TOKEN"\nhead -c 300000 /dev/zero | tr "\\0" "x"\necho tail-marker'
+    )
+    spec = spec_for(repo, script, secrets={"DEPLOY_TOKEN": "s3cr3t-value"}, log_max_bytes=100_000)
+    assert "s3cr3t" not in repr(spec)
+    result = run_job(spec, paths, RecordingReporter())
+    assert result.outcome is Outcome.PASSED
+    data = paths.log(7).read_bytes()
+    assert b"s3cr3t-value" not in data
+    assert b"token is ***" in data
+    assert b"[conveyor] log truncated at 100000 bytes" in data
+    assert b"tail-marker" not in data
+    assert len(data) < 100_000 + 500
+
+
+def test_merge_request_is_merged_onto_its_branch(
+    make_repo: RepoFactory, paths: RunnerPaths
+) -> None:
+    repo = make_repo("voting-app")
+    base = repo.head("main")
+    (repo.path / "feature.txt").write_text("feature\n")
+    git(repo.path, "checkout", "-q", "--detach")
+    git(repo.path, "add", "feature.txt")
+    git(repo.path, "commit", "-q", "-m", "feature")
+    mr = git(repo.path, "rev-parse", "HEAD")
+    git(repo.path, "update-ref", "refs/merge-requests/5/head", mr)
+    git(repo.path, "checkout", "-q", "main")
+    main_after = repo.commit("main moved on")
+    assert main_after != base
+    repos = (ResolvedRepo("voting-app", repo.url, "main", 5, mr, main_after),)
+    script = "test -f voting-app/feature.txt\ngit -C voting-app rev-parse HEAD^1 HEAD^2"
+    result = run_job(spec_for(repo, script, repos=repos), paths, RecordingReporter())
+    assert result.outcome is Outcome.PASSED, log_of(paths)
+    assert f"{main_after}\n{mr}" in log_of(paths)
+
+
+def test_a_merge_conflict_fails_the_job_with_a_clear_line(
+    make_repo: RepoFactory, paths: RunnerPaths
+) -> None:
+    repo = make_repo("voting-app")
+    mr = repo.merge_request(9, "mr edits file.txt")
+    main = repo.commit("main edits file.txt too")
+    repos = (ResolvedRepo("voting-app", repo.url, "main", 9, mr, main),)
+    result = run_job(spec_for(repo, "echo should-not-run", repos=repos), paths, RecordingReporter())
+    assert result.outcome is Outcome.FAILED
+    assert "merge conflict" in result.detail and "file.txt" in result.detail
+    assert "should-not-run" not in log_of(paths).replace("echo should-not-run", "")
+
+
+def test_a_commit_that_vanished_fails_clearly(repo: GitRepo, paths: RunnerPaths) -> None:
+    repos = (ResolvedRepo("voting-app", repo.url, "main", 0, "0" * 40),)
+    result = run_job(spec_for(repo, "true", repos=repos), paths, RecordingReporter())
+    assert result.outcome is Outcome.FAILED
+    assert f"commit {'0' * 40} is no longer in" in result.detail
+
+
+def test_the_mirror_fetches_new_commits_for_later_jobs(repo: GitRepo, paths: RunnerPaths) -> None:
+    assert run_job(spec_for(repo, "true"), paths, RecordingReporter()).outcome is Outcome.PASSED
+    newer = repo.commit("newer")
+    repos = (ResolvedRepo("voting-app", repo.url, "main", 0, newer),)
+    result = run_job(
+        spec_for(repo, "git -C voting-app rev-parse HEAD", repos=repos, job_id=8),
+        paths,
+        RecordingReporter(),
+    )
+    assert result.outcome is Outcome.PASSED
+    assert newer in log_of(paths, 8)
