@@ -1,14 +1,22 @@
-"""The composition root: builds the stores and services for one config."""
+"""The composition root: builds the stores, services and executor for one config."""
 
+import socket
 import time
 from dataclasses import dataclass
 
+from conveyor.domain.jobs import JobSpec
+from conveyor.executors.base import RunnerPaths
+from conveyor.executors.local import LocalExecutor
+from conveyor.executors.processes import stop_orphaned_job
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
-from conveyor.services.ports import Clock, RefResolver
+from conveyor.services.ports import Clock, Executor, RefResolver
+from conveyor.services.reconciler import reconcile
+from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
 from conveyor.storage.db import Database
+from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
 
@@ -23,6 +31,24 @@ class Container:
     db: Database
     tasks: TaskService
     tokens: TokenService
+    jobs: SqlJobStore
+    scheduler: Scheduler | None = None
+    executor: Executor | None = None
+
+    def start(self) -> None:
+        """Reconcile what a previous server left running, then start scheduling."""
+        if self.scheduler is None:
+            return
+        reconcile(
+            self.jobs, socket.gethostname(), stop_orphaned_job, self.config.cancel_grace, unix_now
+        )
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
 
 
 def build_container(
@@ -31,12 +57,40 @@ def build_container(
     db: Database | None = None,
     resolver: RefResolver | None = None,
     clock: Clock = unix_now,
+    run_jobs: bool = False,
 ) -> Container:
+    """Services for `config`; with `run_jobs`, also the scheduler and the local executor."""
     db = db or Database.from_url(config.database_url)
     authorizer = Authorizer(config.roles, list(config.workflows))
+    jobs = SqlJobStore(db)
+    scheduler: Scheduler | None = None
+    executor: Executor | None = None
+    if run_jobs:
+        host = socket.gethostname()
+        wake: list[Scheduler] = []
+
+        def reporter_for(job: JobSpec) -> StoreJobReporter:
+            return StoreJobReporter(jobs, job.job_id, host, clock, wake[0].wake)
+
+        executor = LocalExecutor(
+            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for
+        )
+        scheduler = Scheduler(config, jobs, executor, clock)
+        wake.append(scheduler)
+    tasks = TaskService(
+        config,
+        SqlTaskStore(db),
+        resolver or GitCli(),
+        authorizer,
+        clock,
+        on_change=scheduler.wake if scheduler else lambda: None,
+    )
     return Container(
         config=config,
         db=db,
-        tasks=TaskService(config, SqlTaskStore(db), resolver or GitCli(), authorizer, clock),
+        tasks=tasks,
         tokens=TokenService(SqlTokenStore(db), config.roles, clock),
+        jobs=jobs,
+        scheduler=scheduler,
+        executor=executor,
     )

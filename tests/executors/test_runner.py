@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.domain.tasks import ResolvedRepo
-from conveyor.executors.base import JobResult, JobSpec, Outcome, RunnerPaths
+from conveyor.executors.base import RunnerPaths
 from conveyor.executors.runner import run_job
 from tests.conftest import GitRepo, RepoFactory, git
 
@@ -19,7 +20,11 @@ class RecordingReporter:
     def __init__(self) -> None:
         self.cancel = threading.Event()
         self.beats = 0
+        self.pids: list[int] = []
         self.results: list[JobResult] = []
+
+    def started(self, pid: int) -> None:
+        self.pids.append(pid)
 
     def heartbeat(self) -> None:
         self.beats += 1

@@ -2,6 +2,8 @@
 
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -39,7 +41,16 @@ class RequestIdMiddleware:
 
 
 def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        container.start()
+        try:
+            yield
+        finally:
+            container.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Conveyor",
         summary="CI/CD workflow tasks: build services from branches or merge requests, "
         "deploy them into environments.",

@@ -77,7 +77,7 @@ def serve(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    container = build_container(_config(config))
+    container = build_container(_config(config), run_jobs=True)
     migrate.upgrade(container.db)
     url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
     logging.getLogger("conveyor").info(

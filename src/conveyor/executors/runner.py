@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -18,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
-from conveyor.executors.base import JobReporter, JobResult, JobSpec, Outcome, RunnerPaths
+from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.executors.base import JobReporter, RunnerPaths
+from conveyor.executors.processes import stop_process_group
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
 CANCEL_POLL_S = 0.25
@@ -75,34 +76,6 @@ def _pump(stream: BinaryIO, log: JobLog) -> None:
     # cut into MAX_LINE pieces. Memory stays constant whatever the job prints.
     for line in iter(lambda: stream.readline(MAX_LINE), b""):
         log.write(line)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the job's process group, SIGKILL it after `grace_s`; return when it is gone."""
-    pgid = proc.pid  # start_new_session: the shell leads its own group
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            proc.wait()
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the shell, or the group never looks empty
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.02)
-    proc.wait()
 
 
 def _environment(spec: JobSpec, workspace: Path, output: Path) -> dict[str, str]:
@@ -204,6 +177,7 @@ def _run(
         start_new_session=True,
     )
     assert proc.stdout is not None
+    reporter.started(proc.pid)
     pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
     pump.start()
     started = time.monotonic()

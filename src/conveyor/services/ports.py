@@ -4,7 +4,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from conveyor.domain.states import TaskState
+from conveyor.domain.jobs import JobResult, JobRow, JobSpec
+from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import AuditEntry, Task, TaskSpec, TaskWithCommits, TokenInfo
 
 Clock = Callable[[], int]
@@ -88,3 +89,37 @@ class RefResolver(Protocol):
     def resolve(self, url: str, refs: Sequence[str]) -> dict[str, str]:
         """Map each of `refs` (full ref names) that exists in `url` to its commit id."""
         ...
+
+
+class Executor(Protocol):
+    """Runs jobs somewhere; reports go to the database, not back through here."""
+
+    def submit(self, job: JobSpec) -> None: ...
+
+    def shutdown(self, wait: bool) -> None: ...
+
+
+class JobStore(Protocol):
+    """What the scheduler reads and decides about jobs (storage/job_store.py)."""
+
+    def tasks_in(self, *states: TaskState, limit: int = 1000) -> list[Task]: ...
+
+    def claim_task(self, task: Task, now: int) -> bool: ...
+
+    def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool: ...
+
+    def task_spec(self, task_pk: int) -> TaskSpec: ...
+
+    def current_jobs(self, task_pk: int) -> list[JobRow]: ...
+
+    def has_running_jobs(self, task_pk: int) -> bool: ...
+
+    def move_job(
+        self, job: JobRow, new_state: JobState, now: int, detail: str | None = None
+    ) -> bool: ...
+
+    def stale_jobs(self, heartbeat_before: int) -> list[JobRow]: ...
+
+    def finish_job(self, job_id: int, result: JobResult, now: int) -> bool: ...
+
+    def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]: ...

@@ -1,7 +1,7 @@
 """The workflow-task use cases: create, lookup by commit, cancel, restart."""
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -66,7 +66,9 @@ class TaskService:
         resolver: RefResolver,
         authorizer: Authorizer,
         clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_change = on_change
         self._config = config
         self._store = store
         self._resolver = resolver
@@ -118,6 +120,7 @@ class TaskService:
                 ),
                 now,
             )
+        self._on_change()
         return task
 
     def _workflow(self, name: str, where: str) -> WorkflowConfig:
@@ -263,6 +266,7 @@ class TaskService:
                     "only created or running tasks can be cancelled"
                 )
             tx.audit(self._entry(principal, "task.cancel", task), now)
+        self._on_change()
         return new
 
     def restart(self, principal: Principal, workflow_name: str, task_id: int) -> Task:
@@ -287,6 +291,7 @@ class TaskService:
             tx.audit(
                 self._entry(principal, "task.restart", task, attempt=new.attempt, jobs=rerun), now
             )
+        self._on_change()
         return new
 
     @staticmethod

@@ -95,6 +95,9 @@ jobs = sa.Table(
     sa.Column("heartbeat_time", sa.BigInteger, nullable=True),
     # KEY=value lines a build wrote to $CONVEYOR_OUTPUT, handed to its deploy.
     sa.Column("outputs", sa.JSON, nullable=True),
+    # Where the job's process group runs, so a restarted server can stop orphans.
+    sa.Column("runner_host", Name, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
     sa.UniqueConstraint("task_pk", "attempt", "stage", "service"),
     sa.Index(None, "state"),
 )

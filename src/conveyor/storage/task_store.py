@@ -35,7 +35,7 @@ class LostUpdate(ConveyorError):
     """Another writer changed the task between our read and our write."""
 
 
-def _task(row: AnyRow) -> Task:
+def task_from_row(row: AnyRow) -> Task:
     return Task(
         pk=row.id,
         workflow_name=row.workflow_name,
@@ -49,7 +49,7 @@ def _task(row: AnyRow) -> Task:
     )
 
 
-_TASK_COLUMNS = (
+TASK_COLUMNS = (
     tasks.c.id,
     tasks.c.workflow_name,
     tasks.c.task_id,
@@ -95,9 +95,9 @@ class SqlTaskWriter:
                 created_by=created_by,
                 spec=spec.to_json(),
             )
-            .returning(*_TASK_COLUMNS)
+            .returning(*TASK_COLUMNS)
         ).one()
-        task = _task(row)
+        task = task_from_row(row)
         pk = task.pk
         commit_rows = [
             {
@@ -132,13 +132,13 @@ class SqlTaskWriter:
         return task
 
     def get_task(self, workflow_name: str, task_id: int) -> Task | None:
-        stmt = sa.select(*_TASK_COLUMNS).where(
+        stmt = sa.select(*TASK_COLUMNS).where(
             tasks.c.workflow_name == workflow_name, tasks.c.task_id == task_id
         )
         if self._dialect == "postgresql":
             stmt = stmt.with_for_update()
         row = self._conn.execute(stmt).one_or_none()
-        return _task(row) if row is not None else None
+        return task_from_row(row) if row is not None else None
 
     def set_task_state(
         self,
@@ -164,8 +164,8 @@ class SqlTaskWriter:
         )
         if result.rowcount != 1:
             raise LostUpdate(f"task {task.workflow_name}#{task.task_id} changed meanwhile")
-        row = self._conn.execute(sa.select(*_TASK_COLUMNS).where(tasks.c.id == task.pk)).one()
-        return _task(row)
+        row = self._conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id == task.pk)).one()
+        return task_from_row(row)
 
     def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None:
         self._conn.execute(
@@ -250,7 +250,7 @@ def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
         # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"): an index
         # range scan, where LIKE would need a pattern index (and a C collation) to use one.
         matching = sa.and_(sha >= sa.bindparam("lo"), sha < sa.bindparam("hi"))
-    found = sa.select(*_TASK_COLUMNS).where(
+    found = sa.select(*TASK_COLUMNS).where(
         tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
     )
     if n_workflows is not None:

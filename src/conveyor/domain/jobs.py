@@ -1,0 +1,58 @@
+"""A job as data: what a runner is given, and what it reports back."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from conveyor.domain.states import JobState
+from conveyor.domain.tasks import ResolvedRepo
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything a runner needs, as data; travels to other machines as JSON."""
+
+    job_id: int
+    task_pk: int
+    workflow_name: str
+    task_id: int
+    attempt: int
+    stage: str
+    service: str
+    env_name: str
+    repos: tuple[ResolvedRepo, ...]
+    script: str
+    timeout_s: int
+    variables: tuple[tuple[str, str], ...]
+    # Values to export and to mask in the log; kept out of repr().
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    cancel_grace_s: int = 10
+    log_max_bytes: int = 50 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    outcome: Outcome
+    exit_code: int | None
+    detail: str
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as the scheduler sees it."""
+
+    id: int
+    task_pk: int
+    attempt: int
+    stage: str
+    service: str
+    state: JobState
+    outputs: dict[str, str]

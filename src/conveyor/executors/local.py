@@ -1,0 +1,64 @@
+"""The embedded executor: a bounded pool of job runners in the server process."""
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.executors.base import JobReporter, RunnerPaths
+from conveyor.executors.runner import run_job
+
+log = logging.getLogger("conveyor.executor.local")
+
+
+class _StoppingReporter:
+    """While the server shuts down, asks runners to stop, and says why in the result."""
+
+    def __init__(self, inner: JobReporter, stopping: threading.Event) -> None:
+        self._inner = inner
+        self._stopping = stopping
+
+    def started(self, pid: int) -> None:
+        self._inner.started(pid)
+
+    def heartbeat(self) -> None:
+        self._inner.heartbeat()
+
+    def cancel_requested(self) -> bool:
+        return self._stopping.is_set() or self._inner.cancel_requested()
+
+    def finished(self, result: JobResult) -> None:
+        shut_down = self._stopping.is_set() and result.outcome is Outcome.CANCELLED
+        if shut_down and not self._inner.cancel_requested():
+            result = JobResult(Outcome.FAILED, result.exit_code, "server shut down while it ran")
+        self._inner.finished(result)
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        paths: RunnerPaths,
+        max_workers: int,
+        reporter_for: Callable[[JobSpec], JobReporter],
+    ) -> None:
+        self._paths = paths
+        self._reporter_for = reporter_for
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="conveyor-job")
+        self._stopping = threading.Event()
+
+    def submit(self, job: JobSpec) -> None:
+        reporter = _StoppingReporter(self._reporter_for(job), self._stopping)
+        future = self._pool.submit(run_job, job, self._paths, reporter)
+        future.add_done_callback(lambda f: _log_failure(job, f))
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop running jobs (they end failed: "server shut down") and the pool."""
+        self._stopping.set()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+def _log_failure(job: JobSpec, future: "Future[JobResult]") -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("job %s: could not report its result: %s", job.job_id, exc, exc_info=exc)

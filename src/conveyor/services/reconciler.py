@@ -1,0 +1,34 @@
+"""Start-up reconciliation: nothing left running by a server that died.
+
+Queued tasks simply run. A job still marked running on this host lost its runner with
+the old server: its leftover processes are stopped (found by process group, and only
+if they carry the job's id) and the job fails as "server restarted"; the scheduler then
+ends its task as usual, and a restart reruns it. See docs/adr/0006-crash-recovery.md.
+"""
+
+import logging
+from collections.abc import Callable
+
+from conveyor.domain.states import JobState
+from conveyor.services.ports import Clock, JobStore
+
+log = logging.getLogger("conveyor.reconciler")
+
+StopOrphan = Callable[[int, int, float], int]
+"""(pgid, job_id, grace_s) -> how many processes were found and stopped."""
+
+
+def reconcile(
+    store: JobStore, host: str, stop_orphan: StopOrphan, grace_s: float, clock: Clock
+) -> int:
+    """Fail every job this host's previous server left running; returns how many."""
+    resolved = 0
+    for job, pid in store.running_jobs_on(host):
+        found = stop_orphan(pid, job.id, grace_s) if pid else 0
+        detail = "server restarted while the job ran"
+        if found:
+            detail += f"; stopped {found} leftover process{'es' if found > 1 else ''}"
+        if store.move_job(job, JobState.FAILED, clock(), detail):
+            resolved += 1
+            log.warning("job %s: %s", job.id, detail)
+    return resolved

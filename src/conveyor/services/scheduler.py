@@ -1,0 +1,192 @@
+"""The scheduler: decides what runs next and what a task's state is.
+
+It reads the database (the truth), starts queued tasks first-in first-out within the
+caps, dispatches each stage's jobs to the executor, and turns the jobs' reported
+outcomes into the task's state. Executors only report. One `tick()` does one pass;
+`run()` repeats it whenever `wake()` is called, and on a short poll as a safety net.
+"""
+
+import logging
+import os
+import threading
+from dataclasses import replace
+
+from conveyor.domain.jobs import JobRow, JobSpec
+from conveyor.domain.outcome import task_outcome
+from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
+from conveyor.domain.tasks import TargetSpec, Task
+from conveyor.services.ports import Clock, Executor, JobStore
+from conveyor.settings import Config
+
+log = logging.getLogger("conveyor.scheduler")
+
+POLL_S = 1.0
+
+
+def resolve_secret(value: str) -> str:
+    """`env:NAME` reads the server's environment; anything else is the value itself."""
+    if value.startswith("env:"):
+        return os.environ.get(value.removeprefix("env:"), "")
+    return value
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        executor: Executor,
+        clock: Clock,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._executor = executor
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="conveyor-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(POLL_S)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # one bad pass must not stop scheduling for good
+                log.exception("scheduler pass failed; retrying")
+
+    # -- one pass ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self._clock()
+        self._reap_lost_jobs(now)
+        for task in self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING):
+            self._advance(task, now)
+        self._start_queued(now)
+
+    def _reap_lost_jobs(self, now: int) -> None:
+        for job in self._store.stale_jobs(now - self._config.heartbeat_timeout):
+            if self._store.move_job(job, JobState.FAILED, now, "worker lost: no heartbeat"):
+                log.warning("job %s lost its runner; failed", job.id)
+
+    def _start_queued(self, now: int) -> None:
+        active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
+        slots = self._config.max_parallel_tasks - len(active)
+        busy = {t.workflow_name for t in active if not self._parallel(t.workflow_name)}
+        for task in self._store.tasks_in(TaskState.QUEUED):
+            if slots <= 0:
+                return
+            serial = not self._parallel(task.workflow_name)
+            if serial and task.workflow_name in busy:
+                continue
+            # A restart waits until the processes of the attempt it replaces are gone.
+            if self._store.has_running_jobs(task.pk):
+                if serial:
+                    busy.add(task.workflow_name)
+                continue
+            if self._store.claim_task(task, now):
+                slots -= 1
+                if serial:
+                    busy.add(task.workflow_name)
+                claimed = replace(task, state=TaskState.RUNNING, start_time=now)
+                self._advance(claimed, now)
+
+    def _parallel(self, workflow_name: str) -> bool:
+        workflow = self._config.workflows.get(workflow_name)
+        return workflow is not None and workflow.parallel
+
+    def _advance(self, task: Task, now: int) -> None:
+        jobs = self._store.current_jobs(task.pk)
+        if task.state is TaskState.CANCELLING:
+            for job in jobs:
+                if job.state is JobState.PENDING:
+                    self._store.move_job(job, JobState.CANCELLED, now, "task cancelled")
+            if not self._store.has_running_jobs(task.pk):
+                self._store.finish_task(task, TaskState.CANCELLED, now)
+            return
+        builds = [j for j in jobs if j.stage == "build"]
+        deploys = [j for j in jobs if j.stage == "deploy"]
+        if self._dispatch(task, builds, now, outputs={}):
+            return
+        if any(j.state not in TERMINAL_JOB_STATES for j in builds):
+            return
+        if all(j.state is JobState.PASSED for j in builds):
+            outputs = {j.service: j.outputs for j in builds}
+            if self._dispatch(task, deploys, now, outputs):
+                return
+            if any(j.state not in TERMINAL_JOB_STATES for j in deploys):
+                return
+        else:
+            for job in deploys:
+                if job.state is JobState.PENDING:
+                    self._store.move_job(job, JobState.SKIPPED, now, "a build did not pass")
+        outcome = task_outcome([j.state for j in builds], [j.state for j in deploys])
+        if self._store.finish_task(task, outcome, now):
+            log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
+
+    def _dispatch(
+        self, task: Task, stage_jobs: list[JobRow], now: int, outputs: dict[str, dict[str, str]]
+    ) -> bool:
+        """Start the stage's pending jobs; True if any was started."""
+        pending = [j for j in stage_jobs if j.state is JobState.PENDING]
+        if not pending:
+            return False
+        spec = self._store.task_spec(task.pk)
+        targets = {t.service: t for t in spec.targets}
+        started = False
+        for job in pending:
+            if not self._store.move_job(job, JobState.RUNNING, now):
+                continue
+            started = True
+            self._executor.submit(
+                self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
+            )
+        return started
+
+    def _job_spec(
+        self,
+        task: Task,
+        job: JobRow,
+        target: TargetSpec,
+        env_vars: tuple[tuple[str, str], ...],
+        outputs: dict[str, dict[str, str]],
+    ) -> JobSpec:
+        step = target.build if job.stage == "build" else target.deploy
+        variables = dict(env_vars)
+        variables.update(target.envs)
+        if job.stage == "deploy":
+            variables.update(outputs.get(job.service, {}))
+        env = self._config.envs.get(task.env_name)
+        secrets = {k: resolve_secret(v) for k, v in env.secrets.items()} if env else {}
+        return JobSpec(
+            job_id=job.id,
+            task_pk=task.pk,
+            workflow_name=task.workflow_name,
+            task_id=task.task_id,
+            attempt=job.attempt,
+            stage=job.stage,
+            service=job.service,
+            env_name=task.env_name,
+            repos=target.repos,
+            script=step.script,
+            timeout_s=step.timeout_s,
+            variables=tuple(variables.items()),
+            secrets=secrets,
+            cancel_grace_s=self._config.cancel_grace,
+            log_max_bytes=self._config.log_max_bytes,
+        )

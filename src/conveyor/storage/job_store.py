@@ -1,0 +1,251 @@
+"""What the scheduler and the runners read and write about jobs.
+
+Every state change is a conditional update from the state it was read in, checked by
+`transition()` first: a late or duplicate report changes nothing.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from conveyor.domain.jobs import JobResult, JobRow
+from conveyor.domain.states import JobState, TaskState
+from conveyor.domain.tasks import Task, TaskSpec
+from conveyor.domain.transitions import transition
+from conveyor.storage.db import Database
+from conveyor.storage.tables import attempts, jobs, tasks
+from conveyor.storage.task_store import TASK_COLUMNS, task_from_row
+
+_JOB_COLUMNS = (
+    jobs.c.id,
+    jobs.c.task_pk,
+    jobs.c.attempt,
+    jobs.c.stage,
+    jobs.c.service,
+    jobs.c.state,
+    jobs.c.outputs,
+)
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(
+        row.id,
+        row.task_pk,
+        row.attempt,
+        row.stage,
+        row.service,
+        JobState(row.state),
+        dict(row.outputs or {}),
+    )
+
+
+class SqlJobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def tasks_in(self, *states: TaskState, limit: int = 1000) -> list[Task]:
+        """Tasks in these states, first created first."""
+        stmt = (
+            sa.select(*TASK_COLUMNS)
+            .where(tasks.c.state.in_([s.value for s in states]))
+            .order_by(tasks.c.create_time, tasks.c.id)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            return [task_from_row(r) for r in conn.execute(stmt)]
+
+    def claim_task(self, task: Task, now: int) -> bool:
+        """QUEUED -> RUNNING, unless someone else got there first."""
+        new = transition(task.state, TaskState.RUNNING)
+        with self._db.write() as conn:
+            done = conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task.pk, tasks.c.state == task.state)
+                .values(state=new, start_time=now, end_time=None)
+            ).rowcount
+            if done:
+                conn.execute(
+                    attempts.update()
+                    .where(attempts.c.task_pk == task.pk, attempts.c.number == task.attempt)
+                    .values(start_time=now, state=new)
+                )
+        return bool(done)
+
+    def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool:
+        new = transition(task.state, outcome)
+        with self._db.write() as conn:
+            done = conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task.pk, tasks.c.state == task.state)
+                .values(state=new, end_time=now)
+            ).rowcount
+            if done:
+                conn.execute(
+                    attempts.update()
+                    .where(attempts.c.task_pk == task.pk, attempts.c.number == task.attempt)
+                    .values(end_time=now, state=new)
+                )
+        return bool(done)
+
+    def task_spec(self, task_pk: int) -> TaskSpec:
+        with self._db.read() as conn:
+            data = conn.execute(sa.select(tasks.c.spec).where(tasks.c.id == task_pk)).scalar_one()
+        return TaskSpec.from_json(data)
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def current_jobs(self, task_pk: int) -> list[JobRow]:
+        """The latest row of each (stage, service): what the task's status is made of."""
+        latest = (
+            sa.select(jobs.c.stage, jobs.c.service, sa.func.max(jobs.c.attempt).label("attempt"))
+            .where(jobs.c.task_pk == task_pk)
+            .group_by(jobs.c.stage, jobs.c.service)
+            .subquery()
+        )
+        stmt = (
+            sa.select(*_JOB_COLUMNS)
+            .join(
+                latest,
+                sa.and_(
+                    jobs.c.stage == latest.c.stage,
+                    jobs.c.service == latest.c.service,
+                    jobs.c.attempt == latest.c.attempt,
+                ),
+            )
+            .where(jobs.c.task_pk == task_pk)
+            .order_by(jobs.c.id)
+        )
+        with self._db.read() as conn:
+            return [_job(r) for r in conn.execute(stmt)]
+
+    def has_running_jobs(self, task_pk: int) -> bool:
+        stmt = sa.select(jobs.c.id).where(
+            jobs.c.task_pk == task_pk, jobs.c.state == JobState.RUNNING
+        )
+        with self._db.read() as conn:
+            return conn.execute(stmt.limit(1)).first() is not None
+
+    def move_job(
+        self, job: JobRow, new_state: JobState, now: int, detail: str | None = None
+    ) -> bool:
+        new = transition(job.state, new_state)
+        values: dict[str, Any] = {"state": new}
+        if new is JobState.RUNNING:
+            values.update(start_time=now, heartbeat_time=now)
+        else:
+            values.update(end_time=now, detail=detail)
+        with self._db.write() as conn:
+            return bool(
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job.id, jobs.c.state == job.state)
+                    .values(**values)
+                ).rowcount
+            )
+
+    def stale_jobs(self, heartbeat_before: int) -> list[JobRow]:
+        stmt = sa.select(*_JOB_COLUMNS).where(
+            jobs.c.state == JobState.RUNNING, jobs.c.heartbeat_time < heartbeat_before
+        )
+        with self._db.read() as conn:
+            return [_job(r) for r in conn.execute(stmt)]
+
+    def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]:
+        """Running jobs started on `host`, and those dispatched but never started."""
+        stmt = sa.select(*_JOB_COLUMNS, jobs.c.pid).where(
+            jobs.c.state == JobState.RUNNING,
+            sa.or_(jobs.c.runner_host == host, jobs.c.runner_host.is_(None)),
+        )
+        with self._db.read() as conn:
+            return [(_job(r), r.pid) for r in conn.execute(stmt)]
+
+    # -- what runners report ------------------------------------------------------------
+
+    def job_started(self, job_id: int, host: str, pid: int, now: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
+                .values(runner_host=host, pid=pid, heartbeat_time=now)
+            )
+
+    def heartbeat(self, job_id: int, now: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
+                .values(heartbeat_time=now)
+            )
+
+    def cancel_requested(self, job_id: int) -> bool:
+        """True once the task is being cancelled, the job belongs to an attempt a restart
+        replaced, or the job was ended without its runner (reaped as lost)."""
+        stmt = (
+            sa.select(
+                tasks.c.state,
+                tasks.c.attempt,
+                jobs.c.state.label("job_state"),
+                jobs.c.attempt.label("job_attempt"),
+            )
+            .join(tasks, tasks.c.id == jobs.c.task_pk)
+            .where(jobs.c.id == job_id)
+        )
+        with self._db.read() as conn:
+            row = conn.execute(stmt).one()
+        return (
+            row.state in (TaskState.CANCELLING, TaskState.CANCELLED)
+            or row.attempt != row.job_attempt
+            or row.job_state != JobState.RUNNING
+        )
+
+    def finish_job(self, job_id: int, result: JobResult, now: int) -> bool:
+        """Record a runner's result; ignored if the job already ended (reaped, say)."""
+        new = transition(JobState.RUNNING, JobState(result.outcome.value))
+        with self._db.write() as conn:
+            return bool(
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
+                    .values(
+                        state=new,
+                        end_time=now,
+                        exit_code=result.exit_code,
+                        detail=result.detail,
+                        outputs=result.outputs or None,
+                    )
+                ).rowcount
+            )
+
+
+class StoreJobReporter:
+    """A runner's reports, written to the database; `on_finished` wakes the scheduler."""
+
+    def __init__(
+        self,
+        store: SqlJobStore,
+        job_id: int,
+        host: str,
+        clock: Callable[[], int],
+        on_finished: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._host = host
+        self._clock = clock
+        self._on_finished = on_finished
+
+    def started(self, pid: int) -> None:
+        self._store.job_started(self._job_id, self._host, pid, self._clock())
+
+    def heartbeat(self) -> None:
+        self._store.heartbeat(self._job_id, self._clock())
+
+    def cancel_requested(self) -> bool:
+        return self._store.cancel_requested(self._job_id)
+
+    def finished(self, result: JobResult) -> None:
+        self._store.finish_job(self._job_id, result, self._clock())
+        self._on_finished()

@@ -1,0 +1,180 @@
+"""A server that really runs jobs: scheduler, local executor, real git and processes."""
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from conveyor.api.app import create_app
+from conveyor.domain.jobs import JobRow
+from conveyor.executors.base import RunnerPaths
+from conveyor.settings import parse_config
+from conveyor.storage.db import Database
+from conveyor.storage.tables import jobs
+from conveyor.wiring import Container, build_container
+from tests.conftest import GitRepo, RepoFactory
+
+CONFIG = """
+public_url: http://conveyor.test
+data_dir: {data}
+cancel_grace: 1s
+repos:
+  app: {{url: "{app}"}}
+services:
+  api: &svc
+    build:
+      repos: [app]
+      timeout: {timeout}
+      script: |
+        echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN"
+        case "${{MODE:-}}" in
+          fail) echo "failing on purpose"; exit 3 ;;
+          flaky) test "$CONVEYOR_ATTEMPT" -gt 1 ;;
+          sleep)
+            if [ "$CONVEYOR_ATTEMPT" -gt 1 ]; then
+              # A restart must never overlap the processes of the attempt it replaces.
+              for p in $(cat "$PIDS/$CONVEYOR_TASK_ID.pids"); do
+                kill -0 "$p" 2>/dev/null && {{ echo "old process $p still alive"; exit 9; }}
+              done
+            else
+              (trap '' TERM; sleep 1000) & echo $! >> "$PIDS/$CONVEYOR_TASK_ID.pids"
+              echo $$ >> "$PIDS/$CONVEYOR_TASK_ID.pids"
+              sleep 1000
+            fi ;;
+        esac
+        echo "IMAGE=reg/$CONVEYOR_SERVICE:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"
+    deploy:
+      script: echo "deploy $CONVEYOR_SERVICE $IMAGE to $NAMESPACE"
+  web: *svc
+envs:
+  dev: {{vars: {{NAMESPACE: dev, PIDS: "{pids}"}}, secrets: {{TOKEN: hunter2-secret}}}}
+workflows:
+  serial: {{env: dev, services: [api, web]}}
+  parallel: {{env: dev, services: [api, web], parallel: true}}
+roles:
+  admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
+"""
+
+TERMINAL = {"passed", "failed", "timeout", "cancelled"}
+
+
+@dataclass
+class Engine:
+    client: TestClient
+    container: Container
+    headers: dict[str, str]
+    repo: GitRepo
+    pids: Path
+    paths: RunnerPaths
+
+    def create(self, workflow: str = "serial", **modes: str) -> int:
+        """A task building each service named in `modes` with that MODE ('' = plain)."""
+        targets = [
+            {
+                "name": service,
+                "build": {"repos": []},
+                "envs": [{"key": "MODE", "value": mode}] if mode else [],
+            }
+            for service, mode in modes.items()
+        ]
+        body = {"workflow_name": workflow, "env_name": "dev", "targets": targets}
+        r = self.client.post("/api/directory/workflowTask/create", json=body, headers=self.headers)
+        assert r.status_code == 200, r.text
+        task_id: int = r.json()["task_id"]
+        return task_id
+
+    def item(self, task_id: int, workflow: str = "serial") -> dict[str, Any]:
+        r = self.client.get(
+            "/api/directory/workflowTask",
+            params={"commitId": self.repo.head("main"), "limit": "1000"},
+            headers=self.headers,
+        )
+        [found] = [
+            i for i in r.json() if i["task_id"] == task_id and i["workflow_name"] == workflow
+        ]
+        return found  # type: ignore[no-any-return]
+
+    def wait(
+        self,
+        task_id: int,
+        statuses: set[str] = TERMINAL,
+        workflow: str = "serial",
+        timeout: float = 30,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.item(task_id, workflow)
+            if item["status"] in statuses:
+                return item
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task {workflow}#{task_id} stuck at {item['status']}")
+            time.sleep(0.02)
+
+    def act(self, action: str, task_id: int, workflow: str = "serial") -> int:
+        r = self.client.post(
+            f"/api/directory/workflowTask/id/{task_id}/pipelines/{workflow}/{action}",
+            headers=self.headers,
+        )
+        return r.status_code
+
+    def jobs(self, task_id: int, workflow: str = "serial") -> list[JobRow]:
+        with self.container.db.read() as conn:
+            pk = conn.execute(
+                sa.text("SELECT id FROM tasks WHERE workflow_name = :w AND task_id = :t"),
+                {"w": workflow, "t": task_id},
+            ).scalar_one()
+        rows = []
+        with self.container.db.read() as conn:
+            for r in conn.execute(sa.select(jobs).where(jobs.c.task_pk == pk).order_by(jobs.c.id)):
+                rows.append(
+                    JobRow(r.id, r.task_pk, r.attempt, r.stage, r.service, r.state, r.outputs or {})
+                )
+        return rows
+
+    def log(self, job: JobRow) -> str:
+        path = self.paths.log(job.id)
+        return path.read_text() if path.exists() else ""
+
+    def wait_for_pids(self, task_id: int, count: int = 2, timeout: float = 20) -> list[int]:
+        path = self.pids / f"{task_id}.pids"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and len(path.read_text().split()) >= count:
+                return [int(p) for p in path.read_text().split()]
+            time.sleep(0.01)
+        raise AssertionError(f"task {task_id} never wrote its pids")
+
+
+@pytest.fixture
+def engine_factory(
+    make_repo: RepoFactory, tmp_path: Path, database: Database
+) -> Iterator[Callable[..., Engine]]:
+    made: list[TestClient] = []
+
+    def factory(timeout: str = "1h") -> Engine:
+        repo = make_repo("app")
+        pids = tmp_path / "pids"
+        pids.mkdir()
+        text = CONFIG.format(data=tmp_path / "data", app=repo.url, pids=pids, timeout=timeout)
+        config = parse_config(text, base=tmp_path)
+        container = build_container(config, db=database, run_jobs=True)
+        client = TestClient(create_app(container), raise_server_exceptions=False)
+        client.__enter__()
+        made.append(client)
+        token, _ = container.tokens.issue("alice", ["admin"], None)
+        headers = {"Authorization": f"Bearer {token}"}
+        return Engine(client, container, headers, repo, pids, RunnerPaths(config.data_dir))
+
+    yield factory
+    for client in made:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def engine(engine_factory: Callable[..., Engine]) -> Engine:
+    return engine_factory()
