@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass
 
 from conveyor.domain.jobs import JobSpec
-from conveyor.executors.base import RunnerPaths
+from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.processes import stop_orphaned_job
 from conveyor.scm.git import GitCli
@@ -84,6 +84,7 @@ def build_container(
         authorizer,
         clock,
         on_change=scheduler.wake if scheduler else lambda: None,
+        logs=FileLogStore(RunnerPaths(config.data_dir)),
     )
     return Container(
         config=config,

@@ -58,6 +58,7 @@ workflows:
   parallel: {{env: dev, services: [api, web], parallel: true}}
 roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
+  creator: {{permissions: [task:create], workflows: ["*"]}}
 """
 
 TERMINAL = {"passed", "failed", "timeout", "cancelled"}

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.errors import install_error_handlers
-from conveyor.api.routes import workflow_tasks
+from conveyor.api.routes import tasks, workflow_tasks
 from conveyor.api.schemas import CreateTaskIn
 from conveyor.wiring import Container
 
@@ -58,6 +58,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     app.include_router(workflow_tasks.router)
+    app.include_router(tasks.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
     async def healthz() -> dict[str, str]:

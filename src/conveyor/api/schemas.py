@@ -72,3 +72,42 @@ class ResultOut(BaseModel):
 
 class ErrorOut(ResultOut):
     detail: str | None = None
+
+
+class JobOut(BaseModel):
+    id: int
+    attempt: int
+    stage: str = Field(description="build or deploy")
+    service: str
+    status: str = Field(
+        description="pending, running, passed, failed, timeout, cancelled or skipped"
+    )
+    start_time: int | None
+    end_time: int | None
+    exit_code: int | None
+    detail: str | None = Field(description="why it ended, in a few words")
+    log_url: str
+
+
+class AttemptOut(BaseModel):
+    number: int
+    requested_by: str
+    create_time: int
+    start_time: int | None
+    end_time: int | None
+
+
+class TaskDetailOut(BaseModel):
+    workflow_name: str
+    task_id: int
+    env_name: str
+    status: PublicStatus
+    attempt: int
+    created_by: str
+    create_time: int
+    start_time: int
+    end_time: int
+    url: str
+    commits: list[MatchedRepoOut]
+    jobs: list[JobOut]
+    attempts: list[AttemptOut]

@@ -175,3 +175,35 @@ class AuditEntry:
     workflow_name: str | None = None
     task_id: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    id: int
+    attempt: int
+    stage: str
+    service: str
+    state: str
+    start_time: int | None
+    end_time: int | None
+    exit_code: int | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptView:
+    number: int
+    requested_by: str
+    create_time: int
+    start_time: int | None
+    end_time: int | None
+    state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDetail:
+    task: Task
+    created_by: str
+    commits: tuple[CommitMatch, ...]
+    jobs: tuple[JobView, ...]
+    attempts: tuple[AttemptView, ...]

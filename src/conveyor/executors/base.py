@@ -35,3 +35,20 @@ class RunnerPaths:
 
     def log(self, job_id: int) -> Path:
         return self.data_dir / "logs" / f"{job_id}.log"
+
+
+class FileLogStore:
+    """Job logs as the local runner writes them, under the data directory."""
+
+    def __init__(self, paths: RunnerPaths) -> None:
+        self._paths = paths
+
+    def read(self, job_id: int, offset: int, limit: int) -> tuple[bytes, int]:
+        path = self._paths.log(job_id)
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(min(offset, size))
+                return f.read(limit), size
+        except FileNotFoundError:
+            return b"", 0

@@ -6,7 +6,14 @@ from typing import Protocol
 
 from conveyor.domain.jobs import JobResult, JobRow, JobSpec
 from conveyor.domain.states import JobState, TaskState
-from conveyor.domain.tasks import AuditEntry, Task, TaskSpec, TaskWithCommits, TokenInfo
+from conveyor.domain.tasks import (
+    AuditEntry,
+    Task,
+    TaskDetail,
+    TaskSpec,
+    TaskWithCommits,
+    TokenInfo,
+)
 
 Clock = Callable[[], int]
 """Unix seconds now."""
@@ -53,6 +60,8 @@ class TaskWriter(Protocol):
 
 class TaskStore(Protocol):
     def write(self) -> AbstractContextManager[TaskWriter]: ...
+
+    def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None: ...
 
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
@@ -123,3 +132,9 @@ class JobStore(Protocol):
     def finish_job(self, job_id: int, result: JobResult, now: int) -> bool: ...
 
     def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]: ...
+
+
+class LogStore(Protocol):
+    def read(self, job_id: int, offset: int, limit: int) -> tuple[bytes, int]:
+        """Up to `limit` bytes of the job's log from `offset`, and the log's size now."""
+        ...

@@ -10,22 +10,25 @@ from conveyor.domain.refs import branch_name_problem, is_commit_prefix
 from conveyor.domain.states import RESTARTABLE_TASK_STATES, TaskState, public_status
 from conveyor.domain.tasks import (
     AuditEntry,
+    JobView,
     Principal,
     RepoRequest,
     ResolvedRepo,
     StepSpec,
     TargetSpec,
     Task,
+    TaskDetail,
     TaskSpec,
     TaskWithCommits,
 )
 from conveyor.domain.transitions import transition
 from conveyor.services.auth import Authorizer
-from conveyor.services.ports import Clock, RefResolver, TaskStore
+from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore
 from conveyor.settings import Config, WorkflowConfig
 
 _ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_LOOKUP_LIMIT = 1000
+LOG_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,9 @@ class TaskService:
         authorizer: Authorizer,
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        logs: LogStore | None = None,
     ) -> None:
+        self._logs = logs
         self._on_change = on_change
         self._config = config
         self._store = store
@@ -241,6 +246,35 @@ class TaskService:
         if viewable is not None and not viewable:
             return []
         return self._store.find_by_commit(commit_id.lower(), viewable, limit)
+
+    # -- detail and logs ------------------------------------------------------------
+
+    def detail(self, principal: Principal, workflow_name: str, task_id: int) -> TaskDetail:
+        self._auth.require(principal, "task:view", workflow_name)
+        self._workflow(workflow_name, "name")
+        found = self._store.detail(workflow_name, task_id)
+        if found is None:
+            raise TaskNotFound(f"no task {task_id} in workflow {workflow_name!r}")
+        return found
+
+    def job_log(
+        self,
+        principal: Principal,
+        workflow_name: str,
+        task_id: int,
+        job_id: int,
+        offset: int,
+        limit: int = LOG_CHUNK,
+    ) -> tuple[JobView, bytes, int]:
+        """The job, up to `limit` bytes of its log from `offset`, and the log's size."""
+        found = self.detail(principal, workflow_name, task_id)
+        job = next((j for j in found.jobs if j.id == job_id), None)
+        if job is None:
+            raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
+        if self._logs is None:
+            return job, b"", 0
+        data, size = self._logs.read(job_id, offset, limit)
+        return job, data, size
 
     # -- cancel / restart -----------------------------------------------------------
 

@@ -11,10 +11,13 @@ from sqlalchemy.engine import Connection
 from conveyor.domain.errors import ConveyorError
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import (
+    AttemptView,
     AuditEntry,
     CommitMatch,
+    JobView,
     RefKind,
     Task,
+    TaskDetail,
     TaskSpec,
     TaskWithCommits,
 )
@@ -319,3 +322,52 @@ class SqlTaskStore:
                 entry = found[pk] = (task, [])
             entry[1].append(CommitMatch(svc, repo, RefKind(kind), ref, sha))
         return [TaskWithCommits(task=t, matches=tuple(m)) for t, m in found.values()]
+
+    def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
+                    tasks.c.workflow_name == workflow_name, tasks.c.task_id == task_id
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            commits = conn.execute(
+                sa.select(task_commits)
+                .where(task_commits.c.task_pk == row.id)
+                .order_by(task_commits.c.id)
+            ).all()
+            job_rows = conn.execute(
+                sa.select(jobs).where(jobs.c.task_pk == row.id).order_by(jobs.c.id)
+            ).all()
+            attempt_rows = conn.execute(
+                sa.select(attempts).where(attempts.c.task_pk == row.id).order_by(attempts.c.number)
+            ).all()
+        return TaskDetail(
+            task=task_from_row(row),
+            created_by=row.created_by,
+            commits=tuple(
+                CommitMatch(c.service, c.repo_name, RefKind(c.kind), c.ref, c.commit_sha)
+                for c in commits
+            ),
+            jobs=tuple(
+                JobView(
+                    j.id,
+                    j.attempt,
+                    j.stage,
+                    j.service,
+                    j.state,
+                    j.start_time,
+                    j.end_time,
+                    j.exit_code,
+                    j.detail,
+                )
+                for j in job_rows
+            ),
+            attempts=tuple(
+                AttemptView(
+                    a.number, a.requested_by, a.create_time, a.start_time, a.end_time, a.state
+                )
+                for a in attempt_rows
+            ),
+        )

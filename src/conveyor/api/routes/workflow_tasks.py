@@ -1,42 +1,29 @@
 """The four endpoints of the workflow-task API document."""
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from conveyor.api.deps import (
+    ERROR_RESPONSES,
+    Authorization,
+    container,
+    task_id_from_path,
+)
 from conveyor.api.errors import describe_validation_errors
-from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ErrorOut, ResultOut, TaskItemOut
+from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ResultOut, TaskItemOut
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.states import public_status
 from conveyor.domain.tasks import Principal, RepoRequest, Task, TaskWithCommits
 from conveyor.services.tasks import CreateRequest, TargetRequest, TaskService
-from conveyor.wiring import Container
 
 router = APIRouter(prefix="/api/directory/workflowTask", tags=["workflow tasks"])
 
-Authorization = Annotated[
-    str | None,
-    Header(description="`Bearer <token>` or `X-API-KEY <token>`"),
-]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 500)
-}
 _SUCCESS = {"resultCode": 0, "errorMsg": "success"}
-
-
-def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
-
-
-def _task_id(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
-        raise InvalidParam(f"id: {raw!r} is not a positive task id")
-    return int(raw)
 
 
 def _limit(raw: str | None) -> int:
@@ -99,14 +86,14 @@ _LOOKUP_PARAMETERS = [
 @router.get(
     "",
     response_model=list[TaskItemOut],
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Every task that built a commit, newest first",
     # The API's hot path: the values are read from the request as they are and checked
     # after authentication; FastAPI's parameter handling would only add cost here.
     openapi_extra={"parameters": _LOOKUP_PARAMETERS},
 )
 async def find_tasks_by_commit(request: Request) -> JSONResponse:
-    c = _container(request)
+    c = container(request)
     authorization = request.headers.get("authorization")
     query = request.query_params
 
@@ -128,16 +115,16 @@ TaskOperation = Callable[[TaskService, Principal, str, int], Task]
 def _act_on_task(
     request: Request, id: str, name: str, authorization: str | None, operation: TaskOperation
 ) -> JSONResponse:
-    c = _container(request)
+    c = container(request)
     principal = c.tokens.authenticate(authorization)
-    operation(c.tasks, principal, name, _task_id(id))
+    operation(c.tasks, principal, name, task_id_from_path(id))
     return JSONResponse(_SUCCESS)
 
 
 @router.post(
     "/id/{id}/pipelines/{name}/restart",
     response_model=ResultOut,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Rerun a failed, timed-out or cancelled task's jobs that did not pass",
 )
 def restart_task(
@@ -149,7 +136,7 @@ def restart_task(
 @router.post(
     "/id/{id}/pipelines/{name}/cancel",
     response_model=ResultOut,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Cancel a created or running task",
 )
 def cancel_task(
@@ -180,7 +167,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 @router.post(
     "/create",
     response_model=CreateTaskOut,
-    responses=_ERRORS,
+    responses=ERROR_RESPONSES,
     summary="Create a workflow task: resolve every ref to a commit and queue it",
     # The body is read after authentication (so a caller without a token always gets
     # 401), which FastAPI's own body parsing would do first; the schema is still published.
@@ -194,7 +181,7 @@ def _create_request(raw: bytes) -> CreateRequest:
     },
 )
 async def create_task(request: Request, authorization: Authorization = None) -> JSONResponse:
-    c = _container(request)
+    c = container(request)
     principal = await run_in_threadpool(c.tokens.authenticate, authorization)
     create = _create_request(await request.body())
     task = await run_in_threadpool(c.tasks.create, principal, create)

@@ -1,0 +1,120 @@
+"""Beyond the API document: a task's jobs and their logs, for people and tools."""
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from conveyor.api.deps import ERROR_RESPONSES, Authorization, container, task_id_from_path
+from conveyor.api.schemas import TaskDetailOut
+from conveyor.domain.errors import InvalidParam
+from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, public_status
+
+router = APIRouter(prefix="/api/workflows", tags=["task detail"])
+
+
+def _offset(raw: str | None) -> int:
+    if raw is None:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
+        raise InvalidParam(f"offset: {raw!r} must be a whole number of bytes")
+    return int(raw)
+
+
+@router.get(
+    "/{name}/tasks/{id}",
+    response_model=TaskDetailOut,
+    responses=ERROR_RESPONSES,
+    summary="A task with its commits, jobs and attempts",
+)
+def task_detail(
+    request: Request, name: str, id: str, authorization: Authorization = None
+) -> JSONResponse:
+    c = container(request)
+    principal = c.tokens.authenticate(authorization)
+    found = c.tasks.detail(principal, name, task_id_from_path(id))
+    task = found.task
+    base = f"/api/workflows/{name}/tasks/{task.task_id}"
+    body: dict[str, Any] = {
+        "workflow_name": task.workflow_name,
+        "task_id": task.task_id,
+        "env_name": task.env_name,
+        "status": public_status(task.state).value,
+        "attempt": task.attempt,
+        "created_by": found.created_by,
+        "create_time": task.create_time,
+        "start_time": task.start_time if task.start_time is not None else task.create_time,
+        "end_time": task.end_time if task.end_time is not None else task.create_time,
+        "url": f"{c.config.public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
+        "commits": [
+            {
+                "service": m.service,
+                "repo_name": m.repo_name,
+                "kind": m.kind.value,
+                "ref": m.ref,
+                "commit": m.commit,
+            }
+            for m in found.commits
+        ],
+        "jobs": [
+            {
+                "id": j.id,
+                "attempt": j.attempt,
+                "stage": j.stage,
+                "service": j.service,
+                "status": j.state,
+                "start_time": j.start_time,
+                "end_time": j.end_time,
+                "exit_code": j.exit_code,
+                "detail": j.detail,
+                "log_url": f"{base}/jobs/{j.id}/log",
+            }
+            for j in found.jobs
+        ],
+        "attempts": [
+            {
+                "number": a.number,
+                "requested_by": a.requested_by,
+                "create_time": a.create_time,
+                "start_time": a.start_time,
+                "end_time": a.end_time,
+            }
+            for a in found.attempts
+        ],
+    }
+    return JSONResponse(body)
+
+
+@router.get(
+    "/{name}/tasks/{id}/jobs/{job}/log",
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/plain": {}}, "description": "log bytes"}},
+    summary="A job's log from a byte offset; follow it by asking again from X-Next-Offset",
+)
+def job_log(
+    request: Request,
+    name: str,
+    id: str,
+    job: str,
+    authorization: Authorization = None,
+    offset: str | None = None,
+) -> Response:
+    c = container(request)
+    principal = c.tokens.authenticate(authorization)
+    task_id = task_id_from_path(id)
+    if not job.isascii() or not job.isdigit() or len(job) > 18:
+        raise InvalidParam(f"job: {job!r} is not a job id")
+    start = _offset(offset)
+    view, data, size = c.tasks.job_log(principal, name, task_id, int(job), start)
+    done = JobState(view.state) in TERMINAL_JOB_STATES
+    next_offset = min(start, size) + len(data)
+    return Response(
+        content=data,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "X-Next-Offset": str(next_offset),
+            "X-Log-Size": str(size),
+            "X-Job-Status": view.state,
+            # Complete: the job has ended and everything it wrote has been read.
+            "X-Log-Complete": "true" if done and next_offset >= size else "false",
+        },
+    )

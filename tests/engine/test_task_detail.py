@@ -1,0 +1,96 @@
+"""GET /api/workflows/{name}/tasks/{id} and .../jobs/{job}/log"""
+
+import time
+
+import pytest
+
+from conveyor.wiring import Container
+from tests.engine.conftest import Engine
+
+
+def test_detail_shows_jobs_times_commits_and_attempts(engine: Engine) -> None:
+    task = engine.create(api="", web="flaky")
+    engine.wait(task)
+    assert engine.act("restart", task) == 200
+    engine.wait(task)
+    r = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["status"], body["attempt"], body["created_by"]) == ("passed", 2, "alice")
+    assert body["url"] == f"http://conveyor.test/workflows/serial/tasks/{task}"
+    assert [c["commit"] for c in body["commits"]] == [engine.repo.head("main")] * 2
+    assert [a["number"] for a in body["attempts"]] == [1, 2]
+    failed = [j for j in body["jobs"] if j["status"] == "failed"]
+    assert [(j["attempt"], j["stage"], j["service"], j["exit_code"]) for j in failed] == [
+        (1, "build", "web", 1)
+    ]
+    assert failed[0]["detail"] == "script exited with 1"
+    for job in body["jobs"]:
+        if job["status"] == "passed":
+            assert job["start_time"] <= job["end_time"]
+            log = engine.client.get(job["log_url"], headers=engine.headers)
+            assert log.status_code == 200
+            assert log.headers["X-Log-Complete"] == "true"
+            assert f"{job['stage']} passed" in log.text
+
+
+def test_a_running_log_can_be_followed_by_offset(engine: Engine) -> None:
+    task = engine.create(api="sleep")
+    engine.wait_for_pids(task)
+    detail = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers).json()
+    [build] = [j for j in detail["jobs"] if j["stage"] == "build"]
+    first = engine.client.get(build["log_url"], headers=engine.headers)
+    assert first.headers["X-Job-Status"] == "running"
+    assert first.headers["X-Log-Complete"] == "false"
+    assert "build api attempt 1" in first.text
+    offset = int(first.headers["X-Next-Offset"])
+    assert offset == len(first.content)
+    assert engine.act("cancel", task) == 200
+    engine.wait(task, {"cancelled"})
+    collected = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = engine.client.get(
+            build["log_url"], params={"offset": str(offset)}, headers=engine.headers
+        )
+        collected += r.content
+        offset = int(r.headers["X-Next-Offset"])
+        if r.headers["X-Log-Complete"] == "true":
+            break
+    # Only what came after the first read, and to its end.
+    assert b"build api attempt 1" not in collected
+    assert b"build cancelled: cancelled" in collected
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "detail"),
+    [
+        ("/api/workflows/serial/tasks/99", 404, "no task 99 in workflow 'serial'"),
+        ("/api/workflows/nope/tasks/1", 400, "name: unknown workflow 'nope'"),
+        ("/api/workflows/serial/tasks/0", 400, "id: '0' is not a positive task id"),
+        ("/api/workflows/serial/tasks/1/jobs/999/log", 404, "task serial#1 has no job 999"),
+        ("/api/workflows/serial/tasks/1/jobs/x/log", 400, "job: 'x' is not a job id"),
+        (
+            "/api/workflows/serial/tasks/1/jobs/1/log?offset=-1",
+            400,
+            "offset: '-1' must be a whole number of bytes",
+        ),
+    ],
+)
+def test_errors(engine: Engine, path: str, status: int, detail: str) -> None:
+    engine.create(api="")
+    r = engine.client.get(path, headers=engine.headers)
+    assert r.status_code == status
+    assert r.json()["detail"] == detail
+
+
+def test_viewing_needs_a_token_and_task_view(engine: Engine) -> None:
+    engine.create(api="")
+    assert engine.client.get("/api/workflows/serial/tasks/1").status_code == 401
+    container: Container = engine.container
+    token, _ = container.tokens.issue("bob", ["creator"], None)
+    r = engine.client.get(
+        "/api/workflows/serial/tasks/1", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert r.status_code == 403
+    assert r.json()["detail"] == "user 'bob' lacks task:view on workflow 'serial'"
