@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from conveyor.storage.tables import jobs
 from tests.engine.conftest import Engine
 
 
@@ -145,3 +146,23 @@ def test_secrets_reach_the_script_but_not_the_log(engine: Engine) -> None:
     text = engine.log(build)
     assert "token=***" in text
     assert "hunter2-secret" not in text
+
+
+def test_a_job_whose_heartbeat_stops_fails_as_worker_lost(engine: Engine) -> None:
+    task = engine.create(api="sleep")
+    pids = engine.wait_for_pids(task)
+    with engine.container.db.write() as conn:
+        # As if its runner had vanished a long time ago.
+        conn.execute(jobs.update().where(jobs.c.state == "running").values(heartbeat_time=0))
+    assert engine.container.scheduler is not None
+    engine.container.scheduler.tick()
+    assert engine.wait(task)["status"] == "failed"
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    assert build.state == "failed"
+    detail = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers).json()
+    assert detail["jobs"][0]["detail"] == "worker lost: no heartbeat"
+    # A runner that is in fact alive sees its job ended and stops its processes.
+    deadline = time.monotonic() + 1 + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if alive(p)] == []
