@@ -184,7 +184,7 @@ def _run(
     next_beat = started + HEARTBEAT_S
     stopped: Outcome | None = None
     while proc.poll() is None:
-        _wait(proc, CANCEL_POLL_S)
+        _wait(proc, pump, CANCEL_POLL_S)
         now = time.monotonic()
         if proc.returncode is not None:
             break
@@ -214,6 +214,14 @@ def _run(
     return JobResult(Outcome.PASSED, 0, "script exited with 0", _read_outputs(output, log))
 
 
-def _wait(proc: subprocess.Popen[bytes], seconds: float) -> None:
+def _wait(proc: subprocess.Popen[bytes], pump: threading.Thread, seconds: float) -> None:
+    """Return when the script exits or `seconds` pass, whichever is first."""
+    if pump.is_alive():
+        # The output ends the moment the script exits: joining the pump wakes at once,
+        # where Popen.wait(timeout) polls with a back-off of up to 50 ms.
+        pump.join(seconds)
+        if pump.is_alive():
+            return
+    # Output closed: the script has exited, or closed its stdout and runs on.
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=seconds)

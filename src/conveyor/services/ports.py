@@ -111,7 +111,9 @@ class Executor(Protocol):
 class JobStore(Protocol):
     """What the scheduler reads and decides about jobs (storage/job_store.py)."""
 
-    def tasks_in(self, *states: TaskState, limit: int = 1000) -> list[Task]: ...
+    def tasks_in(
+        self, *states: TaskState, limit: int = 1000, after: tuple[int, int] | None = None
+    ) -> list[Task]: ...
 
     def claim_task(self, task: Task, now: int) -> bool: ...
 

@@ -21,6 +21,8 @@ from conveyor.settings import Config
 log = logging.getLogger("conveyor.scheduler")
 
 POLL_S = 1.0
+REAP_EVERY_S = 5
+QUEUED_BATCH = 50
 
 
 def resolve_secret(value: str) -> str:
@@ -45,6 +47,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_reap = 0
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -74,8 +77,11 @@ class Scheduler:
 
     def tick(self) -> None:
         now = self._clock()
-        self._reap_lost_jobs(now)
-        for task in self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING):
+        if now >= self._next_reap:
+            self._reap_lost_jobs(now)
+            self._next_reap = now + REAP_EVERY_S
+        active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
+        for task in active:
             self._advance(task, now)
         self._start_queued(now)
 
@@ -85,26 +91,34 @@ class Scheduler:
                 log.warning("job %s lost its runner; failed", job.id)
 
     def _start_queued(self, now: int) -> None:
+        # Re-read: advancing may have ended some of the active tasks.
         active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
         slots = self._config.max_parallel_tasks - len(active)
         busy = {t.workflow_name for t in active if not self._parallel(t.workflow_name)}
-        for task in self._store.tasks_in(TaskState.QUEUED):
-            if slots <= 0:
+        after: tuple[int, int] | None = None
+        while slots > 0:
+            # First in, first out, a batch at a time: a long queue is not read in full
+            # on every pass, only as far as it takes to fill the free slots.
+            batch = self._store.tasks_in(TaskState.QUEUED, limit=QUEUED_BATCH, after=after)
+            if not batch:
                 return
-            serial = not self._parallel(task.workflow_name)
-            if serial and task.workflow_name in busy:
-                continue
-            # A restart waits until the processes of the attempt it replaces are gone.
-            if self._store.has_running_jobs(task.pk):
-                if serial:
-                    busy.add(task.workflow_name)
-                continue
-            if self._store.claim_task(task, now):
-                slots -= 1
-                if serial:
-                    busy.add(task.workflow_name)
-                claimed = replace(task, state=TaskState.RUNNING, start_time=now)
-                self._advance(claimed, now)
+            after = (batch[-1].create_time, batch[-1].pk)
+            for task in batch:
+                if slots <= 0:
+                    return
+                serial = not self._parallel(task.workflow_name)
+                if serial and task.workflow_name in busy:
+                    continue
+                # A restart waits until the processes of the attempt it replaces are gone.
+                if self._store.has_running_jobs(task.pk):
+                    if serial:
+                        busy.add(task.workflow_name)
+                    continue
+                if self._store.claim_task(task, now):
+                    slots -= 1
+                    if serial:
+                        busy.add(task.workflow_name)
+                    self._advance(replace(task, state=TaskState.RUNNING, start_time=now), now)
 
     def _parallel(self, workflow_name: str) -> bool:
         workflow = self._config.workflows.get(workflow_name)
