@@ -113,3 +113,13 @@ def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
         "the file must hold a mapping of keys (public_url, repos, …)"
     ]
     assert problems_of("repos: {a: [}")[0].startswith("not valid YAML")
+
+
+def test_secrets_from_the_environment_must_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = GOOD.replace("staging: {}", "staging: {secrets: {TOKEN: 'env:CONVEYOR_TEST_TOKEN'}}")
+    monkeypatch.delenv("CONVEYOR_TEST_TOKEN", raising=False)
+    assert problems_of(text) == [
+        "envs.staging.secrets.TOKEN: environment variable 'CONVEYOR_TEST_TOKEN' is not set"
+    ]
+    monkeypatch.setenv("CONVEYOR_TEST_TOKEN", "x")
+    assert parse_config(text).envs["staging"].secrets == {"TOKEN": "env:CONVEYOR_TEST_TOKEN"}

@@ -6,6 +6,7 @@ path (`services.redis3.build.repos[1]: unknown repo 'dyliu'`). Nothing happens a
 import time.
 """
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -218,6 +219,15 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
             if svc_name in wf.services[:i]:
                 problems.append(
                     f"workflows.{wname}.services[{i}]: service {svc_name!r} listed twice"
+                )
+    for ename, env_cfg in cfg.envs.items():
+        for key, value in env_cfg.secrets.items():
+            if key in env_cfg.vars:
+                problems.append(f"envs.{ename}.secrets.{key}: also given in vars")
+            name = value.removeprefix("env:")
+            if value.startswith("env:") and name not in os.environ:
+                problems.append(
+                    f"envs.{ename}.secrets.{key}: environment variable {name!r} is not set"
                 )
     if cfg.executor == "celery" and not cfg.broker_url:
         problems.append("broker_url: required when executor is 'celery'")
