@@ -131,8 +131,12 @@ def demo_instructions(demo: Demo) -> str:
             f"  curl -s -X POST {api}/create {auth} {json_type} -d '{body}'",
             "Find every task that built the commit:",
             f'  curl -s "{api}?commitId={demo.commit[:8]}" {auth}',
-            "Cancel task 1:",
+            "Watch task 1: its jobs, then a job's log (ids are in the jobs list):",
+            f"  curl -s {demo.base_url}/api/workflows/{DEMO_WORKFLOW}/tasks/1 {auth}",
+            f"  curl -s {demo.base_url}/api/workflows/{DEMO_WORKFLOW}/tasks/1/jobs/1/log {auth}",
+            "Cancel or restart task 1:",
             f"  curl -s -X POST {api}/id/1/pipelines/{DEMO_WORKFLOW}/cancel {auth}",
+            f"  curl -s -X POST {api}/id/1/pipelines/{DEMO_WORKFLOW}/restart {auth}",
             f"API docs: {demo.base_url}/docs",
             "",
         ]

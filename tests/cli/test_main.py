@@ -160,6 +160,18 @@ def test_demo_then_serve_accepts_the_printed_curl_request(
         f"{url}/api/directory/workflowTask", params={"commitId": commit}, headers=headers
     ).json()
     assert item["url"] == f"{url}/workflows/hello-dev/tasks/1"
+    # The demo workflow really builds and deploys.
+    deadline = time.monotonic() + 30
+    while True:
+        detail = httpx.get(f"{url}/api/workflows/hello-dev/tasks/1", headers=headers).json()
+        if detail["status"] in ("passed", "failed"):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert detail["status"] == "passed"
+    logs = [httpx.get(f"{url}{j['log_url']}", headers=headers).text for j in detail["jobs"]]
+    assert "Hello from a Conveyor demo repository." in logs[0]
+    assert "deploying hello:1 to dev" in logs[1]
     # Running the demo again keeps the same token, repository and database.
     result = runner.invoke(app, ["demo", "--dir", str(demo_dir), "--port", url.rsplit(":", 1)[1]])
     assert result.exit_code == 0
