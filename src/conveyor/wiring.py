@@ -42,6 +42,7 @@ class Container:
         reconcile(
             self.jobs, socket.gethostname(), stop_orphaned_job, self.config.cancel_grace, unix_now
         )
+        self.scheduler.resubmit_queued()
         self.scheduler.start()
 
     def stop(self) -> None:

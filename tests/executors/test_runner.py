@@ -22,6 +22,10 @@ class RecordingReporter:
         self.beats = 0
         self.pids: list[int] = []
         self.results: list[JobResult] = []
+        self.claimable = True
+
+    def claim(self) -> bool:
+        return self.claimable
 
     def started(self, pid: int) -> None:
         self.pids.append(pid)
@@ -34,6 +38,12 @@ class RecordingReporter:
 
     def finished(self, result: JobResult) -> None:
         self.results.append(result)
+
+
+def run_claimed(spec: JobSpec, paths: RunnerPaths, reporter: RecordingReporter) -> JobResult:
+    result = run_job(spec, paths, reporter)
+    assert result is not None, "the job was not claimed"
+    return result
 
 
 def spec_for(repo: GitRepo, script: str, **overrides: object) -> JobSpec:
@@ -90,7 +100,7 @@ def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
         'echo "IMAGE=registry/svc:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"\n'
     )
     reporter = RecordingReporter()
-    result = run_job(spec_for(repo, script), paths, reporter)
+    result = run_claimed(spec_for(repo, script), paths, reporter)
     assert result.outcome is Outcome.PASSED
     assert result.outputs == {"IMAGE": "registry/svc:3"}
     assert reporter.results == [result]
@@ -107,7 +117,7 @@ def test_the_server_environment_does_not_leak_into_jobs(
     repo: GitRepo, paths: RunnerPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CONVEYOR_DATABASE_URL", "postgresql://u:pw@db/x")
-    result = run_job(
+    result = run_claimed(
         spec_for(repo, 'echo "db=${CONVEYOR_DATABASE_URL:-unset}"'), paths, RecordingReporter()
     )
     assert result.outcome is Outcome.PASSED
@@ -120,7 +130,7 @@ def test_the_server_environment_does_not_leak_into_jobs(
 def test_a_failing_script_fails_the_job(
     repo: GitRepo, paths: RunnerPaths, script: str, code: int
 ) -> None:
-    result = run_job(spec_for(repo, script), paths, RecordingReporter())
+    result = run_claimed(spec_for(repo, script), paths, RecordingReporter())
     assert (result.outcome, result.exit_code) == (Outcome.FAILED, code)
     assert "after" not in log_of(paths).split("[conveyor] checking out")[1]
 
@@ -144,7 +154,7 @@ def test_timeout_stops_the_whole_process_tree(
         f"echo $$ >> {pids}\nsleep 1000"
     )
     t0 = time.monotonic()
-    result = run_job(
+    result = run_claimed(
         spec_for(repo, script, timeout_s=1, cancel_grace_s=1), paths, RecordingReporter()
     )
     assert result.outcome is Outcome.TIMEOUT
@@ -181,7 +191,7 @@ def test_children_left_behind_by_a_passing_script_are_stopped(
     repo: GitRepo, paths: RunnerPaths, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
-    result = run_job(
+    result = run_claimed(
         spec_for(repo, f"sleep 1000 & echo $! > {pid_file}\nexit 0"), paths, RecordingReporter()
     )
     assert result.outcome is Outcome.PASSED
@@ -194,7 +204,7 @@ def test_log_is_capped_and_secrets_are_masked(repo: GitRepo, paths: RunnerPaths)
     )
     spec = spec_for(repo, script, secrets={"DEPLOY_TOKEN": "s3cr3t-value"}, log_max_bytes=100_000)
     assert "s3cr3t" not in repr(spec)
-    result = run_job(spec, paths, RecordingReporter())
+    result = run_claimed(spec, paths, RecordingReporter())
     assert result.outcome is Outcome.PASSED
     data = paths.log(7).read_bytes()
     assert b"s3cr3t-value" not in data
@@ -220,7 +230,7 @@ def test_merge_request_is_merged_onto_its_branch(
     assert main_after != base
     repos = (ResolvedRepo("voting-app", repo.url, "main", 5, mr, main_after),)
     script = "test -f voting-app/feature.txt\ngit -C voting-app rev-parse HEAD^1 HEAD^2"
-    result = run_job(spec_for(repo, script, repos=repos), paths, RecordingReporter())
+    result = run_claimed(spec_for(repo, script, repos=repos), paths, RecordingReporter())
     assert result.outcome is Outcome.PASSED, log_of(paths)
     assert f"{main_after}\n{mr}" in log_of(paths)
 
@@ -232,7 +242,9 @@ def test_a_merge_conflict_fails_the_job_with_a_clear_line(
     mr = repo.merge_request(9, "mr edits file.txt")
     main = repo.commit("main edits file.txt too")
     repos = (ResolvedRepo("voting-app", repo.url, "main", 9, mr, main),)
-    result = run_job(spec_for(repo, "echo should-not-run", repos=repos), paths, RecordingReporter())
+    result = run_claimed(
+        spec_for(repo, "echo should-not-run", repos=repos), paths, RecordingReporter()
+    )
     assert result.outcome is Outcome.FAILED
     assert "merge conflict" in result.detail and "file.txt" in result.detail
     assert "should-not-run" not in log_of(paths).replace("echo should-not-run", "")
@@ -240,19 +252,31 @@ def test_a_merge_conflict_fails_the_job_with_a_clear_line(
 
 def test_a_commit_that_vanished_fails_clearly(repo: GitRepo, paths: RunnerPaths) -> None:
     repos = (ResolvedRepo("voting-app", repo.url, "main", 0, "0" * 40),)
-    result = run_job(spec_for(repo, "true", repos=repos), paths, RecordingReporter())
+    result = run_claimed(spec_for(repo, "true", repos=repos), paths, RecordingReporter())
     assert result.outcome is Outcome.FAILED
     assert f"commit {'0' * 40} is no longer in" in result.detail
 
 
 def test_the_mirror_fetches_new_commits_for_later_jobs(repo: GitRepo, paths: RunnerPaths) -> None:
-    assert run_job(spec_for(repo, "true"), paths, RecordingReporter()).outcome is Outcome.PASSED
+    assert run_claimed(spec_for(repo, "true"), paths, RecordingReporter()).outcome is Outcome.PASSED
     newer = repo.commit("newer")
     repos = (ResolvedRepo("voting-app", repo.url, "main", 0, newer),)
-    result = run_job(
+    result = run_claimed(
         spec_for(repo, "git -C voting-app rev-parse HEAD", repos=repos, job_id=8),
         paths,
         RecordingReporter(),
     )
     assert result.outcome is Outcome.PASSED
     assert newer in log_of(paths, 8)
+
+
+def test_a_job_claimed_by_another_runner_does_nothing(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    marker = tmp_path / "ran"
+    reporter = RecordingReporter()
+    reporter.claimable = False
+    assert run_job(spec_for(repo, f"touch {marker}"), paths, reporter) is None
+    assert not marker.exists()
+    assert reporter.results == []
+    assert not paths.log(7).exists()

@@ -15,6 +15,7 @@ class TaskState(StrEnum):
 
 class JobState(StrEnum):
     PENDING = "pending"
+    QUEUED = "queued"  # handed to an executor; no runner has claimed it yet
     RUNNING = "running"
     PASSED = "passed"
     FAILED = "failed"

@@ -23,7 +23,9 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 }
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.SKIPPED}),
+    JobState.PENDING: frozenset({JobState.QUEUED, JobState.CANCELLED, JobState.SKIPPED}),
+    # A runner claims a queued job atomically; a second delivery finds it taken.
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
     JobState.RUNNING: frozenset(
         {JobState.PASSED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}
     ),

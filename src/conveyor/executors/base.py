@@ -10,6 +10,10 @@ from conveyor.domain.jobs import JobResult
 class JobReporter(Protocol):
     """How a runner tells the database what happens; it decides nothing."""
 
+    def claim(self) -> bool:
+        """Take the job for this runner; False if another runner has it, or it ended."""
+        ...
+
     def started(self, pid: int) -> None: ...
 
     def heartbeat(self) -> None: ...

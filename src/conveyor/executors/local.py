@@ -19,6 +19,9 @@ class _StoppingReporter:
         self._inner = inner
         self._stopping = stopping
 
+    def claim(self) -> bool:
+        return self._inner.claim()
+
     def started(self, pid: int) -> None:
         self._inner.started(pid)
 
@@ -58,7 +61,7 @@ class LocalExecutor:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-def _log_failure(job: JobSpec, future: "Future[JobResult]") -> None:
+def _log_failure(job: JobSpec, future: "Future[JobResult | None]") -> None:
     exc = future.exception()
     if exc is not None:
         log.error("job %s: could not report its result: %s", job.job_id, exc, exc_info=exc)

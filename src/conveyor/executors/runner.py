@@ -134,8 +134,14 @@ def _checkout(spec: JobSpec, paths: RunnerPaths, workspace: Path, log: JobLog) -
             mirrors.checkout(mirror, workspace / repo.repo_name, repo.commit)
 
 
-def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResult:
-    """Run one job to its end and report the result; never raises for job failures."""
+def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResult | None:
+    """Run one job to its end and report the result; never raises for job failures.
+
+    Returns None, having done nothing, when the job is not this runner's to run: it was
+    delivered twice and another runner claimed it, or it was cancelled while queued.
+    """
+    if not reporter.claim():
+        return None
     log = JobLog(paths.log(spec.job_id), spec.log_max_bytes, spec.secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:

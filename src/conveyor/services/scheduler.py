@@ -110,7 +110,7 @@ class Scheduler:
                 if serial and task.workflow_name in busy:
                     continue
                 # A restart waits until the processes of the attempt it replaces are gone.
-                if self._store.has_running_jobs(task.pk):
+                if self._store.has_live_jobs(task.pk):
                     if serial:
                         busy.add(task.workflow_name)
                     continue
@@ -120,6 +120,24 @@ class Scheduler:
                         busy.add(task.workflow_name)
                     self._advance(replace(task, state=TaskState.RUNNING, start_time=now), now)
 
+    def resubmit_queued(self) -> int:
+        """Hand queued jobs to the executor again: after a restart of the server that
+        owned the local pool they were waiting in. They never ran, so nothing runs twice."""
+        count = 0
+        for task in self._store.tasks_in(TaskState.RUNNING):
+            jobs = self._store.current_jobs(task.pk)
+            queued = [j for j in jobs if j.state is JobState.QUEUED]
+            if not queued:
+                continue
+            spec = self._store.task_spec(task.pk)
+            targets = {t.service: t for t in spec.targets}
+            outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
+            for job in queued:
+                target = targets[job.service]
+                self._executor.submit(self._job_spec(task, job, target, spec.env_vars, outputs))
+                count += 1
+        return count
+
     def _parallel(self, workflow_name: str) -> bool:
         workflow = self._config.workflows.get(workflow_name)
         return workflow is not None and workflow.parallel
@@ -128,9 +146,9 @@ class Scheduler:
         jobs = self._store.current_jobs(task.pk)
         if task.state is TaskState.CANCELLING:
             for job in jobs:
-                if job.state is JobState.PENDING:
+                if job.state in (JobState.PENDING, JobState.QUEUED):
                     self._store.move_job(job, JobState.CANCELLED, now, "task cancelled")
-            if not self._store.has_running_jobs(task.pk):
+            if not self._store.has_live_jobs(task.pk):
                 self._store.finish_task(task, TaskState.CANCELLED, now)
             return
         builds = [j for j in jobs if j.stage == "build"]
@@ -164,7 +182,7 @@ class Scheduler:
         targets = {t.service: t for t in spec.targets}
         started = False
         for job in pending:
-            if not self._store.move_job(job, JobState.RUNNING, now):
+            if not self._store.move_job(job, JobState.QUEUED, now):
                 continue
             started = True
             self._executor.submit(

@@ -121,9 +121,10 @@ class SqlJobStore:
         with self._db.read() as conn:
             return [_job(r) for r in conn.execute(stmt)]
 
-    def has_running_jobs(self, task_pk: int) -> bool:
+    def has_live_jobs(self, task_pk: int) -> bool:
+        """Any job of the task queued for or held by a runner, of any attempt."""
         stmt = sa.select(jobs.c.id).where(
-            jobs.c.task_pk == task_pk, jobs.c.state == JobState.RUNNING
+            jobs.c.task_pk == task_pk, jobs.c.state.in_([JobState.QUEUED, JobState.RUNNING])
         )
         with self._db.read() as conn:
             return conn.execute(stmt.limit(1)).first() is not None
@@ -133,9 +134,7 @@ class SqlJobStore:
     ) -> bool:
         new = transition(job.state, new_state)
         values: dict[str, Any] = {"state": new}
-        if new is JobState.RUNNING:
-            values.update(start_time=now, heartbeat_time=now)
-        else:
+        if new is not JobState.QUEUED:
             values.update(end_time=now, detail=detail)
         with self._db.write() as conn:
             return bool(
@@ -154,22 +153,33 @@ class SqlJobStore:
             return [_job(r) for r in conn.execute(stmt)]
 
     def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]:
-        """Running jobs started on `host`, and those dispatched but never started."""
+        """Jobs claimed by runners on `host` and not ended, with their process group."""
         stmt = sa.select(*_JOB_COLUMNS, jobs.c.pid).where(
-            jobs.c.state == JobState.RUNNING,
-            sa.or_(jobs.c.runner_host == host, jobs.c.runner_host.is_(None)),
+            jobs.c.state == JobState.RUNNING, jobs.c.runner_host == host
         )
         with self._db.read() as conn:
             return [(_job(r), r.pid) for r in conn.execute(stmt)]
 
     # -- what runners report ------------------------------------------------------------
 
-    def job_started(self, job_id: int, host: str, pid: int, now: int) -> None:
+    def claim_job(self, job_id: int, host: str, now: int) -> bool:
+        """QUEUED -> RUNNING for one runner only; a duplicate delivery gets False."""
+        new = transition(JobState.QUEUED, JobState.RUNNING)
+        with self._db.write() as conn:
+            return bool(
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
+                    .values(state=new, runner_host=host, start_time=now, heartbeat_time=now)
+                ).rowcount
+            )
+
+    def job_started(self, job_id: int, pid: int, now: int) -> None:
         with self._db.write() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
-                .values(runner_host=host, pid=pid, heartbeat_time=now)
+                .values(pid=pid, heartbeat_time=now)
             )
 
     def heartbeat(self, job_id: int, now: int) -> None:
@@ -237,8 +247,11 @@ class StoreJobReporter:
         self._clock = clock
         self._on_finished = on_finished
 
+    def claim(self) -> bool:
+        return self._store.claim_job(self._job_id, self._host, self._clock())
+
     def started(self, pid: int) -> None:
-        self._store.job_started(self._job_id, self._host, pid, self._clock())
+        self._store.job_started(self._job_id, pid, self._clock())
 
     def heartbeat(self) -> None:
         self._store.heartbeat(self._job_id, self._clock())
