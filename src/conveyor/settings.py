@@ -65,11 +65,13 @@ class BuildConfig(_Strict):
     repos: list[StrictStr] = Field(min_length=1, description="repos checked out for the build")
     script: StrictStr = Field(min_length=1, description="bash script run in the workspace")
     timeout: Seconds = Field(3600, description="build step timeout (default 1h)")
+    queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
 
 
 class DeployConfig(_Strict):
     script: StrictStr = Field(min_length=1, description="bash script run in the workspace")
     timeout: Seconds = Field(600, description="deploy step timeout (default 10m)")
+    queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
 
 
 class ServiceConfig(_Strict):
@@ -84,6 +86,13 @@ class EnvConfig(_Strict):
         description="variables like vars whose values are masked in job logs; "
         "a value `env:NAME` is read from the server's environment",
     )
+
+    def resolved_secrets(self) -> dict[str, str]:
+        """The secrets' values: `env:NAME` read from this process's environment."""
+        return {
+            k: os.environ.get(v.removeprefix("env:"), "") if v.startswith("env:") else v
+            for k, v in self.secrets.items()
+        }
 
 
 class WorkflowConfig(_Strict):
@@ -107,6 +116,7 @@ class Config(_Strict):
     database_url: StrictStr = "sqlite:///conveyor.db"
     executor: Literal["local", "celery"] = "local"
     broker_url: StrictStr | None = None
+    queue: StrictStr = Field("conveyor", description="celery queue of jobs naming none")
     data_dir: Path = Path(".conveyor")
     max_parallel_tasks: StrictInt = Field(4, ge=1, le=1000, description="tasks running at once")
     max_parallel_jobs: StrictInt = Field(

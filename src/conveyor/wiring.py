@@ -6,19 +6,23 @@ from dataclasses import dataclass
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import FileLogStore, RunnerPaths
+from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.processes import stop_orphaned_job
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
-from conveyor.services.ports import Clock, Executor, RefResolver
+from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
 from conveyor.services.reconciler import reconcile
 from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
+from conveyor.storage.log_store import DbLogStore
 from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
+
+CELERY_POLL_S = 0.25
 
 
 def unix_now() -> int:
@@ -38,6 +42,11 @@ class Container:
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling."""
         if self.scheduler is None:
+            return
+        if self.config.executor == "celery":
+            # Jobs run on workers: a worker ends the jobs of dead peers on its host, the
+            # reaper those of workers that never come back; queued ones wait in the broker.
+            self.scheduler.start()
             return
         reconcile(
             self.jobs, socket.gethostname(), stop_orphaned_job, self.config.cancel_grace, unix_now
@@ -60,13 +69,21 @@ def build_container(
     clock: Clock = unix_now,
     run_jobs: bool = False,
 ) -> Container:
-    """Services for `config`; with `run_jobs`, also the scheduler and the local executor."""
+    """Services for `config`; with `run_jobs`, also the scheduler and the executor."""
     db = db or Database.from_url(config.database_url)
     authorizer = Authorizer(config.roles, list(config.workflows))
     jobs = SqlJobStore(db)
     scheduler: Scheduler | None = None
     executor: Executor | None = None
-    if run_jobs:
+    logs: LogStore = FileLogStore(RunnerPaths(config.data_dir))
+    if config.executor == "celery":
+        logs = DbLogStore(db)
+        if run_jobs:
+            assert config.broker_url is not None  # the config check requires it
+            executor = CeleryExecutor(config.broker_url, config.queue)
+            # Workers cannot wake this process: the poll is how it sees a job end.
+            scheduler = Scheduler(config, jobs, executor, clock, poll_s=CELERY_POLL_S)
+    elif run_jobs:
         host = socket.gethostname()
         wake: list[Scheduler] = []
 
@@ -85,7 +102,7 @@ def build_container(
         authorizer,
         clock,
         on_change=scheduler.wake if scheduler else lambda: None,
-        logs=FileLogStore(RunnerPaths(config.data_dir)),
+        logs=logs,
     )
     return Container(
         config=config,

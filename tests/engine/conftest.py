@@ -31,6 +31,7 @@ services:
       repos: [app]
       timeout: {timeout}
       script: |
+        echo "$CONVEYOR_JOB_ID $CONVEYOR_STAGE $CONVEYOR_SERVICE" >> "$PIDS/events"
         echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN"
         case "${{MODE:-}}" in
           fail) echo "failing on purpose"; exit 3 ;;
@@ -38,8 +39,10 @@ services:
           sleep)
             if [ "$CONVEYOR_ATTEMPT" -gt 1 ]; then
               # A restart must never overlap the processes of the attempt it replaces.
+              # Zombies do not count: dead, only not yet reaped by an init that may never.
               for p in $(cat "$PIDS/$CONVEYOR_TASK_ID.pids"); do
-                kill -0 "$p" 2>/dev/null && {{ echo "old process $p still alive"; exit 9; }}
+                state=$(cut -d" " -f3 "/proc/$p/stat" 2>/dev/null || echo gone)
+                case "$state" in gone|Z) ;; *) echo "old process $p still alive"; exit 9 ;; esac
               done
             else
               (trap '' TERM; sleep 1000) & echo $! >> "$PIDS/$CONVEYOR_TASK_ID.pids"
@@ -49,13 +52,18 @@ services:
         esac
         echo "IMAGE=reg/$CONVEYOR_SERVICE:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"
     deploy:
-      script: echo "deploy $CONVEYOR_SERVICE $IMAGE to $NAMESPACE"
+      script: |
+        echo "$CONVEYOR_JOB_ID $CONVEYOR_STAGE $CONVEYOR_SERVICE" >> "$PIDS/events"
+        echo "deploy $CONVEYOR_SERVICE $IMAGE to $NAMESPACE"
   web: *svc
+  gpu:
+    build: {{repos: [app], script: "echo built on the gpu queue", queue: "{gpu_queue}"}}
+    deploy: {{script: "true"}}
 envs:
   dev: {{vars: {{NAMESPACE: dev, PIDS: "{pids}"}}, secrets: {{TOKEN: hunter2-secret}}}}
 workflows:
-  serial: {{env: dev, services: [api, web]}}
-  parallel: {{env: dev, services: [api, web], parallel: true}}
+  serial: {{env: dev, services: [api, web, gpu]}}
+  parallel: {{env: dev, services: [api, web, gpu], parallel: true}}
 roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
   creator: {{permissions: [task:create], workflows: ["*"]}}
@@ -72,6 +80,7 @@ class Engine:
     repo: GitRepo
     pids: Path
     paths: RunnerPaths
+    config_path: Path
 
     def create(self, workflow: str = "serial", **modes: str) -> int:
         """A task building each service named in `modes` with that MODE ('' = plain)."""
@@ -137,9 +146,16 @@ class Engine:
                 )
         return rows
 
-    def log(self, job: JobRow) -> str:
-        path = self.paths.log(job.id)
-        return path.read_text() if path.exists() else ""
+    def log(self, job: JobRow, workflow: str = "serial") -> str:
+        with self.container.db.read() as conn:
+            task_id = conn.execute(
+                sa.text("SELECT task_id FROM tasks WHERE id = :pk"), {"pk": job.task_pk}
+            ).scalar_one()
+        r = self.client.get(
+            f"/api/workflows/{workflow}/tasks/{task_id}/jobs/{job.id}/log", headers=self.headers
+        )
+        assert r.status_code == 200, r.text
+        return r.text
 
     def wait_for_pids(self, task_id: int, count: int = 2, timeout: float = 20) -> list[int]:
         path = self.pids / f"{task_id}.pids"
@@ -157,11 +173,17 @@ def engine_factory(
 ) -> Iterator[Callable[..., Engine]]:
     made: list[TestClient] = []
 
-    def factory(timeout: str = "1h") -> Engine:
+    def factory(timeout: str = "1h", extra: str = "", gpu_queue: str = "gpu") -> Engine:
         repo = make_repo("app")
         pids = tmp_path / "pids"
         pids.mkdir()
-        text = CONFIG.format(data=tmp_path / "data", app=repo.url, pids=pids, timeout=timeout)
+        text = CONFIG.format(
+            data=tmp_path / "data", app=repo.url, pids=pids, timeout=timeout, gpu_queue=gpu_queue
+        )
+        url = database.engine.url.render_as_string(hide_password=False)
+        text = f"database_url: {url}\n{extra}\n{text}"
+        config_path = tmp_path / "conveyor.yaml"
+        config_path.write_text(text)
         config = parse_config(text, base=tmp_path)
         container = build_container(config, db=database, run_jobs=True)
         client = TestClient(create_app(container), raise_server_exceptions=False)
@@ -169,7 +191,8 @@ def engine_factory(
         made.append(client)
         token, _ = container.tokens.issue("alice", ["admin"], None)
         headers = {"Authorization": f"Bearer {token}"}
-        return Engine(client, container, headers, repo, pids, RunnerPaths(config.data_dir))
+        paths = RunnerPaths(config.data_dir)
+        return Engine(client, container, headers, repo, pids, paths, config_path)
 
     yield factory
     for client in made:

@@ -139,6 +139,28 @@ def token_revoke(
 
 
 @app.command()
+def worker(
+    config: ConfigOption,
+    queues: Annotated[
+        str | None, typer.Option(help="comma-separated queues to take jobs from (default: `queue`)")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="jobs at once")] = 2,
+) -> None:
+    """Run jobs from the broker (executor: celery), with the same runner as the server."""
+    from conveyor.worker import run_worker
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = _config(config)
+    if cfg.executor != "celery":
+        raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
+    with _container(config):
+        pass  # migrations, as `serve` runs them: a worker may start first
+    run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency)
+
+
+@app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="where to put the demo")] = Path(".demo"),
     port: Annotated[int, typer.Option(help="the port `serve` will listen on")] = 8080,

@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from conveyor.domain.states import JobState
 from conveyor.domain.tasks import ResolvedRepo
@@ -35,6 +36,33 @@ class JobSpec:
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     cancel_grace_s: int = 10
     log_max_bytes: int = 50 * 2**20
+    heartbeat_s: float = 5.0
+    queue: str = "conveyor"
+
+    def to_json(self) -> dict[str, Any]:
+        """The job as a message: everything but the secrets, which each worker resolves
+        from its own config, so they never travel through the broker."""
+        data = {f: getattr(self, f) for f in self.__slots__ if f != "secrets"}
+        data["repos"] = [
+            {
+                "repo_name": r.repo_name,
+                "url": r.url,
+                "branch": r.branch,
+                "pr": r.pr,
+                "commit": r.commit,
+                "base_commit": r.base_commit,
+            }
+            for r in self.repos
+        ]
+        data["variables"] = [list(kv) for kv in self.variables]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], secrets: Mapping[str, str]) -> "JobSpec":
+        fields = dict(data)
+        fields["repos"] = tuple(ResolvedRepo(**r) for r in data["repos"])
+        fields["variables"] = tuple((k, v) for k, v in data["variables"])
+        return cls(**fields, secrets=secrets)
 
 
 @dataclass(frozen=True, slots=True)

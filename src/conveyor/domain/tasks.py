@@ -50,6 +50,7 @@ class ResolvedRepo:
 class StepSpec:
     script: str
     timeout_s: int
+    queue: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,16 @@ class TaskSpec:
                         }
                         for r in t.repos
                     ],
-                    "build": {"script": t.build.script, "timeout_s": t.build.timeout_s},
-                    "deploy": {"script": t.deploy.script, "timeout_s": t.deploy.timeout_s},
+                    "build": {
+                        "script": t.build.script,
+                        "timeout_s": t.build.timeout_s,
+                        "queue": t.build.queue,
+                    },
+                    "deploy": {
+                        "script": t.deploy.script,
+                        "timeout_s": t.deploy.timeout_s,
+                        "queue": t.deploy.queue,
+                    },
                     "envs": [list(kv) for kv in t.envs],
                 }
                 for t in self.targets

@@ -7,6 +7,32 @@ from typing import Protocol
 from conveyor.domain.jobs import JobResult
 
 
+class LogSink(Protocol):
+    """Where a job's log bytes go, already masked and capped by the runner."""
+
+    def append(self, data: bytes) -> None: ...
+
+    def flush_if_due(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileLogSink:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+
+    def append(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+
+    def flush_if_due(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class JobReporter(Protocol):
     """How a runner tells the database what happens; it decides nothing."""
 

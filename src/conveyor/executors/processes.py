@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 KILL_WAIT_S = 10.0
@@ -60,6 +61,51 @@ def job_processes(pgid: int, job_id: int, proc_root: Path = Path("/proc")) -> li
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile, or not ours to read
     return found
+
+
+def _environ(entry: Path) -> dict[bytes, bytes]:
+    pairs = (item.partition(b"=") for item in (entry / "environ").read_bytes().split(b"\0"))
+    return {k: v for k, _, v in pairs if k}
+
+
+def processes_of_dead_runners(
+    hostname: str, pid_alive: Callable[[int], bool], proc_root: Path = Path("/proc")
+) -> dict[int, list[int]]:
+    """Job processes on this host whose runner (`CONVEYOR_RUNNER=<host>:<pid>`) is dead,
+    by job id. The database may already call the job lost; its processes still run."""
+    found: dict[int, list[int]] = {}
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = _environ(entry)
+        except OSError:
+            continue
+        runner = env.get(b"CONVEYOR_RUNNER", b"").decode(errors="replace")
+        host, _, pid = runner.rpartition(":")
+        job = env.get(b"CONVEYOR_JOB_ID", b"")
+        if host == hostname and pid.isdigit() and job.isdigit() and not pid_alive(int(pid)):
+            found.setdefault(int(job), []).append(int(entry.name))
+    return found
+
+
+def stop_pids(pids: list[int], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after `grace_s` for those still there."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def stop_orphaned_job(pgid: int, job_id: int, grace_s: float) -> int:

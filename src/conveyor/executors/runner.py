@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
-from conveyor.executors.base import JobReporter, RunnerPaths
+from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
 from conveyor.executors.processes import stop_process_group
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
 CANCEL_POLL_S = 0.25
-HEARTBEAT_S = 5.0
 MAX_LINE = 64 * 1024
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
@@ -35,13 +34,12 @@ def repo_variable(repo_name: str) -> str:
 
 
 class JobLog:
-    """Appends to a job's log file as output comes: capped, secrets masked."""
+    """A job's log as output comes: capped, secrets masked, handed to a sink."""
 
-    def __init__(self, path: Path, max_bytes: int, secrets: Mapping[str, str]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = path.open("ab")
+    def __init__(self, sink: LogSink, max_bytes: int, secrets: Mapping[str, str]) -> None:
+        self._sink = sink
         self._max = max_bytes
-        self._size = self._file.tell()
+        self._size = 0
         self._truncated = False
         # Longest first, so a secret that contains another is masked whole.
         values = sorted(
@@ -60,15 +58,19 @@ class JobLog:
             if len(data) > room:
                 data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
                 self._truncated = True
-            self._file.write(data)
-            self._file.flush()
+            self._sink.append(data)
             self._size += len(data)
+
+    def flush_if_due(self) -> None:
+        with self._lock:
+            self._sink.flush_if_due()
 
     def say(self, line: str) -> None:
         self.write(f"[conveyor] {line}\n".encode())
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._sink.close()
 
 
 def _pump(stream: BinaryIO, log: JobLog) -> None:
@@ -78,7 +80,7 @@ def _pump(stream: BinaryIO, log: JobLog) -> None:
         log.write(line)
 
 
-def _environment(spec: JobSpec, workspace: Path, output: Path) -> dict[str, str]:
+def _environment(spec: JobSpec, workspace: Path, output: Path, runner_id: str) -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
     env.update(spec.variables)
     env.update(spec.secrets)
@@ -90,6 +92,8 @@ def _environment(spec: JobSpec, workspace: Path, output: Path) -> dict[str, str]
         CONVEYOR_STAGE=spec.stage,
         CONVEYOR_ATTEMPT=str(spec.attempt),
         CONVEYOR_JOB_ID=str(spec.job_id),
+        # Lets a restarted worker find what a dead one left running (processes.py).
+        CONVEYOR_RUNNER=runner_id,
         CONVEYOR_WORKSPACE=str(workspace),
         CONVEYOR_OUTPUT=str(output),
     )
@@ -134,7 +138,13 @@ def _checkout(spec: JobSpec, paths: RunnerPaths, workspace: Path, log: JobLog) -
             mirrors.checkout(mirror, workspace / repo.repo_name, repo.commit)
 
 
-def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResult | None:
+def run_job(
+    spec: JobSpec,
+    paths: RunnerPaths,
+    reporter: JobReporter,
+    sink: LogSink | None = None,
+    runner_id: str = "",
+) -> JobResult | None:
     """Run one job to its end and report the result; never raises for job failures.
 
     Returns None, having done nothing, when the job is not this runner's to run: it was
@@ -142,10 +152,10 @@ def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResu
     """
     if not reporter.claim():
         return None
-    log = JobLog(paths.log(spec.job_id), spec.log_max_bytes, spec.secrets)
+    log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, spec.secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:
-        result = _run(spec, paths, reporter, log, workspace)
+        result = _run(spec, paths, reporter, log, workspace, runner_id)
     except Exception as exc:  # a runner bug must still end the job, not hang it
         log.say(f"internal error: {exc.__class__.__name__}: {exc}")
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
@@ -158,7 +168,12 @@ def run_job(spec: JobSpec, paths: RunnerPaths, reporter: JobReporter) -> JobResu
 
 
 def _run(
-    spec: JobSpec, paths: RunnerPaths, reporter: JobReporter, log: JobLog, workspace: Path
+    spec: JobSpec,
+    paths: RunnerPaths,
+    reporter: JobReporter,
+    log: JobLog,
+    workspace: Path,
+    runner_id: str,
 ) -> JobResult:
     shutil.rmtree(workspace, ignore_errors=True)
     control = workspace / ".conveyor"
@@ -176,7 +191,7 @@ def _run(
     proc = subprocess.Popen(
         ["bash", "-eo", "pipefail", "-c", spec.script],
         cwd=workspace,
-        env=_environment(spec, workspace, output),
+        env=_environment(spec, workspace, output, runner_id),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -187,7 +202,7 @@ def _run(
     pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
     pump.start()
     started = time.monotonic()
-    next_beat = started + HEARTBEAT_S
+    next_beat = started + spec.heartbeat_s
     stopped: Outcome | None = None
     while proc.poll() is None:
         _wait(proc, pump, CANCEL_POLL_S)
@@ -205,7 +220,8 @@ def _run(
             break
         if now >= next_beat:
             reporter.heartbeat()
-            next_beat = now + HEARTBEAT_S
+            next_beat = now + spec.heartbeat_s
+        log.flush_if_due()
     # Children the script left behind (`sleep 1000 &`) belong to the job and end with it.
     stop_process_group(proc, spec.cancel_grace_s)
     pump.join()

@@ -135,6 +135,8 @@ class JobStore(Protocol):
 
     def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]: ...
 
+    def running_jobs_of_host(self, hostname: str) -> list[tuple[JobRow, int | None, str]]: ...
+
 
 class LogStore(Protocol):
     def read(self, job_id: int, offset: int, limit: int) -> tuple[bytes, int]:

@@ -32,3 +32,42 @@ def reconcile(
             resolved += 1
             log.warning("job %s: %s", job.id, detail)
     return resolved
+
+
+FindOrphans = Callable[[str, Callable[[int], bool]], dict[int, list[int]]]
+"""(hostname, pid_alive) -> job id -> live processes of that job whose runner is dead."""
+StopPids = Callable[[list[int], float], None]
+
+
+def reconcile_dead_workers(
+    store: JobStore,
+    hostname: str,
+    pid_alive: Callable[[int], bool],
+    find_orphans: FindOrphans,
+    stop_pids: StopPids,
+    grace_s: float,
+    clock: Clock,
+) -> int:
+    """A worker starting on `hostname` ends what workers there that died left behind.
+
+    Workers name themselves `<hostname>:<pid>` and mark their jobs' processes with it.
+    Processes of a dead worker are stopped whatever the database says (the reaper may
+    already have failed the job as lost); jobs still marked running fail as lost.
+    """
+    orphans = find_orphans(hostname, pid_alive)
+    for job_id, pids in orphans.items():
+        stop_pids(pids, grace_s)
+        log.warning("job %s: stopped %d processes its dead worker left", job_id, len(pids))
+    resolved = 0
+    for job, _pid, runner in store.running_jobs_of_host(hostname):
+        worker_pid = runner.rpartition(":")[2]
+        if not worker_pid.isdigit() or pid_alive(int(worker_pid)):
+            continue
+        detail = "worker lost: its worker process died"
+        found = len(orphans.get(job.id, []))
+        if found:
+            detail += f"; stopped {found} leftover process{'es' if found > 1 else ''}"
+        if store.move_job(job, JobState.FAILED, clock(), detail):
+            resolved += 1
+            log.warning("job %s: %s", job.id, detail)
+    return resolved

@@ -7,7 +7,6 @@ outcomes into the task's state. Executors only report. One `tick()` does one pas
 """
 
 import logging
-import os
 import threading
 from dataclasses import replace
 
@@ -25,13 +24,6 @@ REAP_EVERY_S = 5
 QUEUED_BATCH = 50
 
 
-def resolve_secret(value: str) -> str:
-    """`env:NAME` reads the server's environment; anything else is the value itself."""
-    if value.startswith("env:"):
-        return os.environ.get(value.removeprefix("env:"), "")
-    return value
-
-
 class Scheduler:
     def __init__(
         self,
@@ -39,7 +31,9 @@ class Scheduler:
         store: JobStore,
         executor: Executor,
         clock: Clock,
+        poll_s: float = POLL_S,
     ) -> None:
+        self._poll_s = poll_s
         self._config = config
         self._store = store
         self._executor = executor
@@ -66,7 +60,7 @@ class Scheduler:
 
     def run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(POLL_S)
+            self._wake.wait(self._poll_s)
             self._wake.clear()
             try:
                 self.tick()
@@ -204,7 +198,7 @@ class Scheduler:
         if job.stage == "deploy":
             variables.update(outputs.get(job.service, {}))
         env = self._config.envs.get(task.env_name)
-        secrets = {k: resolve_secret(v) for k, v in env.secrets.items()} if env else {}
+        secrets = env.resolved_secrets() if env else {}
         return JobSpec(
             job_id=job.id,
             task_pk=task.pk,
@@ -221,4 +215,6 @@ class Scheduler:
             secrets=secrets,
             cancel_grace_s=self._config.cancel_grace,
             log_max_bytes=self._config.log_max_bytes,
+            heartbeat_s=min(5.0, self._config.heartbeat_timeout / 3),
+            queue=step.queue or self._config.queue,
         )

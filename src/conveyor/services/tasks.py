@@ -226,8 +226,8 @@ class TaskService:
         return TargetSpec(
             service=target.name,
             repos=tuple(resolved),
-            build=StepSpec(service.build.script, service.build.timeout),
-            deploy=StepSpec(service.deploy.script, service.deploy.timeout),
+            build=StepSpec(service.build.script, service.build.timeout, service.build.queue),
+            deploy=StepSpec(service.deploy.script, service.deploy.timeout, service.deploy.queue),
             envs=target.envs,
         )
 

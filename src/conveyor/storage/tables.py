@@ -102,6 +102,16 @@ jobs = sa.Table(
     sa.Index(None, "state"),
 )
 
+# A job's log in chunks, for runners on other machines (the celery executor).
+job_log_chunks = sa.Table(
+    "job_log_chunks",
+    metadata,
+    sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("start_offset", sa.BigInteger, primary_key=True),
+    sa.Column("end_offset", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
 api_tokens = sa.Table(
     "api_tokens",
     metadata,

@@ -1,0 +1,78 @@
+"""`conveyor worker`: a Celery worker that runs jobs with the one job runner.
+
+Each worker thread is a runner that owns its job's process tree. The worker reports to
+the shared database (claim, heartbeats, result, log chunks); the server only reads.
+"""
+
+import logging
+import os
+import socket
+from typing import Any
+
+from conveyor.domain.jobs import JobSpec
+from conveyor.executors.base import RunnerPaths
+from conveyor.executors.celery import TASK_NAME, celery_app
+from conveyor.executors.processes import processes_of_dead_runners, stop_pids
+from conveyor.executors.runner import run_job
+from conveyor.services.reconciler import reconcile_dead_workers
+from conveyor.settings import Config
+from conveyor.storage.db import Database
+from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
+from conveyor.storage.log_store import DbLogSink
+from conveyor.wiring import unix_now
+
+log = logging.getLogger("conveyor.worker")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
+    if not config.broker_url:
+        raise SystemExit("broker_url: required to run a worker")
+    db = Database.from_url(config.database_url)
+    store = SqlJobStore(db)
+    hostname = socket.gethostname()
+    runner_id = f"{hostname}:{os.getpid()}"
+    paths = RunnerPaths(config.data_dir)
+    stopped = reconcile_dead_workers(
+        store,
+        hostname,
+        _pid_alive,
+        processes_of_dead_runners,
+        stop_pids,
+        config.cancel_grace,
+        unix_now,
+    )
+    if stopped:
+        log.warning("failed %d jobs of workers on this host that died", stopped)
+    app = celery_app(config.broker_url, config.queue)
+
+    @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+    def run(message: dict[str, Any]) -> None:
+        env = config.envs.get(message["env_name"])
+        spec = JobSpec.from_json(message, env.resolved_secrets() if env else {})
+        reporter = StoreJobReporter(store, spec.job_id, runner_id, unix_now, lambda: None)
+        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner_id)
+        if result is None:
+            log.info("job %s: not ours to run (delivered twice, or cancelled)", spec.job_id)
+
+    app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--queues={','.join(queues or [config.queue])}",
+            f"--hostname=conveyor-{runner_id}@{hostname}",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+        ]
+    )

@@ -1,0 +1,259 @@
+"""The celery executor with real worker processes, on Redis and on RabbitMQ."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.domain.jobs import JobSpec
+from conveyor.services.ports import Executor
+from conveyor.storage.tables import jobs
+from tests.engine.conftest import Engine
+from tests.engine.test_tasks_run import alive
+
+BROKERS = {
+    "redis": ("redis://127.0.0.1:6379/0", 6379),
+    "rabbitmq": ("amqp://guest:guest@127.0.0.1:5672//", 5672),
+}
+
+
+def broker_url(kind: str) -> str:
+    url, port = BROKERS[kind]
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{kind} is not reachable on 127.0.0.1:{port} (CI needs it): {exc}")
+        pytest.skip(f"{kind} is not reachable on 127.0.0.1:{port}")
+    return url
+
+
+class Workers:
+    """`conveyor worker` processes, stopped (and their jobs' processes) at the end."""
+
+    def __init__(self, engine: Engine, tmp_path: Path) -> None:
+        self.engine = engine
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, concurrency: int = 2, queues: str = "") -> subprocess.Popen[bytes]:
+        log = self.tmp_path / f"worker{len(self.procs)}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "conveyor",
+                    "worker",
+                    "-c",
+                    str(self.engine.config_path),
+                    "--concurrency",
+                    str(concurrency),
+                    *(["--queues", queues] if queues else []),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 60
+        while " ready." not in log.read_text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)  # cold shutdown: do not wait for jobs
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for pids in self.engine.pids.glob("*.pids"):
+            for pid in pids.read_text().split():
+                if alive(int(pid)):
+                    os.kill(int(pid), signal.SIGKILL)
+
+
+@pytest.fixture(params=sorted(BROKERS))
+def celery_engine(
+    request: pytest.FixtureRequest, engine_factory: Callable[..., Engine], tmp_path: Path
+) -> Iterator[tuple[Engine, Workers]]:
+    url = broker_url(request.param)
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    extra = f"executor: celery\nbroker_url: '{url}'\nqueue: {queue}\n"
+    extra += "heartbeat_timeout: 3s\nmax_parallel_tasks: 8\n"
+    engine = engine_factory(timeout="1h", extra=extra, gpu_queue=f"{queue}-gpu")
+    workers = Workers(engine, tmp_path)
+    yield engine, workers
+    workers.stop()
+
+
+def test_pass_fail_and_the_deploy_sees_the_build_output(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    engine, workers = celery_engine
+    workers.start()
+    passing = engine.create("parallel", api="", web="")
+    failing = engine.create("parallel", api="", web="fail")
+    assert engine.wait(passing, workflow="parallel")["status"] == "passed"
+    assert engine.wait(failing, workflow="parallel")["status"] == "failed"
+    for job in engine.jobs(passing, "parallel"):
+        text = engine.log(job, "parallel")
+        if job.stage == "deploy":
+            assert f"deploy {job.service} reg/{job.service}:{passing} to dev" in text
+        else:
+            assert "token=***" in text and "hunter2" not in text
+    states = {(j.stage, j.service): j.state for j in engine.jobs(failing, "parallel")}
+    assert states[("build", "web")] == "failed"
+    assert states[("deploy", "api")] == states[("deploy", "web")] == "skipped"
+
+
+def test_restart_reruns_only_what_did_not_pass(celery_engine: tuple[Engine, Workers]) -> None:
+    engine, workers = celery_engine
+    workers.start()
+    task = engine.create(api="", web="flaky")
+    assert engine.wait(task)["status"] == "failed"
+    assert engine.act("restart", task) == 200
+    result = engine.wait(task)
+    if result["status"] != "passed":
+        for job in engine.jobs(task):
+            print("JOB", job, repr(engine.log(job)))
+    assert result["status"] == "passed"
+    builds = [(j.attempt, j.service, j.state) for j in engine.jobs(task) if j.stage == "build"]
+    assert sorted(builds) == [(1, "api", "passed"), (1, "web", "failed"), (2, "web", "passed")]
+
+
+def test_timeout_and_cancel_leave_no_process(
+    celery_engine: tuple[Engine, Workers], engine_factory: Callable[..., Engine]
+) -> None:
+    engine, workers = celery_engine
+    workers.start()
+    running = engine.create(api="sleep")
+    pids = engine.wait_for_pids(running)
+    queued = engine.create(web="")  # serial: waits behind the first
+    assert engine.act("cancel", queued) == 200
+    assert engine.act("cancel", running) == 200
+    engine.wait(running, {"cancelled"})
+    deadline = time.monotonic() + 1 + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if alive(p)] == []
+    assert all(j.state == "cancelled" and engine.log(j) == "" for j in engine.jobs(queued))
+
+
+def test_a_killed_worker_fails_its_job_as_lost_and_a_restart_runs_it_elsewhere(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    engine, workers = celery_engine
+    doomed = workers.start()
+    task = engine.create(api="sleep")
+    pids = engine.wait_for_pids(task)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    t0 = time.monotonic()
+    assert engine.wait(task)["status"] == "failed"
+    assert time.monotonic() - t0 < 3 + 5 + 1  # heartbeat timeout, reap period, a poll
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    assert build.state == "failed"
+    # Another worker on this host ends what the dead one left running...
+    workers.start()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if alive(p)] == []
+    # ...and runs the restarted task (attempt 2 checks that attempt 1's processes are gone).
+    assert engine.act("restart", task) == 200
+    assert engine.wait(task)["status"] == "passed"
+
+
+def events(engine: Engine) -> list[str]:
+    path = engine.pids / "events"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_two_workers_share_40_tasks_and_every_job_runs_once(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    engine, workers = celery_engine
+    workers.start()
+    workers.start()
+    tasks = [engine.create("parallel", api="") for _ in range(40)]
+    for task in tasks:
+        assert engine.wait(task, workflow="parallel", timeout=120)["status"] == "passed"
+    ran = [line.split()[0] for line in events(engine)]
+    assert len(ran) == 80
+    assert len(set(ran)) == 80, "a job ran twice"
+    with engine.container.db.read() as conn:
+        runners = conn.execute(sa.select(jobs.c.runner_host).distinct()).scalars().all()
+    assert len(runners) == 2, runners
+
+
+class Twice:
+    """A broker that delivers every job twice."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+
+    def submit(self, job: JobSpec) -> None:
+        self.inner.submit(job)
+        self.inner.submit(job)
+
+    def shutdown(self, wait: bool) -> None:
+        self.inner.shutdown(wait)
+
+
+def test_a_job_delivered_twice_runs_once(
+    celery_engine: tuple[Engine, Workers], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, workers = celery_engine
+    scheduler = engine.container.scheduler
+    assert scheduler is not None
+    monkeypatch.setattr(scheduler, "_executor", Twice(scheduler._executor))
+    workers.start(concurrency=4)
+    task = engine.create("parallel", api="", web="")
+    assert engine.wait(task, workflow="parallel")["status"] == "passed"
+    ran = [line.split()[0] for line in events(engine)]
+    assert sorted(ran) == sorted(str(j.id) for j in engine.jobs(task, "parallel"))
+
+
+def test_a_step_with_a_queue_runs_only_on_workers_that_listen_there(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    engine, workers = celery_engine
+    workers.start()  # the default queue only
+    task = engine.create("parallel", gpu="")
+
+    def build_state() -> str:
+        [build] = [j for j in engine.jobs(task, "parallel") if j.stage == "build"]
+        return build.state
+
+    deadline = time.monotonic() + 10
+    while build_state() != "queued":
+        assert time.monotonic() < deadline, build_state()
+        time.sleep(0.02)
+    # Handed to the broker, on a queue no worker listens to: it stays there.
+    until = time.monotonic() + 3
+    while time.monotonic() < until:
+        assert build_state() == "queued"
+        assert engine.item(task, "parallel")["status"] == "running"
+        time.sleep(0.2)
+    queue = engine.container.config.services["gpu"].build.queue
+    assert queue is not None
+    workers.start(queues=queue)
+    assert engine.wait(task, workflow="parallel")["status"] == "passed"
+    [build] = [j for j in engine.jobs(task, "parallel") if j.stage == "build"]
+    assert "built on the gpu queue" in engine.log(build, "parallel")
