@@ -88,18 +88,33 @@ class Workers:
                     os.kill(int(pid), signal.SIGKILL)
 
 
+CeleryFactory = Callable[..., tuple[Engine, Workers]]
+
+
 @pytest.fixture(params=sorted(BROKERS))
-def celery_engine(
+def celery_factory(
     request: pytest.FixtureRequest, engine_factory: Callable[..., Engine], tmp_path: Path
-) -> Iterator[tuple[Engine, Workers]]:
-    url = broker_url(request.param)
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    extra = f"executor: celery\nbroker_url: '{url}'\nqueue: {queue}\n"
-    extra += "heartbeat_timeout: 3s\nmax_parallel_tasks: 8\n"
-    engine = engine_factory(timeout="1h", extra=extra, gpu_queue=f"{queue}-gpu")
-    workers = Workers(engine, tmp_path)
-    yield engine, workers
-    workers.stop()
+) -> Iterator[CeleryFactory]:
+    made: list[Workers] = []
+
+    def factory(timeout: str = "1h") -> tuple[Engine, Workers]:
+        url = broker_url(request.param)
+        queue = f"test-{uuid.uuid4().hex[:12]}"
+        extra = f"executor: celery\nbroker_url: '{url}'\nqueue: {queue}\n"
+        extra += "heartbeat_timeout: 3s\nmax_parallel_tasks: 8\n"
+        engine = engine_factory(timeout=timeout, extra=extra, gpu_queue=f"{queue}-gpu")
+        workers = Workers(engine, tmp_path)
+        made.append(workers)
+        return engine, workers
+
+    yield factory
+    for workers in made:
+        workers.stop()
+
+
+@pytest.fixture
+def celery_engine(celery_factory: CeleryFactory) -> tuple[Engine, Workers]:
+    return celery_factory()
 
 
 def test_pass_fail_and_the_deploy_sees_the_build_output(
@@ -137,8 +152,19 @@ def test_restart_reruns_only_what_did_not_pass(celery_engine: tuple[Engine, Work
     assert sorted(builds) == [(1, "api", "passed"), (1, "web", "failed"), (2, "web", "passed")]
 
 
-def test_timeout_and_cancel_leave_no_process(
-    celery_engine: tuple[Engine, Workers], engine_factory: Callable[..., Engine]
+def test_timeout_ends_the_task_and_its_processes(celery_factory: CeleryFactory) -> None:
+    engine, workers = celery_factory(timeout="1s")
+    workers.start()
+    task = engine.create(api="sleep")
+    pids = engine.wait_for_pids(task)
+    assert engine.wait(task)["status"] == "timeout"
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    assert "timed out after 1s" in engine.log(build)
+    assert [p for p in pids if alive(p)] == []
+
+
+def test_cancel_while_queued_and_while_running_leaves_no_process(
+    celery_engine: tuple[Engine, Workers],
 ) -> None:
     engine, workers = celery_engine
     workers.start()

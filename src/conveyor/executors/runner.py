@@ -7,6 +7,7 @@ so no child outlives its job.
 """
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
 from conveyor.executors.processes import stop_process_group
 from conveyor.scm.mirror import CheckoutError, MirrorCache
+
+logger = logging.getLogger("conveyor.runner")
 
 CANCEL_POLL_S = 0.25
 MAX_LINE = 64 * 1024
@@ -78,6 +81,16 @@ def _pump(stream: BinaryIO, log: JobLog) -> None:
     # cut into MAX_LINE pieces. Memory stays constant whatever the job prints.
     for line in iter(lambda: stream.readline(MAX_LINE), b""):
         log.write(line)
+
+
+def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) -> None:
+    """Beat from claim to result, whatever the job is doing: a long checkout, or the
+    grace period of a stop, must not look like a lost runner."""
+    while not stop.wait(interval_s):
+        try:
+            reporter.heartbeat()
+        except Exception:  # a database hiccup must not end the job; the next beat retries
+            logger.warning("heartbeat failed; retrying in %.1fs", interval_s, exc_info=True)
 
 
 def _environment(spec: JobSpec, workspace: Path, output: Path, runner_id: str) -> dict[str, str]:
@@ -152,6 +165,11 @@ def run_job(
     """
     if not reporter.claim():
         return None
+    beating = threading.Event()
+    heart = threading.Thread(
+        target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
+    )
+    heart.start()
     log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, spec.secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:
@@ -161,6 +179,8 @@ def run_job(
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+        beating.set()
+        heart.join()
     log.say(f"{spec.stage} {result.outcome.value}: {result.detail}")
     log.close()
     reporter.finished(result)
@@ -202,7 +222,6 @@ def _run(
     pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
     pump.start()
     started = time.monotonic()
-    next_beat = started + spec.heartbeat_s
     stopped: Outcome | None = None
     while proc.poll() is None:
         _wait(proc, pump, CANCEL_POLL_S)
@@ -218,9 +237,6 @@ def _run(
         if stopped is not None:
             stop_process_group(proc, spec.cancel_grace_s)
             break
-        if now >= next_beat:
-            reporter.heartbeat()
-            next_beat = now + spec.heartbeat_s
         log.flush_if_due()
     # Children the script left behind (`sleep 1000 &`) belong to the job and end with it.
     stop_process_group(proc, spec.cancel_grace_s)
