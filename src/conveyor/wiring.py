@@ -19,6 +19,7 @@ from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogStore
+from conveyor.storage.notify import JobListener
 from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
 
@@ -38,6 +39,7 @@ class Container:
     jobs: SqlJobStore
     scheduler: Scheduler | None = None
     executor: Executor | None = None
+    listener: JobListener | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling."""
@@ -46,6 +48,8 @@ class Container:
         if self.config.executor == "celery":
             # Jobs run on workers: a worker ends the jobs of dead peers on its host, the
             # reaper those of workers that never come back; queued ones wait in the broker.
+            if self.listener is not None:
+                self.listener.start()
             self.scheduler.start()
             return
         reconcile(
@@ -55,6 +59,8 @@ class Container:
         self.scheduler.start()
 
     def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
         if self.scheduler is not None:
             self.scheduler.stop()
         if self.executor is not None:
@@ -75,14 +81,19 @@ def build_container(
     jobs = SqlJobStore(db)
     scheduler: Scheduler | None = None
     executor: Executor | None = None
+    listener: JobListener | None = None
     logs: LogStore = FileLogStore(RunnerPaths(config.data_dir))
     if config.executor == "celery":
         logs = DbLogStore(db)
         if run_jobs:
             assert config.broker_url is not None  # the config check requires it
             executor = CeleryExecutor(config.broker_url, config.queue)
-            # Workers cannot wake this process: the poll is how it sees a job end.
+            # Workers cannot wake this process directly: PostgreSQL tells it when a job
+            # ends; on SQLite (one machine) the poll is how it sees that.
             scheduler = Scheduler(config, jobs, executor, clock, poll_s=CELERY_POLL_S)
+            if not db.is_sqlite:
+                url = db.engine.url.render_as_string(hide_password=False)
+                listener = JobListener(url, scheduler.wake)
     elif run_jobs:
         host = socket.gethostname()
         wake: list[Scheduler] = []
@@ -112,4 +123,5 @@ def build_container(
         jobs=jobs,
         scheduler=scheduler,
         executor=executor,
+        listener=listener,
     )

@@ -72,14 +72,15 @@ class Scheduler:
     def tick(self) -> None:
         now = self._clock()
         if now >= self._next_reap:
-            self._reap_lost_jobs(now)
+            self.reap_lost_jobs(now)
             self._next_reap = now + REAP_EVERY_S
         active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
         for task in active:
             self._advance(task, now)
         self._start_queued(now)
 
-    def _reap_lost_jobs(self, now: int) -> None:
+    def reap_lost_jobs(self, now: int) -> None:
+        """Fail running jobs whose runner has been silent for `heartbeat_timeout`."""
         for job in self._store.stale_jobs(now - self._config.heartbeat_timeout):
             if self._store.move_job(job, JobState.FAILED, now, "worker lost: no heartbeat"):
                 log.warning("job %s lost its runner; failed", job.id)

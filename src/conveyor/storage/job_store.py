@@ -14,6 +14,7 @@ from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
 from conveyor.domain.transitions import transition
 from conveyor.storage.db import Database
+from conveyor.storage.notify import notify_in
 from conveyor.storage.tables import attempts, jobs, tasks
 from conveyor.storage.task_store import TASK_COLUMNS, task_from_row
 
@@ -223,19 +224,20 @@ class SqlJobStore:
         """Record a runner's result; ignored if the job already ended (reaped, say)."""
         new = transition(JobState.RUNNING, JobState(result.outcome.value))
         with self._db.write() as conn:
-            return bool(
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
-                    .values(
-                        state=new,
-                        end_time=now,
-                        exit_code=result.exit_code,
-                        detail=result.detail,
-                        outputs=result.outputs or None,
-                    )
-                ).rowcount
-            )
+            done = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
+                .values(
+                    state=new,
+                    end_time=now,
+                    exit_code=result.exit_code,
+                    detail=result.detail,
+                    outputs=result.outputs or None,
+                )
+            ).rowcount
+            if done:
+                notify_in(conn)
+        return bool(done)
 
 
 class StoreJobReporter:

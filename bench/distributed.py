@@ -1,0 +1,147 @@
+"""The celery executor beside the local one, in one run, on one machine.
+
+For each setup (local executor; celery with 1 worker; celery with 2 workers), a fresh
+PostgreSQL database and a real `conveyor serve` (and `conveyor worker`s, on this same
+machine, with Redis as the broker): create -> first job process started over N tasks,
+then M trivial tasks on a parallel workflow: tasks per second.
+
+    createdb -h 127.0.0.1 -U postgres conveyor_bench_dist   # once; dropped and made anew
+    .venv/bin/python bench/distributed.py [--latency-tasks 100] [--throughput-tasks 500]
+"""
+
+import argparse
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import sqlalchemy as sa
+
+from conveyor.settings import load_config
+from conveyor.storage import migrate
+from conveyor.wiring import build_container
+from engine import CONFIG, Client, free_port, make_repo, pct
+
+ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+DB_NAME = "conveyor_bench_dist"
+BROKER = "redis://127.0.0.1:6379/1"
+
+
+def fresh_database() -> str:
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{DB_NAME}"'))
+    admin.dispose()
+    return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "conveyor", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int) -> str:
+    root = Path(tempfile.mkdtemp(prefix="conveyor-dist-"))
+    repo, marks = root / "repo", root / "marks"
+    make_repo(repo)
+    marks.mkdir()
+    port = free_port()
+    config = root / "conveyor.yaml"
+    header = f"database_url: {fresh_database()}\n"
+    if setup == "celery":
+        header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: bench-{port}\n"
+    base = CONFIG.replace("database_url: sqlite:///conveyor.db\n", "")
+    config.write_text(header + base.format(port=port, repo=repo, marks=marks))
+    container = build_container(load_config(config))
+    migrate.upgrade(container.db)
+    token, _ = container.tokens.issue("bench", ["admin"], None)
+    container.db.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    procs = [
+        start(
+            ["serve", "-c", str(config), "--port", str(port), "--no-access-log"],
+            env,
+            root / "server.log",
+        )
+    ]
+    for i in range(workers):
+        procs.append(
+            start(["worker", "-c", str(config), "--concurrency", "4"], env, root / f"w{i}.log")
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                httpx.get(f"{url}/healthz").raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        for i in range(workers):
+            while " ready." not in (root / f"w{i}.log").read_text():
+                time.sleep(0.05)
+        client = Client(url, token)
+        client.wait("stamp", client.create("stamp", "stamp"))
+        latencies = []
+        for _ in range(latency_tasks):
+            t0 = time.time()
+            task_id = client.create("stamp", "stamp")
+            mark = marks / str(task_id)
+            while not (mark.exists() and mark.read_text().strip()):
+                time.sleep(0.0005)
+            latencies.append(float(mark.read_text()) - t0)
+            client.wait("stamp", task_id, poll_s=0.01)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ids = list(
+                pool.map(lambda _: client.create("trivial", "trivial"), range(throughput_tasks))
+            )
+        for task_id in ids:
+            while not (marks / f"{task_id}.done").exists():
+                time.sleep(0.01)
+        rate = len(ids) / (time.perf_counter() - t0)
+        name = "local executor" if setup == "local" else f"celery, {workers} worker(s) x 4"
+        return f"| {name} | {pct(latencies, 50):.1f} | {pct(latencies, 99):.1f} | {rate:.1f} |"
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--latency-tasks", type=int, default=100)
+    parser.add_argument("--throughput-tasks", type=int, default=500)
+    args = parser.parse_args()
+    rows = [
+        "| setup (PostgreSQL) | create → job start p50 ms | p99 ms | tasks/s |",
+        "|---|---:|---:|---:|",
+    ]
+    for setup, workers in (("local", 0), ("celery", 1), ("celery", 2)):
+        rows.append(measure(setup, workers, args.latency_tasks, args.throughput_tasks))
+        print(rows[-1], flush=True)
+    print("\n".join(rows))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
+        f"PostgreSQL and Redis all on it"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Wake the server when a remote runner ends a job: PostgreSQL LISTEN/NOTIFY.
+
+A worker writes a job's result and `NOTIFY conveyor_jobs` in one transaction (the
+notification is delivered only if the result is committed); the server listens on a
+connection of its own and wakes the scheduler. SQLite has no such thing: there the
+scheduler's poll sees results.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+CHANNEL = "conveyor_jobs"
+log = logging.getLogger("conveyor.notify")
+
+
+def notify_in(conn: Connection) -> None:
+    """Queue a notification in `conn`'s transaction (PostgreSQL only)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+
+
+class JobListener:
+    """A thread that calls `on_notify` for every job result committed anywhere."""
+
+    def __init__(self, database_url: str, on_notify: Callable[[], None]) -> None:
+        url = sa.make_url(database_url).set(drivername="postgresql")
+        self._conninfo = url.render_as_string(hide_password=False)
+        self._on_notify = on_notify
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="conveyor-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._on_notify()  # anything that ended while we were not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self._on_notify()
+            except psycopg.Error as exc:
+                log.warning("listening for job results failed (%s); retrying", exc)
+                self._stop.wait(1.0)
