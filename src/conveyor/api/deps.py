@@ -6,6 +6,7 @@ from fastapi import Header, Request
 
 from conveyor.api.schemas import ErrorOut
 from conveyor.domain.errors import InvalidParam
+from conveyor.domain.tasks import CommitMatch, Task
 from conveyor.wiring import Container
 
 Authorization = Annotated[
@@ -22,7 +23,37 @@ def container(request: Request) -> Container:
     return found
 
 
-def task_id_from_path(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
-        raise InvalidParam(f"id: {raw!r} is not a positive task id")
+def whole_number(raw: str, problem: str, *, positive: bool = False, digits: int = 18) -> int:
+    """`raw` as a non-negative int (positive: no leading zero, not 0), else a 400 with
+    `problem` as its detail. Digits only: no sign, space, underscore or exponent."""
+    if (
+        not raw.isascii()
+        or not raw.isdigit()
+        or len(raw) > digits
+        or (positive and raw.startswith("0"))
+    ):
+        raise InvalidParam(problem)
     return int(raw)
+
+
+def task_id_from_path(raw: str) -> int:
+    return whole_number(raw, f"id: {raw!r} is not a positive task id", positive=True)
+
+
+def task_times(task: Task) -> dict[str, int]:
+    """The API's times: an unset start or end reads as create_time, as in the original."""
+    return {
+        "create_time": task.create_time,
+        "start_time": task.start_time if task.start_time is not None else task.create_time,
+        "end_time": task.end_time if task.end_time is not None else task.create_time,
+    }
+
+
+def commit_json(match: CommitMatch) -> dict[str, str]:
+    return {
+        "service": match.service,
+        "repo_name": match.repo_name,
+        "kind": match.kind.value,
+        "ref": match.ref,
+        "commit": match.commit,
+    }

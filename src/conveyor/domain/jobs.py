@@ -43,17 +43,7 @@ class JobSpec:
         """The job as a message: everything but the secrets, which each worker resolves
         from its own config, so they never travel through the broker."""
         data = {f: getattr(self, f) for f in self.__slots__ if f != "secrets"}
-        data["repos"] = [
-            {
-                "repo_name": r.repo_name,
-                "url": r.url,
-                "branch": r.branch,
-                "pr": r.pr,
-                "commit": r.commit,
-                "base_commit": r.base_commit,
-            }
-            for r in self.repos
-        ]
+        data["repos"] = [r.to_json() for r in self.repos]
         data["variables"] = [list(kv) for kv in self.variables]
         return data
 

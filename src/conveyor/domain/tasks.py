@@ -36,6 +36,16 @@ class ResolvedRepo:
     commit: str
     base_commit: str | None = None
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "repo_name": self.repo_name,
+            "url": self.url,
+            "branch": self.branch,
+            "pr": self.pr,
+            "commit": self.commit,
+            "base_commit": self.base_commit,
+        }
+
     def commits(self) -> list[tuple[RefKind, str, str]]:
         """(kind, ref, commit) for every commit this repo pins."""
         if self.pr > 0:
@@ -81,17 +91,7 @@ class TaskSpec:
             "targets": [
                 {
                     "service": t.service,
-                    "repos": [
-                        {
-                            "repo_name": r.repo_name,
-                            "url": r.url,
-                            "branch": r.branch,
-                            "pr": r.pr,
-                            "commit": r.commit,
-                            "base_commit": r.base_commit,
-                        }
-                        for r in t.repos
-                    ],
+                    "repos": [r.to_json() for r in t.repos],
                     "build": {
                         "script": t.build.script,
                         "timeout_s": t.build.timeout_s,

@@ -5,9 +5,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from conveyor.api.deps import ERROR_RESPONSES, Authorization, container, task_id_from_path
+from conveyor.api.deps import (
+    ERROR_RESPONSES,
+    Authorization,
+    commit_json,
+    container,
+    task_id_from_path,
+    task_times,
+    whole_number,
+)
 from conveyor.api.schemas import TaskDetailOut
-from conveyor.domain.errors import InvalidParam
 from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, public_status
 
 router = APIRouter(prefix="/api/workflows", tags=["task detail"])
@@ -16,9 +23,7 @@ router = APIRouter(prefix="/api/workflows", tags=["task detail"])
 def _offset(raw: str | None) -> int:
     if raw is None:
         return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 15:
-        raise InvalidParam(f"offset: {raw!r} must be a whole number of bytes")
-    return int(raw)
+    return whole_number(raw, f"offset: {raw!r} must be a whole number of bytes", digits=15)
 
 
 @router.get(
@@ -42,20 +47,9 @@ def task_detail(
         "status": public_status(task.state).value,
         "attempt": task.attempt,
         "created_by": found.created_by,
-        "create_time": task.create_time,
-        "start_time": task.start_time if task.start_time is not None else task.create_time,
-        "end_time": task.end_time if task.end_time is not None else task.create_time,
+        **task_times(task),
         "url": f"{c.config.public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
-        "commits": [
-            {
-                "service": m.service,
-                "repo_name": m.repo_name,
-                "kind": m.kind.value,
-                "ref": m.ref,
-                "commit": m.commit,
-            }
-            for m in found.commits
-        ],
+        "commits": [commit_json(m) for m in found.commits],
         "jobs": [
             {
                 "id": j.id,
@@ -101,10 +95,9 @@ def job_log(
     c = container(request)
     principal = c.tokens.authenticate(authorization)
     task_id = task_id_from_path(id)
-    if not job.isascii() or not job.isdigit() or len(job) > 18:
-        raise InvalidParam(f"job: {job!r} is not a job id")
+    job_id = whole_number(job, f"job: {job!r} is not a job id")
     start = _offset(offset)
-    view, data, size = c.tasks.job_log(principal, name, task_id, int(job), start)
+    view, data, size = c.tasks.job_log(principal, name, task_id, job_id, start)
     done = JobState(view.state) in TERMINAL_JOB_STATES
     next_offset = min(start, size) + len(data)
     return Response(

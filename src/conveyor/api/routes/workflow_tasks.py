@@ -11,8 +11,11 @@ from pydantic import ValidationError
 from conveyor.api.deps import (
     ERROR_RESPONSES,
     Authorization,
+    commit_json,
     container,
     task_id_from_path,
+    task_times,
+    whole_number,
 )
 from conveyor.api.errors import describe_validation_errors
 from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ResultOut, TaskItemOut
@@ -29,9 +32,7 @@ _SUCCESS = {"resultCode": 0, "errorMsg": "success"}
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 100
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
-        raise InvalidParam(f"limit: {raw!r} must be a whole number from 1 to 1000")
-    return int(raw)
+    return whole_number(raw, f"limit: {raw!r} must be a whole number from 1 to 1000", digits=4)
 
 
 def _item(found: TaskWithCommits, public_url: str) -> dict[str, Any]:
@@ -40,21 +41,10 @@ def _item(found: TaskWithCommits, public_url: str) -> dict[str, Any]:
         "task_id": task.task_id,
         "url": f"{public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
         "status": public_status(task.state).value,
-        "create_time": task.create_time,
-        "start_time": task.start_time if task.start_time is not None else task.create_time,
-        "end_time": task.end_time if task.end_time is not None else task.create_time,
+        **task_times(task),
         "workflow_name": task.workflow_name,
         "env_name": task.env_name,
-        "repos": [
-            {
-                "service": m.service,
-                "repo_name": m.repo_name,
-                "kind": m.kind.value,
-                "ref": m.ref,
-                "commit": m.commit,
-            }
-            for m in found.matches
-        ],
+        "repos": [commit_json(m) for m in found.matches],
     }
 
 
