@@ -1,11 +1,13 @@
 """A configured Conveyor (services over real git repositories and a real database)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
+from conveyor.api.app import create_app
 from conveyor.settings import Config, parse_config
 from conveyor.storage.db import Database
 from conveyor.wiring import Container, build_container, unix_now
@@ -118,3 +120,9 @@ def create_body(**overrides: object) -> dict[str, object]:
     }
     body.update(overrides)
     return body
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient]:
+    with TestClient(create_app(container), raise_server_exceptions=False) as c:
+        yield c

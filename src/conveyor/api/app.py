@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.routes import tasks, workflow_tasks
 from conveyor.api.schemas import CreateTaskIn
+from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -59,6 +60,7 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     app.include_router(workflow_tasks.router)
     app.include_router(tasks.router)
+    app.include_router(web_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The task page people reach from a task's `url`."""

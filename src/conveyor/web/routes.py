@@ -1,0 +1,34 @@
+"""GET /workflows/{name}/tasks/{id}: the page a task's `url` points at.
+
+The page is the same for every task and holds no data: its script reads the task
+through the JSON API with the token the person gives it (tokens never travel in URLs).
+"""
+
+from importlib import resources
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+router = APIRouter(include_in_schema=False)
+
+_STATIC = resources.files("conveyor.web") / "static"
+_TYPES = {"task.js": "text/javascript", "task.css": "text/css"}
+# Only this origin's own files run; nothing inline, nothing from elsewhere.
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@router.get("/workflows/{name}/tasks/{id}")
+def task_page(name: str, id: str) -> Response:
+    html = (_STATIC / "task.html").read_bytes()
+    return Response(html, media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+@router.get("/static/{file}")
+def static_file(file: str) -> Response:
+    if file not in _TYPES:
+        return Response(status_code=404)
+    return Response((_STATIC / file).read_bytes(), media_type=_TYPES[file], headers=_HEADERS)

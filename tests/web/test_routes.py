@@ -1,0 +1,25 @@
+"""The task page: a static shell; task data only through the authenticated API."""
+
+from fastapi.testclient import TestClient
+
+
+def test_the_page_a_task_url_points_at_is_served_without_data(client: TestClient) -> None:
+    r = client.get("/workflows/autoproject-workflow-dev/tasks/7")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
+    assert r.headers["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'"
+    assert '<script src="/static/task.js" defer></script>' in r.text
+    # Nothing from the address is echoed back: the page is the same for every task.
+    assert "autoproject" not in r.text
+    assert r.text == client.get("/workflows/other/tasks/1").text
+
+
+def test_its_script_and_styles_are_served_and_nothing_else(client: TestClient) -> None:
+    js = client.get("/static/task.js")
+    assert js.status_code == 200
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert "Authorization: `Bearer ${token()}`" in js.text
+    assert "innerHTML" not in js.text  # text only, so task data cannot become markup
+    assert client.get("/static/task.css").status_code == 200
+    for path in ("/static/../settings.py", "/static/routes.py", "/static/task.html"):
+        assert client.get(path).status_code == 404
