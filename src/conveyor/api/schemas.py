@@ -80,7 +80,7 @@ class JobOut(BaseModel):
     stage: str = Field(description="build or deploy")
     service: str
     status: str = Field(
-        description="pending, running, passed, failed, timeout, cancelled or skipped"
+        description="pending, queued, running, passed, failed, timeout, cancelled or skipped"
     )
     start_time: int | None
     end_time: int | None
