@@ -15,6 +15,7 @@ from conveyor.domain.durations import parse_duration
 from conveyor.domain.errors import InvalidParam
 from conveyor.settings import Config, ConfigError, load_config
 from conveyor.storage import migrate
+from conveyor.storage.db import Database
 from conveyor.wiring import Container, build_container
 
 app = typer.Typer(help="Conveyor: CI/CD workflow tasks.", no_args_is_help=True)
@@ -48,6 +49,20 @@ def _container(path: Path) -> Iterator[Container]:
         container.db.dispose()
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _migrate(cfg: Config) -> None:
+    db = Database.from_url(cfg.database_url)
+    try:
+        migrate.upgrade(db)
+    finally:
+        db.dispose()
+
+
 def _when(ts: int | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -74,9 +89,7 @@ def serve(
 
     from conveyor.api.app import create_app
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     container = build_container(_config(config), run_jobs=True)
     migrate.upgrade(container.db)
     url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
@@ -149,14 +162,11 @@ def worker(
     """Run jobs from the broker (executor: celery), with the same runner as the server."""
     from conveyor.worker import run_worker
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging()
     cfg = _config(config)
     if cfg.executor != "celery":
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
-    with _container(config):
-        pass  # migrations, as `serve` runs them: a worker may start first
+    _migrate(cfg)  # as `serve` does: a worker may start first
     run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency)
 
 
