@@ -16,7 +16,7 @@ from conveyor.domain.transitions import transition
 from conveyor.storage.db import Database
 from conveyor.storage.notify import notify_in
 from conveyor.storage.tables import attempts, jobs, tasks
-from conveyor.storage.task_store import TASK_COLUMNS, task_from_row
+from conveyor.storage.task_store import TASK_COLUMNS, latest_jobs, task_from_row
 
 _JOB_COLUMNS = (
     jobs.c.id,
@@ -60,34 +60,25 @@ class SqlJobStore:
 
     def claim_task(self, task: Task, now: int) -> bool:
         """QUEUED -> RUNNING, unless someone else got there first."""
-        new = transition(task.state, TaskState.RUNNING)
-        with self._db.write() as conn:
-            done = conn.execute(
-                tasks.update()
-                .where(tasks.c.id == task.pk, tasks.c.state == task.state)
-                .values(state=new, start_time=now, end_time=None)
-            ).rowcount
-            if done:
-                conn.execute(
-                    attempts.update()
-                    .where(attempts.c.task_pk == task.pk, attempts.c.number == task.attempt)
-                    .values(start_time=now, state=new)
-                )
-        return bool(done)
+        return self._move_task(task, TaskState.RUNNING, start_time=now, end_time=None)
 
     def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool:
-        new = transition(task.state, outcome)
+        return self._move_task(task, outcome, end_time=now)
+
+    def _move_task(self, task: Task, target: TaskState, **times: int | None) -> bool:
+        """Move the task from the state it was read in, and its current attempt with it."""
+        new = transition(task.state, target)
         with self._db.write() as conn:
             done = conn.execute(
                 tasks.update()
                 .where(tasks.c.id == task.pk, tasks.c.state == task.state)
-                .values(state=new, end_time=now)
+                .values(state=new, **times)
             ).rowcount
             if done:
                 conn.execute(
                     attempts.update()
                     .where(attempts.c.task_pk == task.pk, attempts.c.number == task.attempt)
-                    .values(end_time=now, state=new)
+                    .values(state=new, **{k: v for k, v in times.items() if v is not None})
                 )
         return bool(done)
 
@@ -100,25 +91,7 @@ class SqlJobStore:
 
     def current_jobs(self, task_pk: int) -> list[JobRow]:
         """The latest row of each (stage, service): what the task's status is made of."""
-        latest = (
-            sa.select(jobs.c.stage, jobs.c.service, sa.func.max(jobs.c.attempt).label("attempt"))
-            .where(jobs.c.task_pk == task_pk)
-            .group_by(jobs.c.stage, jobs.c.service)
-            .subquery()
-        )
-        stmt = (
-            sa.select(*_JOB_COLUMNS)
-            .join(
-                latest,
-                sa.and_(
-                    jobs.c.stage == latest.c.stage,
-                    jobs.c.service == latest.c.service,
-                    jobs.c.attempt == latest.c.attempt,
-                ),
-            )
-            .where(jobs.c.task_pk == task_pk)
-            .order_by(jobs.c.id)
-        )
+        stmt = latest_jobs(task_pk, *_JOB_COLUMNS).order_by(jobs.c.id)
         with self._db.read() as conn:
             return [_job(r) for r in conn.execute(stmt)]
 

@@ -65,6 +65,29 @@ TASK_COLUMNS = (
 )
 
 
+def latest_jobs(task_pk: int, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+    """`columns` of the latest row of each (stage, service) of a task: the jobs its status
+    is made of, since a restart adds rows only for the jobs that did not pass."""
+    latest = (
+        sa.select(jobs.c.stage, jobs.c.service, sa.func.max(jobs.c.attempt).label("attempt"))
+        .where(jobs.c.task_pk == task_pk)
+        .group_by(jobs.c.stage, jobs.c.service)
+        .subquery()
+    )
+    return (
+        sa.select(*columns)
+        .join(
+            latest,
+            sa.and_(
+                jobs.c.stage == latest.c.stage,
+                jobs.c.service == latest.c.service,
+                jobs.c.attempt == latest.c.attempt,
+            ),
+        )
+        .where(jobs.c.task_pk == task_pk)
+    )
+
+
 class SqlTaskWriter:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -188,23 +211,10 @@ class SqlTaskWriter:
         )
 
     def add_jobs_to_rerun(self, task: Task) -> int:
-        latest = (
-            sa.select(jobs.c.stage, jobs.c.service, sa.func.max(jobs.c.attempt).label("attempt"))
-            .where(jobs.c.task_pk == task.pk)
-            .group_by(jobs.c.stage, jobs.c.service)
-            .subquery()
-        )
         rows = self._conn.execute(
-            sa.select(jobs.c.stage, jobs.c.service)
-            .join(
-                latest,
-                sa.and_(
-                    jobs.c.stage == latest.c.stage,
-                    jobs.c.service == latest.c.service,
-                    jobs.c.attempt == latest.c.attempt,
-                ),
+            latest_jobs(task.pk, jobs.c.stage, jobs.c.service).where(
+                jobs.c.state != JobState.PASSED
             )
-            .where(jobs.c.task_pk == task.pk, jobs.c.state != JobState.PASSED)
         ).all()
         if rows:
             self._conn.execute(
