@@ -12,7 +12,7 @@ from typing import Any
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
-from conveyor.executors.processes import processes_of_dead_runners, stop_pids
+from conveyor.executors.processes import process_alive, processes_of_dead_runners, stop_pids
 from conveyor.executors.runner import run_job
 from conveyor.services.reconciler import reconcile_dead_workers
 from conveyor.settings import Config
@@ -22,16 +22,6 @@ from conveyor.storage.log_store import DbLogSink
 from conveyor.wiring import unix_now
 
 log = logging.getLogger("conveyor.worker")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
@@ -45,7 +35,7 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     stopped = reconcile_dead_workers(
         store,
         hostname,
-        _pid_alive,
+        process_alive,
         processes_of_dead_runners,
         stop_pids,
         config.cancel_grace,

@@ -9,6 +9,7 @@ ends its task as usual, and a restart reruns it. See docs/adr/0006-crash-recover
 import logging
 from collections.abc import Callable
 
+from conveyor.domain.jobs import JobRow
 from conveyor.domain.states import JobState
 from conveyor.services.ports import Clock, JobStore
 
@@ -25,13 +26,20 @@ def reconcile(
     resolved = 0
     for job, pid in store.running_jobs_on(host):
         found = stop_orphan(pid, job.id, grace_s) if pid else 0
-        detail = "server restarted while the job ran"
-        if found:
-            detail += f"; stopped {found} leftover process{'es' if found > 1 else ''}"
-        if store.move_job(job, JobState.FAILED, clock(), detail):
-            resolved += 1
-            log.warning("job %s: %s", job.id, detail)
+        resolved += _fail(store, job, "server restarted while the job ran", found, clock)
     return resolved
+
+
+def _fail(store: JobStore, job: JobRow, why: str, found: int, clock: Clock) -> int:
+    """Fail a job its runner left behind, saying how many processes were stopped; 1 if
+    this call failed it, 0 if it had ended meanwhile."""
+    detail = why + (
+        f"; stopped {found} leftover process{'es' if found > 1 else ''}" if found else ""
+    )
+    if not store.move_job(job, JobState.FAILED, clock(), detail):
+        return 0
+    log.warning("job %s: %s", job.id, detail)
+    return 1
 
 
 FindOrphans = Callable[[str, Callable[[int], bool]], dict[int, list[int]]]
@@ -63,11 +71,6 @@ def reconcile_dead_workers(
         worker_pid = runner.rpartition(":")[2]
         if not worker_pid.isdigit() or pid_alive(int(worker_pid)):
             continue
-        detail = "worker lost: its worker process died"
         found = len(orphans.get(job.id, []))
-        if found:
-            detail += f"; stopped {found} leftover process{'es' if found > 1 else ''}"
-        if store.move_job(job, JobState.FAILED, clock(), detail):
-            resolved += 1
-            log.warning("job %s: %s", job.id, detail)
+        resolved += _fail(store, job, "worker lost: its worker process died", found, clock)
     return resolved
