@@ -169,3 +169,13 @@ def make_repo(tmp_path: Path) -> RepoFactory:
         return GitRepo(tmp_path / "repos" / name, default_branch)
 
     return factory
+
+
+def alive(pid: int) -> bool:
+    """The process exists and has not exited; a zombie has (it only awaits reaping)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"

@@ -1,8 +1,6 @@
 """The `conveyor` command line, in-process and as a real server process."""
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from typer.testing import CliRunner
 from conveyor.cli.main import app
 from tests.conftest import PG_URL, RepoFactory
 from tests.fixtures import CONFIG
+from tests.server import Server, free_port
 
 runner = CliRunner()
 
@@ -80,13 +79,6 @@ def test_token_revoke(config_file: Path) -> None:
     assert "no active token with id 1" in again.output
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def demo_dir(tmp_path: Path) -> Path:
     return tmp_path / "demo"
@@ -102,43 +94,14 @@ def served_demo(demo_dir: Path) -> Iterator[tuple[str, str, str]]:
     assert result.exit_code == 0, result.output
     token = (demo_dir / "token").read_text().strip()
     commit = result.output.split("main at ")[1][:8]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    log = (demo_dir / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "serve",
-            "-c",
-            str(demo_dir / "conveyor.yaml"),
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(f"{url}/openapi.json", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log.close()
-                pytest.fail(f"server did not start:\n{(demo_dir / 'serve.log').read_text()}")
-            time.sleep(0.05)
+    server = Server(demo_dir / "conveyor.yaml", port, demo_dir / "serve.log")
+    server.start()
     try:
-        yield url, token, commit
+        yield server.url, token, commit
     finally:
-        proc.terminate()
-        code = proc.wait(timeout=10)
-        log.close()
+        server.stop()
     # uvicorn shuts down gracefully, then re-raises SIGTERM as its exit status.
-    assert code == -signal.SIGTERM
+    assert server.proc is not None and server.proc.returncode == -signal.SIGTERM
     assert "Application shutdown complete" in (demo_dir / "serve.log").read_text()
 
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from conveyor.domain.jobs import JobSpec
 from conveyor.services.ports import Executor
 from conveyor.storage.tables import jobs
+from tests.conftest import alive
 from tests.engine.conftest import Engine
-from tests.engine.test_tasks_run import alive
 
 BROKERS = {
     "redis": ("redis://127.0.0.1:6379/0", 6379),

@@ -10,9 +10,8 @@ import pytest
 
 from conveyor.settings import load_config
 from conveyor.wiring import build_container
-from tests.conftest import RepoFactory
-from tests.engine.server import Server, free_port
-from tests.engine.test_tasks_run import alive
+from tests.conftest import RepoFactory, alive
+from tests.server import Server, free_port
 
 CONFIG = """
 public_url: http://127.0.0.1:{port}

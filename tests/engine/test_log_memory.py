@@ -9,7 +9,7 @@ import httpx2 as httpx
 from conveyor.settings import load_config
 from conveyor.wiring import build_container
 from tests.conftest import RepoFactory
-from tests.engine.server import Server, free_port
+from tests.server import Server, free_port
 
 CONFIG = """
 public_url: http://127.0.0.1:{port}

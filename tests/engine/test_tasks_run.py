@@ -1,21 +1,11 @@
 """Tasks really run: stages, outcomes, restart, timeout, cancel, serial and parallel."""
 
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from conveyor.wiring import unix_now
+from tests.conftest import alive
 from tests.engine.conftest import Engine
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
 def test_a_two_service_task_passes_end_to_end(engine: Engine) -> None:

@@ -1,6 +1,5 @@
 """The job runner on real git repositories and real processes."""
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.domain.tasks import ResolvedRepo
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.runner import run_job
-from tests.conftest import GitRepo, RepoFactory, git
+from tests.conftest import GitRepo, RepoFactory, alive, git
 
 
 class RecordingReporter:
@@ -78,16 +77,6 @@ def repo(make_repo: RepoFactory) -> GitRepo:
 
 def log_of(paths: RunnerPaths, job_id: int = 7) -> str:
     return paths.log(job_id).read_text()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is not alive: it has exited and only waits to be reaped.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
 
 
 def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
