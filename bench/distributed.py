@@ -13,21 +13,18 @@ import argparse
 import os
 import platform
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx2 as httpx
 import sqlalchemy as sa
+from serving import free_port, start_conveyor, stop, wait_healthy
 
 from conveyor.settings import load_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
-from engine import CONFIG, Client, free_port, make_repo, pct
+from engine import CONFIG, Client, make_repo, pct
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "conveyor_bench_dist"
@@ -41,13 +38,6 @@ def fresh_database() -> str:
         conn.execute(sa.text(f'CREATE DATABASE "{DB_NAME}"'))
     admin.dispose()
     return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
-
-
-def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "conveyor", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
 
 
 def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int) -> str:
@@ -66,26 +56,19 @@ def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int)
     migrate.upgrade(container.db)
     token, _ = container.tokens.issue("bench", ["admin"], None)
     container.db.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     procs = [
-        start(
+        start_conveyor(
             ["serve", "-c", str(config), "--port", str(port), "--no-access-log"],
-            env,
             root / "server.log",
         )
     ]
     for i in range(workers):
         procs.append(
-            start(["worker", "-c", str(config), "--concurrency", "4"], env, root / f"w{i}.log")
+            start_conveyor(["worker", "-c", str(config), "--concurrency", "4"], root / f"w{i}.log")
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        while True:
-            try:
-                httpx.get(f"{url}/healthz").raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url, procs[0])
         for i in range(workers):
             while " ready." not in (root / f"w{i}.log").read_text():
                 time.sleep(0.05)
@@ -112,13 +95,7 @@ def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int)
         name = "local executor" if setup == "local" else f"celery, {workers} worker(s) x 4"
         return f"| {name} | {pct(latencies, 50):.1f} | {pct(latencies, 99):.1f} | {rate:.1f} |"
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -13,17 +13,15 @@ import argparse
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
+from serving import free_port, start_conveyor, stop, wait_healthy
 
 from conveyor.settings import load_config
 from conveyor.storage import migrate
@@ -67,13 +65,6 @@ def make_repo(path: Path) -> None:
         (path / f"file{i}.txt").write_text(f"content {i}\n" * 100)
     git(path, "add", ".")
     git(path, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "init")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pct(values: list[float], q: int) -> float:
@@ -147,31 +138,10 @@ def main() -> None:
     migrate.upgrade(container.db)
     token, _ = container.tokens.issue("bench", ["admin"], None)
     container.db.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "serve",
-            "-c",
-            str(config),
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_conveyor(["serve", "-c", str(config), "--port", str(port), "--no-access-log"])
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                httpx.get(f"{url}/healthz").raise_for_status()
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url, server)
         client = Client(url, token)
 
         # 1. create -> first job process started
@@ -232,8 +202,7 @@ def main() -> None:
         cores = os.cpu_count()
         print(f"machine: {platform.machine()}, {cores} cores, Python {platform.python_version()}")
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        stop([server])
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -17,16 +17,14 @@ import json
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+from serving import free_port, start_conveyor, stop, wait_healthy
 
 from conveyor.settings import parse_config
 from conveyor.storage import migrate
@@ -124,13 +122,6 @@ def sample_commits(db: Database, k: int) -> list[str]:
         )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: bytes) -> int:
     writer.write(raw)
     head = await reader.readuntil(b"\r\n\r\n")
@@ -216,33 +207,9 @@ def main() -> None:
     shas = sample_commits(container.db, 2000)
     container.db.dispose()
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "conveyor",
-            "serve",
-            "-c",
-            str(cfg_path),
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_conveyor(["serve", "-c", str(cfg_path), "--port", str(port), "--no-access-log"])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    sys.exit("the server did not start")
-                time.sleep(0.05)
+        wait_healthy(f"http://127.0.0.1:{port}", server)
         base = "/api/directory/workflowTask?commitId="
         routes = {
             "hello (/healthz)": (["/healthz"], None),
@@ -264,8 +231,7 @@ def main() -> None:
                 flush=True,
             )
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=15)
+        stop([server])
 
     hello = results["hello (/healthz)"]["rps"]
     backend = sa.make_url(args.database_url).get_backend_name()
