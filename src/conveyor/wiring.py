@@ -1,5 +1,6 @@
 """The composition root: builds the stores, services and executor for one config."""
 
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -8,11 +9,11 @@ from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
-from conveyor.executors.processes import stop_orphaned_job
+from conveyor.executors.processes import process_alive, processes_of_dead_runners, stop_pids
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
-from conveyor.services.reconciler import reconcile
+from conveyor.services.reconciler import reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
@@ -52,8 +53,15 @@ class Container:
                 self.listener.start()
             self.scheduler.start()
             return
-        reconcile(
-            self.jobs, socket.gethostname(), stop_orphaned_job, self.config.cancel_grace, unix_now
+        reconcile_dead_runners(
+            self.jobs,
+            socket.gethostname(),
+            process_alive,
+            processes_of_dead_runners,
+            stop_pids,
+            "server restarted while the job ran",
+            self.config.cancel_grace,
+            unix_now,
         )
         self.scheduler.resubmit_queued()
         self.scheduler.start()
@@ -95,14 +103,15 @@ def build_container(
                 url = db.engine.url.render_as_string(hide_password=False)
                 listener = JobListener(url, scheduler.wake)
     elif run_jobs:
-        host = socket.gethostname()
+        # A runner id like a worker's, so a later server finds what this one leaves.
+        runner_id = f"{socket.gethostname()}:{os.getpid()}"
         wake: list[Scheduler] = []
 
         def reporter_for(job: JobSpec) -> StoreJobReporter:
-            return StoreJobReporter(jobs, job.job_id, host, clock, wake[0].wake)
+            return StoreJobReporter(jobs, job.job_id, runner_id, clock, wake[0].wake)
 
         executor = LocalExecutor(
-            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for
+            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for, runner_id
         )
         scheduler = Scheduler(config, jobs, executor, clock)
         wake.append(scheduler)

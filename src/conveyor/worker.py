@@ -14,7 +14,7 @@ from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
 from conveyor.executors.processes import process_alive, processes_of_dead_runners, stop_pids
 from conveyor.executors.runner import run_job
-from conveyor.services.reconciler import reconcile_dead_workers
+from conveyor.services.reconciler import reconcile_dead_runners
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
@@ -32,12 +32,13 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     hostname = socket.gethostname()
     runner_id = f"{hostname}:{os.getpid()}"
     paths = RunnerPaths(config.data_dir)
-    stopped = reconcile_dead_workers(
+    stopped = reconcile_dead_runners(
         store,
         hostname,
         process_alive,
         processes_of_dead_runners,
         stop_pids,
+        "worker lost: its worker process died",
         config.cancel_grace,
         unix_now,
     )

@@ -44,15 +44,17 @@ class LocalExecutor:
         paths: RunnerPaths,
         max_workers: int,
         reporter_for: Callable[[JobSpec], JobReporter],
+        runner_id: str,
     ) -> None:
         self._paths = paths
+        self._runner_id = runner_id
         self._reporter_for = reporter_for
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="conveyor-job")
         self._stopping = threading.Event()
 
     def submit(self, job: JobSpec) -> None:
         reporter = _StoppingReporter(self._reporter_for(job), self._stopping)
-        future = self._pool.submit(run_job, job, self._paths, reporter)
+        future = self._pool.submit(run_job, job, self._paths, reporter, runner_id=self._runner_id)
         future.add_done_callback(lambda f: _log_failure(job, f))
 
     def shutdown(self, wait: bool) -> None:

@@ -126,21 +126,13 @@ class SqlJobStore:
         with self._db.read() as conn:
             return [_job(r) for r in conn.execute(stmt)]
 
-    def running_jobs_on(self, host: str) -> list[tuple[JobRow, int | None]]:
-        """Jobs claimed by runners on `host` and not ended, with their process group."""
-        stmt = sa.select(*_JOB_COLUMNS, jobs.c.pid).where(
-            jobs.c.state == JobState.RUNNING, jobs.c.runner_host == host
-        )
-        with self._db.read() as conn:
-            return [(_job(r), r.pid) for r in conn.execute(stmt)]
-
-    def running_jobs_of_host(self, hostname: str) -> list[tuple[JobRow, int | None, str]]:
-        """Running jobs of workers on `hostname` (runner ids `<hostname>:<pid>`)."""
-        stmt = sa.select(*_JOB_COLUMNS, jobs.c.pid, jobs.c.runner_host).where(
+    def running_jobs_of_host(self, hostname: str) -> list[tuple[JobRow, str]]:
+        """Running jobs of runners on `hostname` (runner ids `<hostname>:<pid>`)."""
+        stmt = sa.select(*_JOB_COLUMNS, jobs.c.runner_host).where(
             jobs.c.state == JobState.RUNNING, jobs.c.runner_host.startswith(f"{hostname}:")
         )
         with self._db.read() as conn:
-            return [(_job(r), r.pid, r.runner_host) for r in conn.execute(stmt)]
+            return [(_job(r), r.runner_host) for r in conn.execute(stmt)]
 
     # -- what runners report ------------------------------------------------------------
 
