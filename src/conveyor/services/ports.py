@@ -112,8 +112,10 @@ class JobStore(Protocol):
     """What the scheduler reads and decides about jobs (storage/job_store.py)."""
 
     def tasks_in(
-        self, *states: TaskState, limit: int = 1000, after: tuple[int, int] | None = None
-    ) -> list[Task]: ...
+        self, *states: TaskState, limit: int = 1000, after: int | None = None
+    ) -> list[Task]:
+        """Tasks in these states, first stored first; `after` (a task pk) pages on."""
+        ...
 
     def claim_task(self, task: Task, now: int) -> bool: ...
 

@@ -90,14 +90,14 @@ class Scheduler:
         active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
         slots = self._config.max_parallel_tasks - len(active)
         busy = {t.workflow_name for t in active if not self._parallel(t.workflow_name)}
-        after: tuple[int, int] | None = None
+        after: int | None = None
         while slots > 0:
             # First in, first out, a batch at a time: a long queue is not read in full
             # on every pass, only as far as it takes to fill the free slots.
             batch = self._store.tasks_in(TaskState.QUEUED, limit=QUEUED_BATCH, after=after)
             if not batch:
                 return
-            after = (batch[-1].create_time, batch[-1].pk)
+            after = batch[-1].pk
             for task in batch:
                 if slots <= 0:
                     return

@@ -105,9 +105,11 @@ class TaskService:
             env_vars=tuple(sorted(self._config.envs[request.env_name].vars.items())),
             targets=tuple(self._target_spec(target, repos, commits) for target, repos in planned),
         )
-        now = self._clock()
         with self._store.write() as tx:
             task_id = tx.next_task_id(request.workflow_name)
+            # Read the clock only now, holding the workflow's counter: ids and creation
+            # times then agree, whatever order concurrent requests arrived in.
+            now = self._clock()
             task = tx.add_task(
                 task_id=task_id, spec=spec, created_by=principal.user, create_time=now
             )

@@ -48,13 +48,14 @@ class SqlJobStore:
     # -- tasks ------------------------------------------------------------------------
 
     def tasks_in(
-        self, *states: TaskState, limit: int = 1000, after: tuple[int, int] | None = None
+        self, *states: TaskState, limit: int = 1000, after: int | None = None
     ) -> list[Task]:
-        """Tasks in these states, first created first; `after` (create_time, pk) pages on."""
+        """Tasks in these states in the order they were stored (within a workflow, by task
+        id: both are allocated under the workflow's counter); `after` (a pk) pages on."""
         stmt = sa.select(*TASK_COLUMNS).where(tasks.c.state.in_([s.value for s in states]))
         if after is not None:
-            stmt = stmt.where(sa.tuple_(tasks.c.create_time, tasks.c.id) > sa.tuple_(*after))
-        stmt = stmt.order_by(tasks.c.create_time, tasks.c.id).limit(limit)
+            stmt = stmt.where(tasks.c.id > after)
+        stmt = stmt.order_by(tasks.c.id).limit(limit)
         with self._db.read() as conn:
             return [task_from_row(r) for r in conn.execute(stmt)]
 
