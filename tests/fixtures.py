@@ -20,7 +20,10 @@ repos:
   dyliu: {{url: "{dyliu}"}}
 services:
   redis3:
-    build: {{repos: [voting-app, dyliu], script: make build}}
+    build:
+      repos: [voting-app, dyliu]
+      script: make build
+      variables: {{FLAVOUR: plain, DEBUG: ""}}
     deploy: {{script: ./deploy.sh}}
   web:
     build: {{repos: [dyliu], script: make web}}

@@ -121,5 +121,58 @@ def test_secrets_from_the_environment_must_be_set(monkeypatch: pytest.MonkeyPatc
     assert problems_of(text) == [
         "envs.staging.secrets.TOKEN: environment variable 'CONVEYOR_TEST_TOKEN' is not set"
     ]
-    monkeypatch.setenv("CONVEYOR_TEST_TOKEN", "x")
+    monkeypatch.setenv("CONVEYOR_TEST_TOKEN", "x" * 8)
     assert parse_config(text).envs["staging"].secrets == {"TOKEN": "env:CONVEYOR_TEST_TOKEN"}
+
+
+def _with_variables(variables: str) -> str:
+    text = GOOD.replace("timeout: 30m}", f"timeout: 30m, variables: {variables}}}")
+    assert text != GOOD
+    return text
+
+
+def test_declared_build_variables_load_with_their_defaults() -> None:
+    cfg = parse_config(_with_variables("{FLAVOUR: plain, DEBUG: ''}"))
+    assert cfg.services["redis3"].build.variables == {"FLAVOUR": "plain", "DEBUG": ""}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("BASH_ENV", "is reserved: bash runs the file it names before the script"),
+        ("ENV", "is reserved: sh, and bash as sh, run the file"),
+        ("SHELLOPTS", "is reserved: turns shell options on"),
+        ("PS4", "is reserved: expanded before each traced command"),
+        ("IFS", "is reserved: changes how the script's words are split"),
+        ("PATH", "is reserved: decides which programs the script runs"),
+        ("LD_PRELOAD", "is reserved: the dynamic loader loads code"),
+        ("CONVEYOR_TASK_ID", "is reserved: Conveyor's own variables"),
+        ("BASH_FUNC_x", "is reserved: bash's own variables"),
+        ("GIT_SSH_COMMAND", "is reserved: git reads them"),
+        ("PYTHONSTARTUP", "is reserved: Python loads code"),
+        ("NODE_OPTIONS", "is reserved: Node.js loads code"),
+        ("9LIVES", "must be a shell variable name"),
+        ("A-B", "must be a shell variable name"),
+    ],
+)
+def test_build_variables_that_would_turn_a_value_into_code_are_refused(name: str, why: str) -> None:
+    [problem] = problems_of(_with_variables(f"{{'{name}': x}}"))
+    assert problem.startswith(f"services.redis3.build.variables.{name}: {why}"), problem
+
+
+def test_build_variables_may_not_shadow_what_conveyor_or_the_environment_sets() -> None:
+    text = _with_variables("{NAMESPACE: x, VOTING_APP_BRANCH: y, DYLIU_COMMIT: z}")
+    assert problems_of(text) == [
+        "services.redis3.build.variables.VOTING_APP_BRANCH: Conveyor sets it (repo 'voting-app')",
+        "services.redis3.build.variables.DYLIU_COMMIT: Conveyor sets it (repo 'dyliu')",
+        "services.redis3.build.variables.NAMESPACE: also in envs.dev.vars "
+        "(workflow 'autoproject-workflow-dev' runs it there)",
+    ]
+
+
+def test_a_default_value_follows_the_same_rules_as_a_request_value() -> None:
+    [problem] = problems_of(_with_variables('{NOTE: "two\\nlines"}'))
+    assert problem == (
+        "services.redis3.build.variables.NOTE: must not hold control characters other than "
+        "tab (found '\\n')"
+    )

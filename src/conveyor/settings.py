@@ -28,6 +28,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.domain.durations import parse_duration
 from conveyor.domain.refs import branch_name_problem
+from conveyor.domain.variables import (
+    repo_variables,
+    variable_name_problem,
+    variable_value_problem,
+)
 
 PERMISSIONS = ("task:view", "task:create", "task:restart", "task:cancel")
 Permission = Literal["task:view", "task:create", "task:restart", "task:cancel"]
@@ -64,6 +69,11 @@ class RepoConfig(_Strict):
 class BuildConfig(_Strict):
     repos: list[StrictStr] = Field(min_length=1, description="repos checked out for the build")
     script: StrictStr = Field(min_length=1, description="bash script run in the workspace")
+    variables: dict[StrictStr, StrictStr] = Field(
+        default_factory=dict,
+        description="the variables a task's `targets[].envs` may set, with their defaults; "
+        "they reach the build only",
+    )
     timeout: Seconds = Field(3600, description="build step timeout (default 1h)")
     queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
 
@@ -217,6 +227,7 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
                 problems.append(f"services.{sname}.build.repos[{i}]: unknown repo {repo!r}")
             if repo in svc.build.repos[:i]:
                 problems.append(f"services.{sname}.build.repos[{i}]: repo {repo!r} listed twice")
+    problems += _variable_clash_problems(cfg)
     for wname, wf in cfg.workflows.items():
         if wf.env not in cfg.envs:
             problems.append(f"workflows.{wname}.env: unknown env {wf.env!r}")
@@ -241,6 +252,37 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
                 )
     if cfg.executor == "celery" and not cfg.broker_url:
         problems.append("broker_url: required when executor is 'celery'")
+    return problems
+
+
+def _variable_clash_problems(cfg: Config) -> list[str]:
+    """A build variable must not share its name with a variable Conveyor sets for the
+    job: the request's value would otherwise be silently overridden, or override."""
+    problems = []
+    for sname, svc in cfg.services.items():
+        declared = svc.build.variables
+        for name, value in declared.items():
+            for problem in (variable_name_problem(name), variable_value_problem(value)):
+                if problem:
+                    problems.append(f"services.{sname}.build.variables.{name}: {problem}")
+        for repo in svc.build.repos:
+            for name in set(repo_variables(repo)) & declared.keys():
+                where = f"services.{sname}.build.variables.{name}"
+                problems.append(f"{where}: Conveyor sets it (repo {repo!r})")
+        # The envs this service may run in, each with a workflow that takes it there.
+        reach: dict[str, str] = {}
+        for wname, wf in cfg.workflows.items():
+            if sname in wf.services:
+                for ename in sorted(wf.allowed_envs & cfg.envs.keys()):
+                    reach.setdefault(ename, wname)
+        for ename, wname in reach.items():
+            env = cfg.envs[ename]
+            for kind, names in (("vars", env.vars), ("secrets", env.secrets)):
+                for name in sorted(declared.keys() & names.keys()):
+                    problems.append(
+                        f"services.{sname}.build.variables.{name}: also in "
+                        f"envs.{ename}.{kind} (workflow {wname!r} runs it there)"
+                    )
     return problems
 
 

@@ -117,7 +117,8 @@ def test_create_captures_commits_and_step_definitions(
         job_rows = conn.execute(sa.select(jobs.c.stage, jobs.c.service, jobs.c.state)).all()
     [target] = spec["targets"]
     assert target["build"] == {"script": "make build", "timeout_s": 3600, "queue": None}
-    assert target["envs"] == [["FLAVOUR", "x y"]]
+    # The declared defaults are captured with the request's values, for restarts.
+    assert target["envs"] == [["FLAVOUR", "x y"], ["DEBUG", ""]]
     assert [r["commit"] for r in target["repos"]] == [
         repos.voting.head("master"),
         repos.dyliu.head("main"),
@@ -231,26 +232,65 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
         "targets[0].build.repos[0].pr: merge request 99 not found in repo 'dyliu'",
     ),
     (
-        "bad env var key",
+        "env var key the service does not declare",
         create_body(
             targets=[
                 {"name": "web", "build": {"repos": []}, "envs": [{"key": "A-B", "value": "1"}]}
             ]
         ),
-        "targets[0].envs[0].key: 'A-B' must be a shell variable name",
+        "targets[0].envs[0].key: 'A-B' is not a build variable of service 'web' "
+        "(it declares none in services.web.build.variables)",
+    ),
+    *(
+        (
+            f"env var {key} that is no declared build variable",
+            create_body(
+                targets=[
+                    {
+                        "name": "redis3",
+                        "build": {"repos": []},
+                        "envs": [{"key": "FLAVOUR", "value": "x"}, {"key": key, "value": "x"}],
+                    }
+                ]
+            ),
+            f"targets[0].envs[1].key: {key!r} is not a build variable of service 'redis3' "
+            "(it declares ['DEBUG', 'FLAVOUR'] in services.redis3.build.variables)",
+        )
+        for key in ("CONVEYOR_ENV", "BASH_ENV", "PATH", "LD_PRELOAD", "NAMESPACE", "flavour")
     ),
     (
-        "reserved env var key",
+        "a declared env var given twice",
         create_body(
             targets=[
                 {
-                    "name": "web",
+                    "name": "redis3",
                     "build": {"repos": []},
-                    "envs": [{"key": "CONVEYOR_ENV", "value": "x"}],
+                    "envs": [{"key": "FLAVOUR", "value": "a"}, {"key": "FLAVOUR", "value": "b"}],
                 }
             ]
         ),
-        "targets[0].envs[0].key: 'CONVEYOR_ENV' must be a shell variable name",
+        "targets[0].envs[1].key: 'FLAVOUR' given twice",
+    ),
+    *(
+        (
+            f"env var value {name}",
+            create_body(
+                targets=[
+                    {
+                        "name": "redis3",
+                        "build": {"repos": []},
+                        "envs": [{"key": "FLAVOUR", "value": value}],
+                    }
+                ]
+            ),
+            f"targets[0].envs[0].value: {why}",
+        )
+        for name, value, why in (
+            ("with a newline", "a\nb", "must not hold control characters other than tab"),
+            ("with NUL", "a\x00b", "must not hold control characters other than tab"),
+            ("with ESC", "\x1b[31m", "must not hold control characters other than tab"),
+            ("over 4 KiB", "é" * 2049, "must be at most 4096 bytes of UTF-8"),
+        )
     ),
 ]
 

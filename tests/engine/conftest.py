@@ -30,11 +30,17 @@ services:
     build:
       repos: [app]
       timeout: {timeout}
+      variables: {{MODE: "", GREETING: hello}}
       script: |
         echo "$CONVEYOR_JOB_ID $CONVEYOR_STAGE $CONVEYOR_SERVICE" >> "$PIDS/events"
-        echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN"
+        echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN greeting=$GREETING"
         case "${{MODE:-}}" in
           fail) echo "failing on purpose"; exit 3 ;;
+          smuggle)
+            # Build outputs must not redirect the deploy or make it run code.
+            echo "touch $PIDS/smuggled" > "$PIDS/evil.sh"
+            echo "BASH_ENV=$PIDS/evil.sh" >> "$CONVEYOR_OUTPUT"
+            echo "NAMESPACE=prod" >> "$CONVEYOR_OUTPUT" ;;
           flaky) test "$CONVEYOR_ATTEMPT" -gt 1 ;;
           sleep)
             if [ "$CONVEYOR_ATTEMPT" -gt 1 ]; then
@@ -55,6 +61,7 @@ services:
       script: |
         echo "$CONVEYOR_JOB_ID $CONVEYOR_STAGE $CONVEYOR_SERVICE" >> "$PIDS/events"
         echo "deploy $CONVEYOR_SERVICE $IMAGE to $NAMESPACE"
+        echo "deploy sees greeting=${{GREETING-unset}}"
   web: *svc
   gpu:
     build: {{repos: [app], script: "echo built on the gpu queue", queue: "{gpu_queue}"}}

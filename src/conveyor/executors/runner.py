@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.domain.variables import repo_variables, variable_name_problem
 from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
 from conveyor.executors.processes import stop_process_group
 from conveyor.scm.mirror import CheckoutError, MirrorCache
@@ -29,11 +30,6 @@ CANCEL_POLL_S = 0.25
 MAX_LINE = 64 * 1024
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
-
-
-def repo_variable(repo_name: str) -> str:
-    """voting-app -> VOTING_APP, the prefix of its _COMMIT/_BRANCH/_PR variables."""
-    return re.sub(r"[^A-Za-z0-9]", "_", repo_name).upper()
 
 
 class JobLog:
@@ -111,10 +107,8 @@ def _environment(spec: JobSpec, workspace: Path, output: Path, runner_id: str) -
         CONVEYOR_OUTPUT=str(output),
     )
     for repo in spec.repos:
-        prefix = repo_variable(repo.repo_name)
-        env[f"{prefix}_COMMIT"] = repo.commit
-        env[f"{prefix}_BRANCH"] = repo.branch
-        env[f"{prefix}_PR"] = str(repo.pr)
+        commit, branch, pr = repo_variables(repo.repo_name)
+        env.update({commit: repo.commit, branch: repo.branch, pr: str(repo.pr)})
     return env
 
 
@@ -126,8 +120,12 @@ def _read_outputs(path: Path, log: JobLog) -> dict[str, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         m = _OUTPUT_LINE.fullmatch(line)
-        if m is None or m.group(1).startswith("CONVEYOR_"):
+        if m is None:
             log.say(f"ignored line {n} of $CONVEYOR_OUTPUT: expected KEY=value, got {line[:80]!r}")
+            continue
+        problem = variable_name_problem(m.group(1))
+        if problem:
+            log.say(f"ignored line {n} of $CONVEYOR_OUTPUT: {m.group(1)} {problem}")
             continue
         outputs[m.group(1)] = m.group(2)
     return outputs

@@ -193,11 +193,13 @@ class Scheduler:
         env_vars: tuple[tuple[str, str], ...],
         outputs: dict[str, dict[str, str]],
     ) -> JobSpec:
-        step = target.build if job.stage == "build" else target.deploy
-        variables = dict(env_vars)
-        variables.update(target.envs)
-        if job.stage == "deploy":
-            variables.update(outputs.get(job.service, {}))
+        # A build gets its declared variables, a deploy what its build handed on; the
+        # environment's vars win over both (a request never changes where a task deploys).
+        if job.stage == "build":
+            step, variables = target.build, dict(target.envs)
+        else:
+            step, variables = target.deploy, dict(outputs.get(job.service, {}))
+        variables.update(env_vars)
         env = self._config.envs.get(task.env_name)
         secrets = env.resolved_secrets() if env else {}
         return JobSpec(

@@ -1,6 +1,5 @@
 """The workflow-task use cases: create, lookup by commit, cancel, restart."""
 
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,11 +21,11 @@ from conveyor.domain.tasks import (
     TaskWithCommits,
 )
 from conveyor.domain.transitions import transition
+from conveyor.domain.variables import variable_value_problem
 from conveyor.services.auth import Authorizer
 from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore
 from conveyor.settings import Config, WorkflowConfig
 
-_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_LOOKUP_LIMIT = 1000
 LOG_CHUNK = 1024 * 1024
 
@@ -146,16 +145,7 @@ class TaskService:
                 f"its services: {workflow.services}"
             )
         service = self._config.services[target.name]
-        seen_keys: set[str] = set()
-        for k, (key, _) in enumerate(target.envs):
-            if not _ENV_KEY.fullmatch(key) or key.startswith("CONVEYOR_"):
-                raise InvalidParam(
-                    f"{where}.envs[{k}].key: {key!r} must be a shell variable name "
-                    "not starting with CONVEYOR_"
-                )
-            if key in seen_keys:
-                raise InvalidParam(f"{where}.envs[{k}].key: {key!r} given twice")
-            seen_keys.add(key)
+        self._check_variables(where, target)
         asked: dict[str, _PlannedRepo] = {}
         for j, repo in enumerate(target.repos):
             rwhere = f"{where}.build.repos[{j}]"
@@ -182,6 +172,24 @@ class TaskService:
                 default = RepoRequest(repo_name=name, branch=repo_cfg.default_branch)
                 planned.append(_PlannedRepo(f"repos.{name}.default_branch", default, repo_cfg.url))
         return target, planned
+
+    def _check_variables(self, where: str, target: TargetRequest) -> None:
+        """Request values may set only the variables the service's build declares."""
+        declared = self._config.services[target.name].build.variables
+        seen: set[str] = set()
+        for k, (key, value) in enumerate(target.envs):
+            if key not in declared:
+                shown = f"it declares {sorted(declared)}" if declared else "it declares none"
+                raise InvalidParam(
+                    f"{where}.envs[{k}].key: {key!r} is not a build variable of service "
+                    f"{target.name!r} ({shown} in services.{target.name}.build.variables)"
+                )
+            if key in seen:
+                raise InvalidParam(f"{where}.envs[{k}].key: {key!r} given twice")
+            seen.add(key)
+            problem = variable_value_problem(value)
+            if problem:
+                raise InvalidParam(f"{where}.envs[{k}].value: {problem}")
 
     def _resolve(self, repos: Sequence[_PlannedRepo]) -> dict[tuple[str, str], str]:
         """(url, ref) -> commit for every ref the repos need, one ls-remote per url."""
@@ -230,7 +238,8 @@ class TaskService:
             repos=tuple(resolved),
             build=StepSpec(service.build.script, service.build.timeout, service.build.queue),
             deploy=StepSpec(service.deploy.script, service.deploy.timeout, service.deploy.queue),
-            envs=target.envs,
+            # Captured whole, defaults included, so a restart sets the same values.
+            envs=tuple({**service.build.variables, **dict(target.envs)}.items()),
         )
 
     # -- lookup ---------------------------------------------------------------------
