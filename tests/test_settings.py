@@ -176,3 +176,18 @@ def test_a_default_value_follows_the_same_rules_as_a_request_value() -> None:
         "services.redis3.build.variables.NOTE: must not hold control characters other than "
         "tab (found '\\n')"
     )
+
+
+def test_a_secret_too_short_to_mask_is_an_error_not_a_silent_leak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONVEYOR_TEST_PIN", "1234")
+    text = GOOD.replace(
+        "staging: {}", "staging: {secrets: {PIN: 'env:CONVEYOR_TEST_PIN', KEY: abc}}"
+    )
+    assert problems_of(text) == [
+        "envs.staging.secrets.PIN: a secret must be at least 8 characters long, or it could "
+        "not be masked in job logs (this one has 4)",
+        "envs.staging.secrets.KEY: a secret must be at least 8 characters long, or it could "
+        "not be masked in job logs (this one has 3)",
+    ]

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.domain.durations import parse_duration
+from conveyor.domain.masking import MIN_SECRET_CHARS
 from conveyor.domain.refs import branch_name_problem
 from conveyor.domain.variables import (
     repo_variables,
@@ -143,6 +144,10 @@ class Config(_Strict):
     workflows: dict[StrictStr, WorkflowConfig] = Field(default_factory=dict)
     roles: dict[StrictStr, RoleConfig] = Field(default_factory=dict)
 
+    def secret_values(self) -> list[str]:
+        """Every secret of every env: masked in every job's log, whatever its env."""
+        return [v for env in self.envs.values() for v in env.resolved_secrets().values()]
+
 
 class EnvOverrides(BaseSettings):
     """Values that deployments keep out of the file (a database password, say)."""
@@ -249,6 +254,16 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
             if value.startswith("env:") and name not in os.environ:
                 problems.append(
                     f"envs.{ename}.secrets.{key}: environment variable {name!r} is not set"
+                )
+                continue
+            resolved = os.environ[name] if value.startswith("env:") else value
+            if len(resolved) < MIN_SECRET_CHARS:
+                # Masking a 3-character value would garble ordinary output, and not
+                # masking it silently would be worse: refuse it.
+                problems.append(
+                    f"envs.{ename}.secrets.{key}: a secret must be at least {MIN_SECRET_CHARS} "
+                    f"characters long, or it could not be masked in job logs "
+                    f"(this one has {len(resolved)})"
                 )
     if cfg.executor == "celery" and not cfg.broker_url:
         problems.append("broker_url: required when executor is 'celery'")

@@ -49,7 +49,8 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def run(message: dict[str, Any]) -> None:
         env = config.envs.get(message["env_name"])
-        spec = JobSpec.from_json(message, env.resolved_secrets() if env else {})
+        secrets = env.resolved_secrets() if env else {}
+        spec = JobSpec.from_json(message, secrets, tuple(config.secret_values()))
         reporter = StoreJobReporter(store, spec.job_id, runner_id, unix_now, lambda: None)
         result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner_id)
         if result is None:

@@ -94,3 +94,23 @@ def test_viewing_needs_a_token_and_task_view(engine: Engine) -> None:
     )
     assert r.status_code == 403
     assert r.json()["detail"] == "user 'bob' lacks task:view on workflow 'serial'"
+
+
+def test_the_log_api_masks_secrets_the_writer_did_not_know(engine: Engine) -> None:
+    """A log written unmasked (by a worker whose config lacked the secret, or before it
+    was added) is masked when served, whatever window the reader asks for."""
+    task = engine.create(api="")
+    engine.wait(task)
+    build = engine.jobs(task)[0]
+    with engine.paths.log(build.id).open("ab") as log:
+        log.write(b"leaked: hunter2-secret!\n")
+    url = f"/api/workflows/serial/tasks/{task}/jobs/{build.id}/log"
+    size = int(engine.client.get(url, headers=engine.headers).headers["X-Log-Size"])
+    whole = engine.client.get(url, headers=engine.headers).text
+    assert whole.endswith("leaked: ***!\n")
+    for cut in range(size - 20, size - 5):
+        first = engine.client.get(f"{url}?offset={cut - 30}", headers=engine.headers)
+        rest = engine.client.get(
+            f"{url}?offset={first.headers['X-Next-Offset']}", headers=engine.headers
+        )
+        assert "hunter2" not in first.text + rest.text

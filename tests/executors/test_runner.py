@@ -203,6 +203,41 @@ def test_log_is_capped_and_secrets_are_masked(repo: GitRepo, paths: RunnerPaths)
     assert len(data) < 100_000 + 500
 
 
+def test_a_multi_line_secret_is_masked_whole_and_line_by_line(
+    repo: GitRepo, paths: RunnerPaths
+) -> None:
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\n-----END KEY-----"
+    script = 'echo "[$KEY]"\necho "$KEY" | sed -n 2p\necho "$KEY" | tr "\\n" " "; echo'
+    result = run_claimed(spec_for(repo, script, secrets={"KEY": key}), paths, RecordingReporter())
+    assert result.outcome is Outcome.PASSED
+    text = log_of(paths)
+    assert "MIIEvQIBADANBgkqhkiG9w0B" not in text and "BEGIN KEY" not in text
+    assert "[***]\n***\n*** *** ***" in text
+
+
+@pytest.mark.parametrize("before", [65530, 65525, 65536 - 3, 65536 * 2 - 7])
+def test_a_secret_straddling_a_read_boundary_is_masked(
+    repo: GitRepo, paths: RunnerPaths, before: int
+) -> None:
+    script = f"printf 'x%.0s' $(seq 1 {before}); echo \"$SECRET\"; echo done"
+    spec = spec_for(repo, script, secrets={"SECRET": "straddling-secret-value"})
+    result = run_claimed(spec, paths, RecordingReporter())
+    assert result.outcome is Outcome.PASSED
+    data = paths.log(7).read_bytes()
+    assert b"straddling" not in data and b"secret-value" not in data
+    assert b"x" * before + b"***\ndone\n" in data
+
+
+def test_every_known_secret_is_masked_not_only_the_jobs_own(
+    repo: GitRepo, paths: RunnerPaths
+) -> None:
+    spec = spec_for(repo, "printf 'prod-%s-xyz\\n' secret", masked=("prod-secret-xyz",))
+    assert "prod-secret" not in repr(spec) and "prod-secret" not in str(spec.to_json())
+    assert run_claimed(spec, paths, RecordingReporter()).outcome is Outcome.PASSED
+    assert "prod-secret-xyz" not in log_of(paths)
+    assert "\n***\n" in log_of(paths)
+
+
 def test_merge_request_is_merged_onto_its_branch(
     make_repo: RepoFactory, paths: RunnerPaths
 ) -> None:

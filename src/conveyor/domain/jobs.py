@@ -32,8 +32,10 @@ class JobSpec:
     script: str
     timeout_s: int
     variables: tuple[tuple[str, str], ...]
-    # Values to export and to mask in the log; kept out of repr().
+    # The env's secrets, exported to the job; kept out of repr().
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Every secret value the runner knows, masked in the log whatever the job's env.
+    masked: tuple[str, ...] = field(default=(), repr=False)
     cancel_grace_s: int = 10
     log_max_bytes: int = 50 * 2**20
     heartbeat_s: float = 5.0
@@ -42,17 +44,19 @@ class JobSpec:
     def to_json(self) -> dict[str, Any]:
         """The job as a message: everything but the secrets, which each worker resolves
         from its own config, so they never travel through the broker."""
-        data = {f: getattr(self, f) for f in self.__slots__ if f != "secrets"}
+        data = {f: getattr(self, f) for f in self.__slots__ if f not in ("secrets", "masked")}
         data["repos"] = [r.to_json() for r in self.repos]
         data["variables"] = [list(kv) for kv in self.variables]
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], secrets: Mapping[str, str]) -> "JobSpec":
+    def from_json(
+        cls, data: dict[str, Any], secrets: Mapping[str, str], masked: tuple[str, ...]
+    ) -> "JobSpec":
         fields = dict(data)
         fields["repos"] = tuple(ResolvedRepo(**r) for r in data["repos"])
         fields["variables"] = tuple((k, v) for k, v in data["variables"])
-        return cls(**fields, secrets=secrets)
+        return cls(**fields, secrets=secrets, masked=masked)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,11 +14,12 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.domain.masking import SecretPatterns, StreamMasker
 from conveyor.domain.variables import repo_variables, variable_name_problem
 from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
 from conveyor.executors.processes import stop_process_group
@@ -27,38 +28,36 @@ from conveyor.scm.mirror import CheckoutError, MirrorCache
 logger = logging.getLogger("conveyor.runner")
 
 CANCEL_POLL_S = 0.25
-MAX_LINE = 64 * 1024
+READ_BYTES = 64 * 1024
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 
 
 class JobLog:
-    """A job's log as output comes: capped, secrets masked, handed to a sink."""
+    """A job's log as output comes: secrets masked wherever they fall, capped, handed to
+    a sink."""
 
-    def __init__(self, sink: LogSink, max_bytes: int, secrets: Mapping[str, str]) -> None:
+    def __init__(self, sink: LogSink, max_bytes: int, secrets: Iterable[str]) -> None:
         self._sink = sink
         self._max = max_bytes
         self._size = 0
         self._truncated = False
-        # Longest first, so a secret that contains another is masked whole.
-        values = sorted(
-            {v.encode() for v in secrets.values() if len(v) >= 3}, key=len, reverse=True
-        )
-        self._secrets = values
+        self._masker = StreamMasker(SecretPatterns(secrets))
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
-        for value in self._secrets:
-            data = data.replace(value, b"***")
         with self._lock:
-            if self._truncated:
-                return
-            room = self._max - self._size
-            if len(data) > room:
-                data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
-                self._truncated = True
-            self._sink.append(data)
-            self._size += len(data)
+            self._append(self._masker.feed(data))
+
+    def _append(self, data: bytes) -> None:
+        if self._truncated or not data:
+            return
+        room = self._max - self._size
+        if len(data) > room:
+            data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
+            self._truncated = True
+        self._sink.append(data)
+        self._size += len(data)
 
     def flush_if_due(self) -> None:
         with self._lock:
@@ -69,14 +68,16 @@ class JobLog:
 
     def close(self) -> None:
         with self._lock:
+            self._append(self._masker.flush())
             self._sink.close()
 
 
 def _pump(stream: BinaryIO, log: JobLog) -> None:
-    # Line by line, so a secret is never split between two writes; a very long line is
-    # cut into MAX_LINE pieces. Memory stays constant whatever the job prints.
-    for line in iter(lambda: stream.readline(MAX_LINE), b""):
-        log.write(line)
+    # Whatever has arrived, up to READ_BYTES: the masker needs no line boundaries, and
+    # memory stays constant whatever the job prints.
+    fd = stream.fileno()
+    for chunk in iter(lambda: os.read(fd, READ_BYTES), b""):
+        log.write(chunk)
 
 
 def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) -> None:
@@ -168,7 +169,8 @@ def run_job(
         target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
     )
     heart.start()
-    log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, spec.secrets)
+    secrets = [*spec.secrets.values(), *spec.masked]
+    log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:
         result = _run(spec, paths, reporter, log, workspace, runner_id)

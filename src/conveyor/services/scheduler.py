@@ -216,6 +216,7 @@ class Scheduler:
             timeout_s=step.timeout_s,
             variables=tuple(variables.items()),
             secrets=secrets,
+            masked=tuple(self._config.secret_values()),
             cancel_grace_s=self._config.cancel_grace,
             log_max_bytes=self._config.log_max_bytes,
             heartbeat_s=min(5.0, self._config.heartbeat_timeout / 3),

@@ -5,8 +5,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from conveyor.domain.errors import InvalidParam, StateConflict, TaskNotFound
+from conveyor.domain.masking import SecretPatterns, mask_window
 from conveyor.domain.refs import branch_name_problem, is_commit_prefix
-from conveyor.domain.states import RESTARTABLE_TASK_STATES, TaskState, public_status
+from conveyor.domain.states import (
+    RESTARTABLE_TASK_STATES,
+    TERMINAL_JOB_STATES,
+    JobState,
+    TaskState,
+    public_status,
+)
 from conveyor.domain.tasks import (
     AuditEntry,
     JobView,
@@ -28,6 +35,16 @@ from conveyor.settings import Config, WorkflowConfig
 
 MAX_LOOKUP_LIMIT = 1000
 LOG_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LogPiece:
+    job: JobView
+    data: bytes
+    next_offset: int
+    """Where to read from next: before the log's end while its last bytes could still
+    become a secret."""
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +89,7 @@ class TaskService:
         logs: LogStore | None = None,
     ) -> None:
         self._logs = logs
+        self._secrets = SecretPatterns(config.secret_values())
         self._on_change = on_change
         self._config = config
         self._store = store
@@ -276,16 +294,24 @@ class TaskService:
         job_id: int,
         offset: int,
         limit: int = LOG_CHUNK,
-    ) -> tuple[JobView, bytes, int]:
-        """The job, up to `limit` bytes of its log from `offset`, and the log's size."""
+    ) -> LogPiece:
+        """The job and up to `limit` bytes of its log from `offset`, masked again with
+        the secrets known now (a log written before a secret was added, or by a worker
+        whose config lacked it, is masked all the same)."""
         found = self.detail(principal, workflow_name, task_id)
         job = next((j for j in found.jobs if j.id == job_id), None)
         if job is None:
             raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
         if self._logs is None:
-            return job, b"", 0
-        data, size = self._logs.read(job_id, offset, limit)
-        return job, data, size
+            return LogPiece(job, b"", 0, 0)
+        # The masker needs the bytes around the window to judge the ones at its edges.
+        context = self._secrets.longest
+        start = max(0, offset - context)
+        ext, size = self._logs.read(job_id, start, offset - start + limit + context)
+        lo, hi = min(offset, size), min(offset + limit, size)
+        complete = JobState(job.state) in TERMINAL_JOB_STATES
+        data, next_offset = mask_window(self._secrets, ext, start, lo, hi, complete)
+        return LogPiece(job, data, next_offset, size)
 
     # -- cancel / restart -----------------------------------------------------------
 

@@ -97,17 +97,16 @@ def job_log(
     task_id = task_id_from_path(id)
     job_id = whole_number(job, f"job: {job!r} is not a job id")
     start = _offset(offset)
-    view, data, size = c.tasks.job_log(principal, name, task_id, job_id, start)
-    done = JobState(view.state) in TERMINAL_JOB_STATES
-    next_offset = min(start, size) + len(data)
+    piece = c.tasks.job_log(principal, name, task_id, job_id, start)
+    done = JobState(piece.job.state) in TERMINAL_JOB_STATES
     return Response(
-        content=data,
+        content=piece.data,
         media_type="text/plain; charset=utf-8",
         headers={
-            "X-Next-Offset": str(next_offset),
-            "X-Log-Size": str(size),
-            "X-Job-Status": view.state,
+            "X-Next-Offset": str(piece.next_offset),
+            "X-Log-Size": str(piece.size),
+            "X-Job-Status": piece.job.state,
             # Complete: the job has ended and everything it wrote has been read.
-            "X-Log-Complete": "true" if done and next_offset >= size else "false",
+            "X-Log-Complete": "true" if done and piece.next_offset >= piece.size else "false",
         },
     )
