@@ -1,15 +1,17 @@
 """The composition root: builds the stores, services and executor for one config."""
 
+import functools
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
-from conveyor.executors.processes import process_alive, processes_of_dead_runners, stop_pids
+from conveyor.executors.processes import RunnerIdentity, process_alive, stop_orphans
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
@@ -18,6 +20,7 @@ from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
 from conveyor.storage.db import Database
+from conveyor.storage.installation import installation_id
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogStore
 from conveyor.storage.notify import JobListener
@@ -41,6 +44,7 @@ class Container:
     scheduler: Scheduler | None = None
     executor: Executor | None = None
     listener: JobListener | None = None
+    runner: Callable[[], RunnerIdentity] | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling."""
@@ -53,14 +57,14 @@ class Container:
                 self.listener.start()
             self.scheduler.start()
             return
+        assert self.runner is not None
+        runner = self.runner()
         reconcile_dead_runners(
             self.jobs,
-            socket.gethostname(),
+            runner.host,
             process_alive,
-            processes_of_dead_runners,
-            stop_pids,
+            lambda: stop_orphans(runner, self.config.cancel_grace),
             "server restarted while the job ran",
-            self.config.cancel_grace,
             unix_now,
         )
         self.scheduler.resubmit_queued()
@@ -90,6 +94,7 @@ def build_container(
     scheduler: Scheduler | None = None
     executor: Executor | None = None
     listener: JobListener | None = None
+    runner: Callable[[], RunnerIdentity] | None = None
     logs: LogStore = FileLogStore(RunnerPaths(config.data_dir))
     if config.executor == "celery":
         logs = DbLogStore(db)
@@ -103,15 +108,16 @@ def build_container(
                 url = db.engine.url.render_as_string(hide_password=False)
                 listener = JobListener(url, scheduler.wake)
     elif run_jobs:
-        # A runner id like a worker's, so a later server finds what this one leaves.
-        runner_id = f"{socket.gethostname()}:{os.getpid()}"
+        # A runner like a worker, so a later server finds what this one leaves. The
+        # installation id is read once the database is migrated, when jobs first run.
+        runner = functools.cache(lambda: runner_identity(db))
         wake: list[Scheduler] = []
 
         def reporter_for(job: JobSpec) -> StoreJobReporter:
-            return StoreJobReporter(jobs, job.job_id, runner_id, clock, wake[0].wake)
+            return StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
 
         executor = LocalExecutor(
-            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for, runner_id
+            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for, runner
         )
         scheduler = Scheduler(config, jobs, executor, clock)
         wake.append(scheduler)
@@ -133,4 +139,10 @@ def build_container(
         scheduler=scheduler,
         executor=executor,
         listener=listener,
+        runner=runner,
     )
+
+
+def runner_identity(db: Database) -> RunnerIdentity:
+    """This process as a runner of the installation `db` belongs to."""
+    return RunnerIdentity(installation_id(db), socket.gethostname(), os.getpid())

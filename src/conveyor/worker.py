@@ -5,21 +5,19 @@ the shared database (claim, heartbeats, result, log chunks); the server only rea
 """
 
 import logging
-import os
-import socket
 from typing import Any
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
-from conveyor.executors.processes import process_alive, processes_of_dead_runners, stop_pids
+from conveyor.executors.processes import process_alive, stop_orphans
 from conveyor.executors.runner import run_job
 from conveyor.services.reconciler import reconcile_dead_runners
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogSink
-from conveyor.wiring import unix_now
+from conveyor.wiring import runner_identity, unix_now
 
 log = logging.getLogger("conveyor.worker")
 
@@ -29,17 +27,14 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         raise SystemExit("broker_url: required to run a worker")
     db = Database.from_url(config.database_url)
     store = SqlJobStore(db)
-    hostname = socket.gethostname()
-    runner_id = f"{hostname}:{os.getpid()}"
+    runner = runner_identity(db)
     paths = RunnerPaths(config.data_dir)
     stopped = reconcile_dead_runners(
         store,
-        hostname,
+        runner.host,
         process_alive,
-        processes_of_dead_runners,
-        stop_pids,
+        lambda: stop_orphans(runner, config.cancel_grace),
         "worker lost: its worker process died",
-        config.cancel_grace,
         unix_now,
     )
     if stopped:
@@ -51,8 +46,8 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         env = config.envs.get(message["env_name"])
         secrets = env.resolved_secrets() if env else {}
         spec = JobSpec.from_json(message, secrets, tuple(config.secret_values()))
-        reporter = StoreJobReporter(store, spec.job_id, runner_id, unix_now, lambda: None)
-        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner_id)
+        reporter = StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None)
+        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner)
         if result is None:
             log.info("job %s: not ours to run (delivered twice, or cancelled)", spec.job_id)
 
@@ -62,7 +57,7 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
             "--pool=threads",
             f"--concurrency={concurrency}",
             f"--queues={','.join(queues or [config.queue])}",
-            f"--hostname=conveyor-{runner_id}@{hostname}",
+            f"--hostname=conveyor-{runner.id}@{runner.host}",
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",

@@ -36,6 +36,15 @@ services:
         echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN greeting=$GREETING"
         case "${{MODE:-}}" in
           fail) echo "failing on purpose"; exit 3 ;;
+          escape|escape-hang)
+            # Every way out of the job's session at once: setsid, a double fork with the
+            # output closed, a double fork holding it. None may outlive the job.
+            out="$PIDS/$CONVEYOR_TASK_ID.pids"; touch "$out"
+            setsid bash -c "echo \\$\\$ >> $out; exec sleep 300" &
+            ( setsid bash -c "echo \\$\\$ >> $out; exec sleep 300" </dev/null >/dev/null 2>&1 & )
+            ( bash -c "echo \\$\\$ >> $out; exec sleep 300" & ) &
+            while [ "$(wc -l < "$out")" -lt 3 ]; do sleep 0.01; done
+            if [ "$MODE" = escape-hang ]; then sleep 300; fi ;;
           smuggle)
             # Build outputs must not redirect the deploy or make it run code.
             echo "touch $PIDS/smuggled" > "$PIDS/evil.sh"

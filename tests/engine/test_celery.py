@@ -283,3 +283,34 @@ def test_a_step_with_a_queue_runs_only_on_workers_that_listen_there(
     assert engine.wait(task, workflow="parallel")["status"] == "passed"
     [build] = [j for j in engine.jobs(task, "parallel") if j.stage == "build"]
     assert "built on the gpu queue" in engine.log(build, "parallel")
+
+
+def test_a_worker_stops_what_escaped_a_job_at_its_end_and_on_cancel(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    engine, workers = celery_engine
+    workers.start()
+    passing = engine.create("parallel", api="escape")
+    assert engine.wait(passing, workflow="parallel")["status"] == "passed"
+    assert [p for p in engine.wait_for_pids(passing, count=3) if alive(p)] == []
+    hanging = engine.create("parallel", api="escape-hang")
+    pids = engine.wait_for_pids(hanging, count=3)
+    assert engine.act("cancel", hanging, "parallel") == 200
+    engine.wait(hanging, {"cancelled"}, "parallel")
+    deadline = time.monotonic() + 1 + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if alive(p)] == []
+
+
+def test_a_worker_records_a_timeout_on_time_though_an_escaped_child_holds_the_output(
+    celery_factory: CeleryFactory,
+) -> None:
+    engine, workers = celery_factory(timeout="1s")
+    workers.start()
+    task = engine.create(api="escape-hang")
+    pids = engine.wait_for_pids(task, count=3)
+    t0 = time.monotonic()
+    assert engine.wait(task, timeout=1 + 1 + 10)["status"] == "timeout"
+    assert time.monotonic() - t0 < 1 + 1 + 5
+    assert [p for p in pids if alive(p)] == []

@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.settings import load_config
 from conveyor.wiring import build_container
-from tests.conftest import RepoFactory, alive
+from tests.conftest import GitRepo, PgServer, RepoFactory, alive
 from tests.server import Server, free_port
 
 CONFIG = """
@@ -40,51 +40,70 @@ roles:
 """
 
 
-@pytest.fixture
-def server(make_repo: RepoFactory, tmp_path: Path, empty_database_url: str) -> Iterator[Server]:
-    app = make_repo("app")
+def make_server(app: GitRepo, home: Path, database_url: str) -> Server:
+    """A server of its own installation: its own config, database and data_dir."""
+    home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = tmp_path / "conveyor.yaml"
+    config = home / "conveyor.yaml"
     config.write_text(
         CONFIG.format(
             port=port,
-            database_url=empty_database_url,
+            database_url=database_url,
             app=app.url,
-            events=tmp_path / "events",
-            pids=tmp_path / "pids",
-            slow=tmp_path / "slow",
+            events=home / "events",
+            pids=home / "pids",
+            slow=home / "slow",
         )
     )
-    srv = Server(config, port, tmp_path / "server.log")
+    return Server(config, port, home / "server.log")
+
+
+@pytest.fixture
+def server(make_repo: RepoFactory, tmp_path: Path, empty_database_url: str) -> Iterator[Server]:
+    srv = make_server(make_repo("app"), tmp_path, empty_database_url)
     yield srv
     srv.stop()
 
 
-def test_kill_9_with_tasks_queued_and_running_loses_nothing(server: Server, tmp_path: Path) -> None:
-    # Jobs running when the server dies sleep "forever": only the new server can end them.
-    (tmp_path / "slow").touch()
-    server.start()
+def admin_headers(server: Server) -> dict[str, str]:
     container = build_container(load_config(server.config))
     token, _ = container.tokens.issue("alice", ["admin"], None)
     container.db.dispose()
-    headers = {"Authorization": f"Bearer {token}"}
-    body = {
-        "workflow_name": "wf",
-        "env_name": "dev",
-        "targets": [{"name": "svc", "build": {"repos": []}}],
-    }
-    for _ in range(10):
-        assert (
-            httpx.post(
-                f"{server.url}/api/directory/workflowTask/create", json=body, headers=headers
-            ).status_code
-            == 200
-        )
-    pids_file = tmp_path / "pids"
+    return {"Authorization": f"Bearer {token}"}
+
+
+BODY = {
+    "workflow_name": "wf",
+    "env_name": "dev",
+    "targets": [{"name": "svc", "build": {"repos": []}}],
+}
+
+
+def start_slow_jobs(
+    server: Server, headers: dict[str, str], tasks: int, running: int | None = None
+) -> list[int]:
+    """`tasks` tasks whose jobs run until stopped; the pids of the scripts that started,
+    once `running` (default: all) have."""
+    home = server.config.parent
+    (home / "slow").touch()
+    for _ in range(tasks):
+        url = f"{server.url}/api/directory/workflowTask/create"
+        assert httpx.post(url, json=BODY, headers=headers).status_code == 200
+    pids_file = home / "pids"
+    count = tasks if running is None else running
     deadline = time.monotonic() + 20
-    while not (pids_file.exists() and len(pids_file.read_text().split()) >= 4):
+    while not (pids_file.exists() and len(pids_file.read_text().split()) >= count):
         assert time.monotonic() < deadline, "jobs never started"
         time.sleep(0.02)
+    return [int(p) for p in pids_file.read_text().split()]
+
+
+def test_kill_9_with_tasks_queued_and_running_loses_nothing(server: Server, tmp_path: Path) -> None:
+    # Jobs running when the server dies sleep "forever": only the new server can end them.
+    server.start()
+    headers = admin_headers(server)
+    start_slow_jobs(server, headers, tasks=10, running=4)
+    pids_file = tmp_path / "pids"
     server.kill()
     (tmp_path / "slow").unlink()
     orphans = [int(p) for p in pids_file.read_text().split()]
@@ -122,3 +141,43 @@ def test_kill_9_with_tasks_queued_and_running_loses_nothing(server: Server, tmp_
         if line.startswith("start")
     ]
     assert len(starts) == len(set(starts))
+
+
+def test_a_restarted_server_never_stops_another_installations_jobs(
+    make_repo: RepoFactory, tmp_path: Path, pg_server: PgServer | None
+) -> None:
+    """Two installations on one host, both killed: the one restarted first stops only its
+    own orphans; the other's job runs on until its own server comes back."""
+    app = make_repo("app")
+    urls = [
+        pg_server.create() if pg_server else f"sqlite:///{tmp_path / name / 'conveyor.db'}"
+        for name in ("a", "b")
+    ]
+    a, b = (make_server(app, tmp_path / name, url) for name, url in zip("ab", urls, strict=True))
+    try:
+        a.start()
+        b.start()
+        a_pids = start_slow_jobs(a, admin_headers(a), 1)
+        b_pids = start_slow_jobs(b, admin_headers(b), 1)
+        a.kill()
+        b.kill()
+        assert all(alive(p) for p in a_pids + b_pids)
+
+        b.start()  # reconciles before it answers
+        assert [p for p in b_pids if alive(p)] == []
+        assert all(alive(p) for p in a_pids), "B stopped a job of installation A"
+
+        a.start()
+        assert [p for p in a_pids if alive(p)] == []
+        r = httpx.get(f"{a.url}/api/workflows/wf/tasks/1", headers=admin_headers(a))
+        [build] = [j for j in r.json()["jobs"] if j["stage"] == "build"]
+        assert build["detail"] == (
+            # The script and its `sleep`.
+            "server restarted while the job ran; stopped 2 leftover processes"
+        )
+    finally:
+        for srv in (a, b):
+            srv.stop()
+        if pg_server:
+            for url in urls:
+                pg_server.drop(url)

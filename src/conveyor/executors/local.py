@@ -7,6 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.executors.base import JobReporter, RunnerPaths
+from conveyor.executors.processes import RunnerIdentity
 from conveyor.executors.runner import run_job
 
 log = logging.getLogger("conveyor.executor.local")
@@ -44,17 +45,17 @@ class LocalExecutor:
         paths: RunnerPaths,
         max_workers: int,
         reporter_for: Callable[[JobSpec], JobReporter],
-        runner_id: str,
+        runner: Callable[[], RunnerIdentity],
     ) -> None:
         self._paths = paths
-        self._runner_id = runner_id
+        self._runner = runner
         self._reporter_for = reporter_for
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="conveyor-job")
         self._stopping = threading.Event()
 
     def submit(self, job: JobSpec) -> None:
         reporter = _StoppingReporter(self._reporter_for(job), self._stopping)
-        future = self._pool.submit(run_job, job, self._paths, reporter, runner_id=self._runner_id)
+        future = self._pool.submit(run_job, job, self._paths, reporter, runner=self._runner())
         future.add_done_callback(lambda f: _log_failure(job, f))
 
     def shutdown(self, wait: bool) -> None:

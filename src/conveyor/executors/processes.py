@@ -1,79 +1,209 @@
-"""Stopping a job's process group, and finding a job's processes after a crash."""
+"""A job's processes: finding every one of them, and stopping them.
+
+A job's script runs in a session of its own, and every process of the job inherits
+marks in its environment: the installation, the runner and the job. At the job's end
+(whatever ended it) the runner stops the job's *members*: the script and its
+descendants, every process still in its session or process group, and every process
+carrying the job's marks. So a child that called `setsid`, double-forked, or closed
+its output is found all the same (docs/adr/0010-process-containment.md). Only a
+process that both leaves the session and replaces its environment can hide from
+this, which is why a job that runs untrusted code belongs in a sandbox, whose PID
+namespace holds every process however it tries to leave.
+
+Signals go through a pidfd opened after checking the process's start time, so a pid
+reused by an unrelated process is never signalled.
+"""
 
 import contextlib
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-KILL_WAIT_S = 10.0
+KILL_WAIT_S = 5.0
+MARK_INSTALLATION = "CONVEYOR_INSTALLATION"
+MARK_RUNNER = "CONVEYOR_RUNNER"
+MARK_JOB = "CONVEYOR_JOB_ID"
+_MARKS = tuple(f"{m}=".encode() for m in (MARK_INSTALLATION, MARK_RUNNER, MARK_JOB))
+PROC = Path("/proc")
 
 
-def _group_alive(pgid: int) -> bool:
+@dataclass(frozen=True, slots=True)
+class RunnerIdentity:
+    """Who runs jobs: one runner process of one installation (one database)."""
+
+    installation: str
+    host: str
+    pid: int
+
+    @property
+    def id(self) -> str:
+        """`<host>:<pid>`, as recorded on the jobs the runner claims."""
+        return f"{self.host}:{self.pid}"
+
+    def marks(self, job_id: int) -> dict[str, str]:
+        return {MARK_INSTALLATION: self.installation, MARK_RUNNER: self.id, MARK_JOB: str(job_id)}
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    start: int  # clock ticks after boot: with the pid, names one process for good
+    name: str
+    marks: tuple[tuple[str, str], ...]
+
+    def mark(self, name: str) -> str | None:
+        return next((v for k, v in self.marks if k == name), None)
+
+
+def _read_process(entry: Path) -> ProcessInfo | None:
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        stat = (entry / "stat").read_bytes()
+    except OSError:  # gone meanwhile
+        return None
+    try:
+        environ = (entry / "environ").read_bytes()
+    except OSError:  # not ours to read: not ours to stop either, unless it is a descendant
+        environ = b""
+    name, _, rest = stat.partition(b" (")[2].rpartition(b") ")
+    fields = rest.split()
+    if fields[0] in (b"Z", b"X"):  # dead, only not reaped yet
+        return None
+    marks = tuple(
+        (item.partition(b"=")[0].decode(), item.partition(b"=")[2].decode(errors="replace"))
+        for item in environ.split(b"\0")
+        if item.startswith(_MARKS)
+    )
+    return ProcessInfo(
+        pid=int(entry.name),
+        ppid=int(fields[1]),
+        pgid=int(fields[2]),
+        sid=int(fields[3]),
+        start=int(fields[19]),
+        name=name.decode(errors="replace"),
+        marks=marks,
+    )
 
 
-def stop_process_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the job's process group, SIGKILL it after `grace_s`; return when it is gone."""
-    pgid = proc.pid  # start_new_session: the shell leads its own group
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            proc.wait()
-            return
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            proc.poll()  # reap the shell, or the group never looks empty
-            if not _group_alive(pgid):
-                return
-            time.sleep(0.02)
-    proc.wait()
-
-
-def _environ(entry: Path) -> dict[bytes, bytes]:
-    pairs = (item.partition(b"=") for item in (entry / "environ").read_bytes().split(b"\0"))
-    return {k: v for k, _, v in pairs if k}
-
-
-def processes_of_dead_runners(
-    hostname: str, pid_alive: Callable[[int], bool], proc_root: Path = Path("/proc")
-) -> dict[int, list[int]]:
-    """Job processes on this host whose runner (`CONVEYOR_RUNNER=<host>:<pid>`) is dead,
-    by job id. The database may already call the job lost; its processes still run."""
-    found: dict[int, list[int]] = {}
+def snapshot(proc_root: Path = PROC) -> list[ProcessInfo]:
+    """Every living process on this host (as far as this user may read them)."""
+    found = []
     for entry in proc_root.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = _environ(entry)
-        except OSError:
-            continue
-        runner = env.get(b"CONVEYOR_RUNNER", b"").decode(errors="replace")
-        host, _, pid = runner.rpartition(":")
-        job = env.get(b"CONVEYOR_JOB_ID", b"")
-        if host == hostname and pid.isdigit() and job.isdigit() and not pid_alive(int(pid)):
-            found.setdefault(int(job), []).append(int(entry.name))
+        if entry.name.isdigit():
+            info = _read_process(entry)
+            if info is not None:
+                found.append(info)
     return found
 
 
-def stop_pids(pids: list[int], grace_s: float) -> None:
-    """SIGTERM, then SIGKILL after `grace_s` for those still there."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, KILL_WAIT_S)):
-        for pid in pids:
+def job_members(
+    processes: Iterable[ProcessInfo], runner: RunnerIdentity, job_id: int, leader: int | None
+) -> list[ProcessInfo]:
+    """The job's processes: those carrying its marks and, while `leader` (the script,
+    kept unreaped so its pid cannot be reused) exists, its descendants and every
+    process in its session or process group."""
+    procs = list(processes)
+    wanted = runner.marks(job_id)
+    members = {
+        p.pid: p
+        for p in procs
+        if all(p.mark(k) == v for k, v in wanted.items())
+        or (leader is not None and leader in (p.pid, p.sid, p.pgid))
+    }
+    if leader is not None:
+        children: dict[int, list[ProcessInfo]] = {}
+        for p in procs:
+            children.setdefault(p.ppid, []).append(p)
+        todo = [leader]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child.pid not in members:
+                    members[child.pid] = child
+                    todo.append(child.pid)
+    return list(members.values())
+
+
+def _same_process(info: ProcessInfo, proc_root: Path = PROC) -> bool:
+    try:
+        stat = (proc_root / str(info.pid) / "stat").read_bytes()
+    except OSError:
+        return False
+    return int(stat.rpartition(b") ")[2].split()[19]) == info.start
+
+
+def send_signal(info: ProcessInfo, sig: signal.Signals) -> None:
+    """Signal the process `info` names, never one that took its pid meanwhile."""
+    try:
+        fd = os.pidfd_open(info.pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfds (kernel < 5.3): the start-time check alone
+        if _same_process(info):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and any(process_alive(p) for p in pids):
-            time.sleep(0.05)
+                os.kill(info.pid, sig)
+        return
+    try:
+        if _same_process(info):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, sig)
+    finally:
+        os.close(fd)
+
+
+def stop_processes(
+    find: Callable[[], list[ProcessInfo]],
+    grace_s: float,
+    wait: Callable[[float], None] = time.sleep,
+) -> list[ProcessInfo]:
+    """SIGTERM every process `find` returns, and any that appear while they stop;
+    SIGKILL those left after `grace_s`. Returns what `find` found at first.
+    `wait` passes time (a runner reads the job's output meanwhile)."""
+    first = find()
+    members = first
+    termed: set[tuple[int, int]] = set()
+    deadline = time.monotonic() + grace_s
+    pause = 0.005
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        while members:
+            for p in members:
+                if sig is signal.SIGKILL or (p.pid, p.start) not in termed:
+                    send_signal(p, sig)
+                    termed.add((p.pid, p.start))
+            if time.monotonic() >= deadline:
+                break
+            wait(pause)
+            pause = min(pause * 2, 0.1)
+            members = find()
+        deadline = time.monotonic() + KILL_WAIT_S
+    return first
+
+
+def processes_of_dead_runners(
+    installation: str,
+    hostname: str,
+    pid_alive: Callable[[int], bool],
+    proc_root: Path = PROC,
+) -> dict[int, list[ProcessInfo]]:
+    """Job processes of this installation on this host whose runner is dead, by job id.
+    Another installation's processes are never its business, dead runner or not."""
+    found: dict[int, list[ProcessInfo]] = {}
+    for p in snapshot(proc_root):
+        host, _, pid = (p.mark(MARK_RUNNER) or "").rpartition(":")
+        job = p.mark(MARK_JOB) or ""
+        if (
+            p.mark(MARK_INSTALLATION) == installation
+            and host == hostname
+            and pid.isdigit()
+            and job.isdigit()
+            and not pid_alive(int(pid))
+        ):
+            found.setdefault(int(job), []).append(p)
+    return found
 
 
 def process_alive(pid: int) -> bool:
@@ -83,3 +213,16 @@ def process_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def stop_orphans(runner: RunnerIdentity, grace_s: float) -> dict[int, int]:
+    """Stop the job processes this installation's dead runners left on this host (what
+    they start meanwhile included); returns job id -> how many were found at first."""
+
+    def find() -> dict[int, list[ProcessInfo]]:
+        return processes_of_dead_runners(runner.installation, runner.host, process_alive)
+
+    found = find()
+    if found:
+        stop_processes(lambda: [p for procs in find().values() for p in procs], grace_s)
+    return {job: len(procs) for job, procs in found.items()}

@@ -1,83 +1,34 @@
 """The one job runner: checkout, run, stream the log, enforce timeout and cancel.
 
-Every executor backend calls `run_job`. The runner owns the job's process tree: the
-script runs in a session of its own, and whatever ends the job (exit, timeout, cancel)
-the whole process group is stopped with SIGTERM, then SIGKILL after the grace period,
-so no child outlives its job.
+Every executor backend calls `run_job`. The runner owns the job's processes: the
+script runs in a session of its own, and whatever ends the job (exit, timeout, cancel,
+a shutdown) every process of the job is stopped with SIGTERM, then SIGKILL after the
+grace period, including those that left the session (job_process.py, processes.py).
 """
 
-import contextlib
 import logging
 import os
 import re
 import shutil
-import subprocess
+import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
-from conveyor.domain.masking import SecretPatterns, StreamMasker
 from conveyor.domain.variables import repo_variables, variable_name_problem
 from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
-from conveyor.executors.processes import stop_process_group
+from conveyor.executors.job_log import JobLog
+from conveyor.executors.job_process import JobProcess
+from conveyor.executors.processes import RunnerIdentity
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
 logger = logging.getLogger("conveyor.runner")
 
 CANCEL_POLL_S = 0.25
-READ_BYTES = 64 * 1024
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
-
-
-class JobLog:
-    """A job's log as output comes: secrets masked wherever they fall, capped, handed to
-    a sink."""
-
-    def __init__(self, sink: LogSink, max_bytes: int, secrets: Iterable[str]) -> None:
-        self._sink = sink
-        self._max = max_bytes
-        self._size = 0
-        self._truncated = False
-        self._masker = StreamMasker(SecretPatterns(secrets))
-        self._lock = threading.Lock()
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            self._append(self._masker.feed(data))
-
-    def _append(self, data: bytes) -> None:
-        if self._truncated or not data:
-            return
-        room = self._max - self._size
-        if len(data) > room:
-            data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
-            self._truncated = True
-        self._sink.append(data)
-        self._size += len(data)
-
-    def flush_if_due(self) -> None:
-        with self._lock:
-            self._sink.flush_if_due()
-
-    def say(self, line: str) -> None:
-        self.write(f"[conveyor] {line}\n".encode())
-
-    def close(self) -> None:
-        with self._lock:
-            self._append(self._masker.flush())
-            self._sink.close()
-
-
-def _pump(stream: BinaryIO, log: JobLog) -> None:
-    # Whatever has arrived, up to READ_BYTES: the masker needs no line boundaries, and
-    # memory stays constant whatever the job prints.
-    fd = stream.fileno()
-    for chunk in iter(lambda: os.read(fd, READ_BYTES), b""):
-        log.write(chunk)
 
 
 def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) -> None:
@@ -90,7 +41,9 @@ def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) 
             logger.warning("heartbeat failed; retrying in %.1fs", interval_s, exc_info=True)
 
 
-def _environment(spec: JobSpec, workspace: Path, output: Path, runner_id: str) -> dict[str, str]:
+def _environment(
+    spec: JobSpec, workspace: Path, output: Path, marks: Mapping[str, str]
+) -> dict[str, str]:
     env = {k: os.environ[k] for k in _PASSTHROUGH if k in os.environ}
     env.update(spec.variables)
     env.update(spec.secrets)
@@ -101,12 +54,12 @@ def _environment(spec: JobSpec, workspace: Path, output: Path, runner_id: str) -
         CONVEYOR_SERVICE=spec.service,
         CONVEYOR_STAGE=spec.stage,
         CONVEYOR_ATTEMPT=str(spec.attempt),
-        CONVEYOR_JOB_ID=str(spec.job_id),
-        # Lets a restarted worker find what a dead one left running (processes.py).
-        CONVEYOR_RUNNER=runner_id,
         CONVEYOR_WORKSPACE=str(workspace),
         CONVEYOR_OUTPUT=str(output),
     )
+    # CONVEYOR_JOB_ID, _RUNNER, _INSTALLATION: how the job's processes are found, however
+    # they leave its session, and after a crash of their runner (processes.py).
+    env.update(marks)
     for repo in spec.repos:
         commit, branch, pr = repo_variables(repo.repo_name)
         env.update({commit: repo.commit, branch: repo.branch, pr: str(repo.pr)})
@@ -155,7 +108,7 @@ def run_job(
     paths: RunnerPaths,
     reporter: JobReporter,
     sink: LogSink | None = None,
-    runner_id: str = "",
+    runner: RunnerIdentity | None = None,
 ) -> JobResult | None:
     """Run one job to its end and report the result; never raises for job failures.
 
@@ -164,6 +117,7 @@ def run_job(
     """
     if not reporter.claim():
         return None
+    runner = runner or RunnerIdentity("", socket.gethostname(), os.getpid())
     beating = threading.Event()
     heart = threading.Thread(
         target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
@@ -173,7 +127,7 @@ def run_job(
     log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:
-        result = _run(spec, paths, reporter, log, workspace, runner_id)
+        result = _run(spec, paths, reporter, log, workspace, runner)
     except Exception as exc:  # a runner bug must still end the job, not hang it
         log.say(f"internal error: {exc.__class__.__name__}: {exc}")
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
@@ -193,7 +147,7 @@ def _run(
     reporter: JobReporter,
     log: JobLog,
     workspace: Path,
-    runner_id: str,
+    runner: RunnerIdentity,
 ) -> JobResult:
     shutil.rmtree(workspace, ignore_errors=True)
     control = workspace / ".conveyor"
@@ -208,41 +162,21 @@ def _run(
         return JobResult(Outcome.FAILED, None, str(exc))
     if reporter.cancel_requested():
         return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
-    proc = subprocess.Popen(
-        ["bash", "-eo", "pipefail", "-c", spec.script],
-        cwd=workspace,
-        env=_environment(spec, workspace, output, runner_id),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    env = _environment(spec, workspace, output, runner.marks(spec.job_id))
+    proc = JobProcess(
+        ["bash", "-eo", "pipefail", "-c", spec.script], workspace, env, log, runner, spec.job_id
     )
-    assert proc.stdout is not None
     reporter.started(proc.pid)
-    pump = threading.Thread(target=_pump, args=(proc.stdout, log), daemon=True)
-    pump.start()
-    started = time.monotonic()
-    stopped: Outcome | None = None
-    while proc.poll() is None:
-        _wait(proc, pump, CANCEL_POLL_S)
-        now = time.monotonic()
-        if proc.returncode is not None:
-            break
-        if now - started > spec.timeout_s:
-            log.say(f"timed out after {spec.timeout_s}s; stopping the job's processes")
-            stopped = Outcome.TIMEOUT
-        elif reporter.cancel_requested():
-            log.say("cancelled; stopping the job's processes")
-            stopped = Outcome.CANCELLED
-        if stopped is not None:
-            stop_process_group(proc, spec.cancel_grace_s)
-            break
-        log.flush_if_due()
-    # Children the script left behind (`sleep 1000 &`) belong to the job and end with it.
-    stop_process_group(proc, spec.cancel_grace_s)
-    pump.join()
-    proc.stdout.close()
-    code = proc.returncode
+    stopped = _supervise(proc, spec, reporter, log)
+    # Whatever ended the job, none of its processes outlives it: children left behind
+    # (`sleep 1000 &`), and those that left the session or double-forked.
+    left = proc.stop(spec.cancel_grace_s)
+    code, held = proc.finish()
+    if stopped is None and left:
+        names = ", ".join(sorted({p.name for p in left}))
+        log.say(f"stopped {len(left)} process(es) the script left running: {names}")
+    if held:
+        log.say("a process beyond the job's reach still holds its output open; not waiting")
     if stopped is Outcome.TIMEOUT:
         return JobResult(stopped, code, f"timed out after {spec.timeout_s}s")
     if stopped is Outcome.CANCELLED:
@@ -252,14 +186,23 @@ def _run(
     return JobResult(Outcome.PASSED, 0, "script exited with 0", _read_outputs(output, log))
 
 
-def _wait(proc: subprocess.Popen[bytes], pump: threading.Thread, seconds: float) -> None:
-    """Return when the script exits or `seconds` pass, whichever is first."""
-    if pump.is_alive():
-        # The output ends the moment the script exits: joining the pump wakes at once,
-        # where Popen.wait(timeout) polls with a back-off of up to 50 ms.
-        pump.join(seconds)
-        if pump.is_alive():
-            return
-    # Output closed: the script has exited, or closed its stdout and runs on.
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=seconds)
+def _supervise(
+    proc: JobProcess, spec: JobSpec, reporter: JobReporter, log: JobLog
+) -> Outcome | None:
+    """Stream the output until the script exits (None), times out or is cancelled."""
+    started = time.monotonic()
+    deadline = started + spec.timeout_s
+    next_check = started + CANCEL_POLL_S
+    while not proc.exited:
+        now = time.monotonic()
+        if now >= deadline:
+            log.say(f"timed out after {spec.timeout_s}s; stopping the job's processes")
+            return Outcome.TIMEOUT
+        if now >= next_check:
+            if reporter.cancel_requested():
+                log.say("cancelled; stopping the job's processes")
+                return Outcome.CANCELLED
+            log.flush_if_due()
+            next_check = now + CANCEL_POLL_S
+        proc.pump(min(deadline, next_check) - now)
+    return None

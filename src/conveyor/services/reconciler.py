@@ -2,10 +2,11 @@
 
 Every runner, the server's local executor and each celery worker alike, names itself
 `<hostname>:<pid>`, records that on the jobs it claims, and marks its jobs' processes
-with it (`CONVEYOR_RUNNER`). When a server or worker starts on a host, it stops the
-processes whose runner there is dead, whatever the database says (the reaper may have
-failed those jobs already), and fails the jobs still marked running for a dead runner.
-The scheduler then ends their tasks as usual; a restart reruns them.
+with it and with the installation's id. When a server or worker starts on a host, it
+stops the processes of its own installation whose runner there is dead, whatever the
+database says (the reaper may have failed those jobs already), and fails the jobs still
+marked running for a dead runner. Another installation's processes on the same host are
+never touched. The scheduler then ends their tasks as usual; a restart reruns them.
 See docs/adr/0006-crash-recovery.md.
 """
 
@@ -17,32 +18,28 @@ from conveyor.services.ports import Clock, JobStore
 
 log = logging.getLogger("conveyor.reconciler")
 
-FindOrphans = Callable[[str, Callable[[int], bool]], dict[int, list[int]]]
-"""(hostname, pid_alive) -> job id -> live processes of that job whose runner is dead."""
-StopPids = Callable[[list[int], float], None]
+StopOrphans = Callable[[], dict[int, int]]
+"""Stop the processes on this host whose runner is dead: job id -> how many there were."""
 
 
 def reconcile_dead_runners(
     store: JobStore,
     hostname: str,
     pid_alive: Callable[[int], bool],
-    find_orphans: FindOrphans,
-    stop_pids: StopPids,
+    stop_orphans: StopOrphans,
     why: str,
-    grace_s: float,
     clock: Clock,
 ) -> int:
     """End what dead runners on `hostname` left; returns how many jobs it failed (`why`)."""
-    orphans = find_orphans(hostname, pid_alive)
-    for job_id, pids in orphans.items():
-        stop_pids(pids, grace_s)
-        log.warning("job %s: stopped %d processes its dead runner left", job_id, len(pids))
+    stopped = stop_orphans()
+    for job_id, count in stopped.items():
+        log.warning("job %s: stopped %d processes its dead runner left", job_id, count)
     failed = 0
     for job, runner in store.running_jobs_of_host(hostname):
         runner_pid = runner.rpartition(":")[2]
         if not runner_pid.isdigit() or pid_alive(int(runner_pid)):
             continue
-        found = len(orphans.get(job.id, []))
+        found = stopped.get(job.id, 0)
         detail = why + (
             f"; stopped {found} leftover process{'es' if found > 1 else ''}" if found else ""
         )

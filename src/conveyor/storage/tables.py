@@ -138,3 +138,13 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON, nullable=False),
     sa.Index(None, "time"),
 )
+
+# One row: this installation's id. Runners mark the processes of their jobs with it, so
+# a server or worker never stops the processes of another installation on its host.
+installation = sa.Table(
+    "installation",
+    metadata,
+    sa.Column("singleton", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.String(32), nullable=False),
+    sa.CheckConstraint("singleton = 1", name="one_row"),
+)

@@ -1,0 +1,134 @@
+"""No process outlives its job, however it tries to leave: setsid, a double fork, a
+closed or a held-open output; whatever ends the job: its exit, a timeout, a cancel."""
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.domain.jobs import JobResult, Outcome
+from conveyor.executors.base import RunnerPaths
+from conveyor.executors.processes import RunnerIdentity, job_members, snapshot
+from conveyor.executors.runner import run_job
+from tests.conftest import GitRepo, alive
+from tests.executors.conftest import RecordingReporter, log_of, spec_for, wait_for
+
+GRACE = 1
+# Each escape writes the pid of the process that got away to $PIDS, one per line.
+ESCAPES = {
+    "setsid": "setsid bash -c 'echo $$ >> \"$PIDS\"; exec sleep 300' &",
+    "setsid, output closed": (
+        "setsid bash -c 'echo $$ >> \"$PIDS\"; exec sleep 300' > /dev/null 2>&1 &"
+    ),
+    "double fork": "( bash -c 'echo $$ >> \"$PIDS\"; exec sleep 300' & ) &",
+    "daemon: double fork, setsid, output closed": (
+        "( setsid bash -c 'echo $$ >> \"$PIDS\"; exec sleep 300' < /dev/null > /dev/null 2>&1 & )"
+    ),
+    "setsid, ignores SIGTERM": (
+        'setsid bash -c \'trap "" TERM; echo $$ >> "$PIDS"; while :; do sleep 1; done\' &'
+    ),
+}
+
+
+def _run_in_thread(
+    spec_script: str, repo: GitRepo, paths: RunnerPaths, pids: Path, **overrides: object
+) -> tuple[threading.Thread, RecordingReporter, list[JobResult | None]]:
+    reporter = RecordingReporter()
+    spec = spec_for(
+        repo,
+        spec_script,
+        variables=(("PIDS", str(pids)),),
+        cancel_grace_s=GRACE,
+        **overrides,
+    )
+    out: list[JobResult | None] = []
+    thread = threading.Thread(target=lambda: out.append(run_job(spec, paths, reporter)))
+    thread.start()
+    return thread, reporter, out
+
+
+def _escaped(pids: Path) -> list[int]:
+    return [int(p) for p in pids.read_text().split()] if pids.exists() else []
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_a_passing_script_leaves_nothing_behind(
+    escape: str, repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    script = f'{escape}\nwhile [ ! -s "$PIDS" ]; do sleep 0.01; done\necho done'
+    t0 = time.monotonic()
+    thread, reporter, out = _run_in_thread(script, repo, paths, pids)
+    thread.join(GRACE + 10)
+    assert not thread.is_alive(), "the job never ended: an escaped child held it"
+    assert time.monotonic() - t0 < GRACE + 10
+    [result] = out
+    assert result is not None and result.outcome is Outcome.PASSED
+    assert [r.outcome for r in reporter.results] == [Outcome.PASSED]
+    [pid] = _escaped(pids)
+    assert not alive(pid)
+    assert re.search(r"stopped \d process\(es\) the script left running: .*sleep", log_of(paths))
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_a_timeout_is_on_time_and_leaves_nothing_behind(
+    escape: str, repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    t0 = time.monotonic()
+    thread, reporter, _ = _run_in_thread(f"{escape}\nsleep 300", repo, paths, pids, timeout_s=1)
+    thread.join(1 + GRACE + 5)
+    assert not thread.is_alive()
+    assert time.monotonic() - t0 < 1 + GRACE + 5
+    assert [(r.outcome, r.detail) for r in reporter.results] == [
+        (Outcome.TIMEOUT, "timed out after 1s")
+    ]
+    assert [p for p in _escaped(pids) if alive(p)] == []
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_a_cancel_leaves_nothing_behind_within_grace(
+    escape: str, repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    thread, reporter, _ = _run_in_thread(f"{escape}\nsleep 300", repo, paths, pids)
+    wait_for(pids)
+    t0 = time.monotonic()
+    reporter.cancel.set()
+    thread.join(GRACE + 5)
+    assert not thread.is_alive()
+    assert time.monotonic() - t0 < GRACE + 5
+    assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
+    assert [p for p in _escaped(pids) if alive(p)] == []
+
+
+def test_the_output_of_a_script_that_closed_it_still_counts_until_it_exits(
+    repo: GitRepo, paths: RunnerPaths
+) -> None:
+    result = run_job(
+        spec_for(repo, "echo before\nexec > /dev/null\nsleep 0.3\nexit 4"),
+        paths,
+        RecordingReporter(),
+    )
+    assert result is not None
+    assert (result.outcome, result.exit_code) == (Outcome.FAILED, 4)
+    assert "before" in log_of(paths)
+
+
+def test_members_are_found_by_their_marks_and_as_descendants(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    """Another job's processes, and processes of another installation, are not members."""
+    pids = tmp_path / "pids"
+    runner = RunnerIdentity("inst-a", "host", 1)
+    script = f"{ESCAPES['setsid']}\nsleep 300"
+    thread, reporter, _ = _run_in_thread(script, repo, paths, pids)
+    try:
+        [escaped] = map(int, wait_for(pids).split())
+        found = {p.pid for p in job_members(snapshot(), runner, 7, leader=None)}
+        assert escaped not in found  # marked for another installation and runner
+    finally:
+        reporter.cancel.set()
+        thread.join(GRACE + 5)
