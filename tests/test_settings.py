@@ -191,3 +191,25 @@ def test_a_secret_too_short_to_mask_is_an_error_not_a_silent_leak(
         "envs.staging.secrets.KEY: a secret must be at least 8 characters long, or it could "
         "not be masked in job logs (this one has 3)",
     ]
+
+
+def test_sandbox_settings_and_a_service_without_network() -> None:
+    text = GOOD.replace(
+        "    deploy: {script: ./deploy.sh}", "    deploy: {script: ./deploy.sh}\n    network: false"
+    )
+    assert problems_of(text) == [
+        "services.redis3.network: false needs sandbox: bubblewrap, the only way Conveyor has "
+        "to take a job's network away"
+    ]
+    cfg = parse_config("sandbox: bubblewrap\nrun_as: builder\n" + text)
+    assert (cfg.sandbox, cfg.run_as, cfg.sandbox_of("redis3")) == (
+        "bubblewrap",
+        "builder",
+        "bubblewrap",
+    )
+    assert cfg.network_of("redis3") is False
+    per_service = text.replace("    network: false", "    network: false\n    sandbox: bubblewrap")
+    assert parse_config(per_service).sandbox_of("redis3") == "bubblewrap"
+    assert problems_of("sandbox: docker\n" + GOOD) == [
+        "sandbox: Input should be 'none' or 'bubblewrap'"
+    ]

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -85,9 +86,16 @@ class DeployConfig(_Strict):
     queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
 
 
+Sandbox = Literal["none", "bubblewrap"]
+
+
 class ServiceConfig(_Strict):
     build: BuildConfig
     deploy: DeployConfig
+    sandbox: Sandbox | None = Field(None, description="overrides the config-wide `sandbox`")
+    network: StrictBool = Field(
+        True, description="false: the service's jobs get no network (needs bubblewrap)"
+    )
 
 
 class EnvConfig(_Strict):
@@ -138,11 +146,31 @@ class Config(_Strict):
     log_max_bytes: StrictInt = Field(
         50 * 2**20, ge=1024, description="per job log; the rest is cut"
     )
+    sandbox: Sandbox = Field(
+        "none", description="how jobs are confined: none, or bubblewrap (docs/security.md)"
+    )
+    run_as: StrictStr | None = Field(
+        None, description="an unprivileged user that jobs run as (the runner must be root)"
+    )
     repos: dict[StrictStr, RepoConfig] = Field(default_factory=dict)
     services: dict[StrictStr, ServiceConfig] = Field(default_factory=dict)
     envs: dict[StrictStr, EnvConfig] = Field(default_factory=dict)
     workflows: dict[StrictStr, WorkflowConfig] = Field(default_factory=dict)
     roles: dict[StrictStr, RoleConfig] = Field(default_factory=dict)
+    # The file this config was read from, if any: a sandboxed job must not see it.
+    _source: Path | None = PrivateAttr(None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def sandbox_of(self, service: str) -> Sandbox:
+        svc = self.services.get(service)
+        return svc.sandbox if svc is not None and svc.sandbox is not None else self.sandbox
+
+    def network_of(self, service: str) -> bool:
+        svc = self.services.get(service)
+        return svc.network if svc is not None else True
 
     def secret_values(self) -> list[str]:
         """Every secret of every env: masked in every job's log, whatever its env."""
@@ -265,6 +293,12 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
                     f"characters long, or it could not be masked in job logs "
                     f"(this one has {len(resolved)})"
                 )
+    for sname in cfg.services:
+        if not cfg.services[sname].network and cfg.sandbox_of(sname) != "bubblewrap":
+            problems.append(
+                f"services.{sname}.network: false needs sandbox: bubblewrap, the only way "
+                "Conveyor has to take a job's network away"
+            )
     if cfg.executor == "celery" and not cfg.broker_url:
         problems.append("broker_url: required when executor is 'celery'")
     return problems
@@ -341,4 +375,6 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    return parse_config(text, source=str(path), base=path.parent)
+    cfg = parse_config(text, source=str(path), base=path.parent)
+    cfg._source = path.resolve()
+    return cfg

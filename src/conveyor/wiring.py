@@ -6,12 +6,22 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.processes import RunnerIdentity, process_alive, stop_orphans
+from conveyor.executors.sandbox import (
+    Isolation,
+    JobUser,
+    reach_problem,
+    sandbox_problem,
+    user_problem,
+)
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
@@ -117,7 +127,11 @@ def build_container(
             return StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
 
         executor = LocalExecutor(
-            RunnerPaths(config.data_dir), config.max_parallel_jobs, reporter_for, runner
+            RunnerPaths(config.data_dir),
+            config.max_parallel_jobs,
+            reporter_for,
+            runner,
+            isolation_for(config),
         )
         scheduler = Scheduler(config, jobs, executor, clock)
         wake.append(scheduler)
@@ -141,6 +155,36 @@ def build_container(
         listener=listener,
         runner=runner,
     )
+
+
+def isolation_for(config: Config) -> Isolation:
+    """Who jobs run as, and the directories a sandboxed job must not see: the config's
+    and the SQLite database's (the data directory is always hidden)."""
+    hidden: list[Path] = []
+    if config.source is not None:
+        hidden.append(config.source.parent)
+    url = sa.make_url(config.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        hidden.append(Path(str(url.database)).resolve().parent)
+    user = JobUser.named(config.run_as) if config.run_as else None
+    return Isolation(user, tuple(dict.fromkeys(hidden)))
+
+
+def runner_problems(config: Config) -> list[str]:
+    """Why this machine cannot run the config's jobs as the config asks, tried here: a
+    sandbox asked for but unavailable is an error at start, never a silent fallback."""
+    problems = []
+    if config.run_as:
+        why = user_problem(config.run_as) or reach_problem(isolation_for(config), config.data_dir)
+        if why:
+            return [f"run_as: {why}"]
+    sandboxed = sorted(s for s in config.services if config.sandbox_of(s) == "bubblewrap")
+    if sandboxed:
+        why = sandbox_problem(isolation_for(config))
+        if why:
+            asked = "sandbox" if config.sandbox == "bubblewrap" else f"services.{sandboxed[0]}"
+            problems.append(f"{asked}: bubblewrap is asked for, but {why}")
+    return problems
 
 
 def runner_identity(db: Database) -> RunnerIdentity:

@@ -5,6 +5,7 @@ the shared database (claim, heartbeats, result, log chunks); the server only rea
 """
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from conveyor.domain.jobs import JobSpec
@@ -17,7 +18,7 @@ from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogSink
-from conveyor.wiring import runner_identity, unix_now
+from conveyor.wiring import isolation_for, runner_identity, unix_now
 
 log = logging.getLogger("conveyor.worker")
 
@@ -28,6 +29,7 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     db = Database.from_url(config.database_url)
     store = SqlJobStore(db)
     runner = runner_identity(db)
+    isolation = isolation_for(config)
     paths = RunnerPaths(config.data_dir)
     stopped = reconcile_dead_runners(
         store,
@@ -46,8 +48,12 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         env = config.envs.get(message["env_name"])
         secrets = env.resolved_secrets() if env else {}
         spec = JobSpec.from_json(message, secrets, tuple(config.secret_values()))
+        # How a job is confined is this machine's decision, from its own config.
+        spec = replace(
+            spec, sandbox=config.sandbox_of(spec.service), network=config.network_of(spec.service)
+        )
         reporter = StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None)
-        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner)
+        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner, isolation)
         if result is None:
             log.info("job %s: not ours to run (delivered twice, or cancelled)", spec.job_id)
 

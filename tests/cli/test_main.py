@@ -43,6 +43,28 @@ def test_check_config_ok_and_broken(config_file: Path) -> None:
     assert "services.web.build.repos[0]: unknown repo 'dyl'" in result.output
 
 
+def test_a_sandbox_asked_for_but_unavailable_stops_serve_and_check_config(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_file.write_text("sandbox: bubblewrap\n" + config_file.read_text())
+    monkeypatch.setenv("PATH", "/usr/local/nowhere:/nonexistent")
+    for command in ("check-config", "serve"):
+        result = runner.invoke(app, [command, "-c", str(config_file)])
+        assert result.exit_code == 2, result.output
+        assert result.output.splitlines()[-2:] == [
+            f"{config_file}: cannot run jobs here as configured",
+            "sandbox: bubblewrap is asked for, but bubblewrap is not installed "
+            "(Debian and Ubuntu: apt-get install bubblewrap)",
+        ]
+
+
+def test_run_as_an_unknown_user_stops_serve(config_file: Path) -> None:
+    config_file.write_text("run_as: no-such-user-here\n" + config_file.read_text())
+    result = runner.invoke(app, ["serve", "-c", str(config_file)])
+    assert result.exit_code == 2
+    assert "run_as: no user 'no-such-user-here' on this machine" in result.output
+
+
 def test_token_create_prints_only_the_token_and_list_never_shows_it(config_file: Path) -> None:
     result = runner.invoke(
         app, ["token", "create", "-c", str(config_file), "--user", "ci-bot", "--role", "viewer"]

@@ -1,5 +1,6 @@
 """A server that really runs jobs: scheduler, local executor, real git and processes."""
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,11 +76,25 @@ services:
   gpu:
     build: {{repos: [app], script: "echo built on the gpu queue", queue: "{gpu_queue}"}}
     deploy: {{script: "true"}}
+  jail:
+    # A sandboxed job tries what it must not be able to do; its log says what happened.
+    sandbox: bubblewrap
+    network: false
+    build:
+      repos: [app]
+      script: |
+        echo "uid=$(id -u) workspace=$(ls "$CONVEYOR_WORKSPACE" | tr '\\n' ' ')"
+        cat "{config}" || true
+        echo "workspaces: $(ls "{data}/workspaces" | tr '\\n' ' ')"
+        kill -0 {server_pid} || true
+        (exec 3<>/dev/tcp/127.0.0.1/{db_port}) || true
+        setsid env -i sleep 3600.5 < /dev/null > /dev/null 2>&1 &
+    deploy: {{script: "true"}}
 envs:
   dev: {{vars: {{NAMESPACE: dev, PIDS: "{pids}"}}, secrets: {{TOKEN: hunter2-secret}}}}
 workflows:
   serial: {{env: dev, services: [api, web, gpu]}}
-  parallel: {{env: dev, services: [api, web, gpu], parallel: true}}
+  parallel: {{env: dev, services: [api, web, gpu, jail], parallel: true}}
 roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
   creator: {{permissions: [task:create], workflows: ["*"]}}
@@ -193,12 +208,19 @@ def engine_factory(
         repo = make_repo("app")
         pids = tmp_path / "pids"
         pids.mkdir()
+        config_path = tmp_path / "conveyor.yaml"
         text = CONFIG.format(
-            data=tmp_path / "data", app=repo.url, pids=pids, timeout=timeout, gpu_queue=gpu_queue
+            data=tmp_path / "data",
+            app=repo.url,
+            pids=pids,
+            timeout=timeout,
+            gpu_queue=gpu_queue,
+            config=config_path,
+            server_pid=os.getpid(),
+            db_port=database.engine.url.port or 5432,
         )
         url = database.engine.url.render_as_string(hide_password=False)
         text = f"database_url: {url}\n{extra}\n{text}"
-        config_path = tmp_path / "conveyor.yaml"
         config_path.write_text(text)
         config = parse_config(text, base=tmp_path)
         container = build_container(config, db=database, run_jobs=True)

@@ -18,6 +18,7 @@ from conveyor.services.ports import Executor
 from conveyor.storage.tables import jobs
 from tests.conftest import alive
 from tests.engine.conftest import Engine
+from tests.engine.test_sandbox import assert_confined, require_bubblewrap
 
 BROKERS = {
     "redis": ("redis://127.0.0.1:6379/0", 6379),
@@ -314,3 +315,12 @@ def test_a_worker_records_a_timeout_on_time_though_an_escaped_child_holds_the_ou
     assert engine.wait(task, timeout=1 + 1 + 10)["status"] == "timeout"
     assert time.monotonic() - t0 < 1 + 1 + 5
     assert [p for p in pids if alive(p)] == []
+
+
+def test_a_worker_runs_a_sandboxed_service_confined(celery_engine: tuple[Engine, Workers]) -> None:
+    require_bubblewrap()
+    engine, workers = celery_engine
+    workers.start()
+    task = engine.create("parallel", jail="")
+    assert engine.wait(task, workflow="parallel")["status"] == "passed"
+    assert_confined(engine, task)

@@ -16,7 +16,7 @@ from conveyor.domain.errors import InvalidParam
 from conveyor.settings import Config, ConfigError, load_config
 from conveyor.storage import migrate
 from conveyor.storage.db import Database
-from conveyor.wiring import Container, build_container
+from conveyor.wiring import Container, build_container, runner_problems
 
 app = typer.Typer(help="Conveyor: CI/CD workflow tasks.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -49,6 +49,12 @@ def _container(path: Path) -> Iterator[Container]:
         container.db.dispose()
 
 
+def _check_runner(path: Path, cfg: Config) -> None:
+    problems = runner_problems(cfg)
+    if problems:
+        raise _fail(f"{path}: cannot run jobs here as configured\n" + "\n".join(problems))
+
+
 def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -71,6 +77,8 @@ def _when(ts: int | None) -> str:
 def check_config(config: ConfigOption) -> None:
     """Validate a config file without starting anything."""
     cfg = _config(config)
+    if cfg.executor == "local":  # this machine runs the jobs: can it, as asked?
+        _check_runner(config, cfg)
     typer.echo(
         f"{config}: ok ({len(cfg.repos)} repos, {len(cfg.services)} services, "
         f"{len(cfg.envs)} envs, {len(cfg.workflows)} workflows, {len(cfg.roles)} roles)"
@@ -90,7 +98,10 @@ def serve(
     from conveyor.api.app import create_app
 
     _configure_logging()
-    container = build_container(_config(config), run_jobs=True)
+    cfg = _config(config)
+    if cfg.executor == "local":
+        _check_runner(config, cfg)
+    container = build_container(cfg, run_jobs=True)
     migrate.upgrade(container.db)
     url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
     logging.getLogger("conveyor").info(
@@ -166,6 +177,7 @@ def worker(
     cfg = _config(config)
     if cfg.executor != "celery":
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
+    _check_runner(config, cfg)
     _migrate(cfg)  # as `serve` does: a worker may start first
     run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency)
 

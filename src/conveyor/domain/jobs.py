@@ -40,6 +40,8 @@ class JobSpec:
     log_max_bytes: int = 50 * 2**20
     heartbeat_s: float = 5.0
     queue: str = "conveyor"
+    sandbox: str = "none"  # or "bubblewrap"; a worker applies its own config's
+    network: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The job as a message: everything but the secrets, which each worker resolves

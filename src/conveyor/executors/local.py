@@ -9,6 +9,7 @@ from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.executors.base import JobReporter, RunnerPaths
 from conveyor.executors.processes import RunnerIdentity
 from conveyor.executors.runner import run_job
+from conveyor.executors.sandbox import Isolation
 
 log = logging.getLogger("conveyor.executor.local")
 
@@ -46,16 +47,25 @@ class LocalExecutor:
         max_workers: int,
         reporter_for: Callable[[JobSpec], JobReporter],
         runner: Callable[[], RunnerIdentity],
+        isolation: Isolation,
     ) -> None:
         self._paths = paths
         self._runner = runner
+        self._isolation = isolation
         self._reporter_for = reporter_for
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="conveyor-job")
         self._stopping = threading.Event()
 
     def submit(self, job: JobSpec) -> None:
         reporter = _StoppingReporter(self._reporter_for(job), self._stopping)
-        future = self._pool.submit(run_job, job, self._paths, reporter, runner=self._runner())
+        future = self._pool.submit(
+            run_job,
+            job,
+            self._paths,
+            reporter,
+            runner=self._runner(),
+            isolation=self._isolation,
+        )
         future.add_done_callback(lambda f: _log_failure(job, f))
 
     def shutdown(self, wait: bool) -> None:

@@ -22,6 +22,7 @@ from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPat
 from conveyor.executors.job_log import JobLog
 from conveyor.executors.job_process import JobProcess
 from conveyor.executors.processes import RunnerIdentity
+from conveyor.executors.sandbox import Isolation, bubblewrap_argv
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
 logger = logging.getLogger("conveyor.runner")
@@ -109,6 +110,7 @@ def run_job(
     reporter: JobReporter,
     sink: LogSink | None = None,
     runner: RunnerIdentity | None = None,
+    isolation: Isolation | None = None,
 ) -> JobResult | None:
     """Run one job to its end and report the result; never raises for job failures.
 
@@ -127,7 +129,7 @@ def run_job(
     log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, secrets)
     workspace = paths.workspaces / str(spec.job_id)
     try:
-        result = _run(spec, paths, reporter, log, workspace, runner)
+        result = _run(spec, paths, reporter, log, workspace, runner, isolation or Isolation())
     except Exception as exc:  # a runner bug must still end the job, not hang it
         log.say(f"internal error: {exc.__class__.__name__}: {exc}")
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
@@ -148,6 +150,7 @@ def _run(
     log: JobLog,
     workspace: Path,
     runner: RunnerIdentity,
+    isolation: Isolation,
 ) -> JobResult:
     shutil.rmtree(workspace, ignore_errors=True)
     control = workspace / ".conveyor"
@@ -162,10 +165,16 @@ def _run(
         return JobResult(Outcome.FAILED, None, str(exc))
     if reporter.cancel_requested():
         return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
+    isolation.hand_over(workspace)
+    sandboxed = spec.sandbox == "bubblewrap"
     env = _environment(spec, workspace, output, runner.marks(spec.job_id))
-    proc = JobProcess(
-        ["bash", "-eo", "pipefail", "-c", spec.script], workspace, env, log, runner, spec.job_id
-    )
+    env.update(isolation.environment())
+    argv = ["bash", "-eo", "pipefail", "-c", spec.script]
+    if sandboxed:
+        argv = bubblewrap_argv(
+            argv, workspace, paths.mirrors, paths.data_dir, isolation, spec.network
+        )
+    proc = JobProcess(argv, workspace, env, log, runner, spec.job_id, **isolation.popen_args())
     reporter.started(proc.pid)
     stopped = _supervise(proc, spec, reporter, log)
     # Whatever ended the job, none of its processes outlives it: children left behind

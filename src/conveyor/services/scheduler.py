@@ -221,4 +221,6 @@ class Scheduler:
             log_max_bytes=self._config.log_max_bytes,
             heartbeat_s=min(5.0, self._config.heartbeat_timeout / 3),
             queue=step.queue or self._config.queue,
+            sandbox=self._config.sandbox_of(job.service),
+            network=self._config.network_of(job.service),
         )
