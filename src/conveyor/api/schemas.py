@@ -1,8 +1,58 @@
 """Request and response bodies, exactly as the API document names them."""
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
 from conveyor.domain.states import PublicStatus
+
+# The limits of the create body (docs/api.md, docs/adr/0009-input-limits.md). Names are
+# stored in String(200) columns; a branch is one argument of `git ls-remote`.
+MAX_NAME = 200
+MAX_BRANCH = 255
+MAX_TARGETS = 100
+MAX_REPOS = 50
+MAX_ENVS = 100
+MAX_ENV_KEY = 128
+MAX_ENV_VALUE_BYTES = 4096
+# Unicode's control characters (Cc): C0, DEL and C1. Tab is the one a value may hold.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def _short_text(value: str) -> str:
+    """The spec's rule for an env value: at most 4 KiB of UTF-8, no control character
+    but tab (a value reaches a build's environment, where NUL cannot exist and a line
+    break or escape sequence in a log would be someone else's line)."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_ENV_VALUE_BYTES:
+        raise PydanticCustomError(
+            "too_long",
+            "must be at most {limit} bytes of UTF-8, not {size}",
+            {"limit": MAX_ENV_VALUE_BYTES, "size": size},
+        )
+    found = _CONTROL.search(value)
+    if found:
+        raise PydanticCustomError(
+            "control_character",
+            "must not hold control characters other than tab; found {char} at {index}",
+            {"char": repr(found.group()), "index": found.start()},
+        )
+    return value
+
+
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME)]
+EnvValue = Annotated[
+    StrictStr,
+    Field(
+        max_length=MAX_ENV_VALUE_BYTES,
+        description=f"at most {MAX_ENV_VALUE_BYTES} bytes of UTF-8 text; "
+        "no control characters but tab",
+        json_schema_extra={"pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f]*$"},
+    ),
+    AfterValidator(_short_text),
+]
 
 
 class _In(BaseModel):
@@ -10,8 +60,10 @@ class _In(BaseModel):
 
 
 class RepoIn(_In):
-    repo_name: StrictStr = Field(description="a repo of the service's build")
-    branch: StrictStr = Field(description="branch to build (a valid git ref name)")
+    repo_name: Name = Field(description="a repo of the service's build")
+    branch: StrictStr = Field(
+        max_length=MAX_BRANCH, description="branch to build (a valid git ref name)"
+    )
     pr: StrictInt = Field(
         0, ge=0, le=2**31 - 1, description="GitLab merge request iid; 0 builds the branch"
     )
@@ -19,25 +71,28 @@ class RepoIn(_In):
 
 class BuildIn(_In):
     repos: list[RepoIn] = Field(
-        description="repos to build; an empty list builds every repo from its default branch"
+        max_length=MAX_REPOS,
+        description="repos to build; an empty list builds every repo from its default branch",
     )
 
 
 class EnvVarIn(_In):
-    key: StrictStr
-    value: StrictStr
+    key: StrictStr = Field(max_length=MAX_ENV_KEY, description="a build variable's name")
+    value: EnvValue
 
 
 class TargetIn(_In):
-    name: StrictStr = Field(description="a service of the workflow")
+    name: Name = Field(description="a service of the workflow")
     build: BuildIn
-    envs: list[EnvVarIn] = Field(default_factory=list, description="extra build variables")
+    envs: list[EnvVarIn] = Field(
+        default_factory=list, max_length=MAX_ENVS, description="extra build variables"
+    )
 
 
 class CreateTaskIn(_In):
-    workflow_name: StrictStr
-    env_name: StrictStr
-    targets: list[TargetIn] = Field(min_length=1)
+    workflow_name: Name
+    env_name: Name
+    targets: list[TargetIn] = Field(min_length=1, max_length=MAX_TARGETS)
 
 
 class CreateTaskOut(BaseModel):

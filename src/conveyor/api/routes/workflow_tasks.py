@@ -8,6 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from conveyor.api.body import check_json_document, read_body, require_json_media_type
 from conveyor.api.deps import (
     ERROR_RESPONSES,
     Authorization,
@@ -18,7 +19,7 @@ from conveyor.api.deps import (
     whole_number,
 )
 from conveyor.api.errors import describe_validation_errors
-from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ResultOut, TaskItemOut
+from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ErrorOut, ResultOut, TaskItemOut
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.states import public_status
 from conveyor.domain.tasks import Principal, RepoRequest, Task, TaskWithCommits
@@ -136,6 +137,7 @@ def cancel_task(
 
 
 def _create_request(raw: bytes) -> CreateRequest:
+    check_json_document(raw)
     try:
         body = CreateTaskIn.model_validate_json(raw)
     except ValidationError as exc:
@@ -157,7 +159,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 @router.post(
     "/create",
     response_model=CreateTaskOut,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
     summary="Create a workflow task: resolve every ref to a commit and queue it",
     # The body is read after authentication (so a caller without a token always gets
     # 401), which FastAPI's own body parsing would do first; the schema is still published.
@@ -173,6 +175,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 async def create_task(request: Request, authorization: Authorization = None) -> JSONResponse:
     c = container(request)
     principal = await run_in_threadpool(c.tokens.authenticate, authorization)
-    create = _create_request(await request.body())
+    require_json_media_type(request.headers.get("content-type"))
+    create = _create_request(await read_body(request))
     task = await run_in_threadpool(c.tasks.create, principal, create)
     return JSONResponse({"workflow_name": task.workflow_name, "task_id": task.task_id})
