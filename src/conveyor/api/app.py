@@ -41,6 +41,20 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class HeadAsGetMiddleware:
+    """HEAD is GET without the body (RFC 9110 9.3.2), which FastAPI's routes do not
+    answer on their own. The server sees its own scope still saying HEAD and sends no
+    body; the route sees GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +81,7 @@ def create_app(container: Container) -> FastAPI:
         return {"status": "ok"}
 
     install_error_handlers(app)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Every error leaves as a real status and `{"resultCode", "errorMsg", "detail"}`."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -57,7 +57,7 @@ _MAX_PROBLEMS = 10
 
 
 def error_response(
-    status: int, detail: str | None, headers: dict[str, str] | None = None
+    status: int, detail: str | None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body: dict[str, Any] = {"resultCode": status, "errorMsg": MESSAGES[status]}
     if detail:
@@ -90,6 +90,15 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+def _allow(exc: StarletteHTTPException) -> dict[str, str]:
+    """The router's `Allow` (RFC 9110 15.5.6), with HEAD wherever GET is: HEAD is
+    answered as GET (api/app.py)."""
+    methods = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.append("HEAD")
+    return {"Allow": ", ".join(methods)}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestError)
@@ -106,7 +115,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(404, f"no such path: {request.method} {request.url.path}")
         if exc.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+            return error_response(
+                405, f"{request.method} is not allowed on {request.url.path}", _allow(exc)
+            )
         status = exc.status_code if exc.status_code in MESSAGES else 400
         return error_response(status, str(exc.detail))
 
