@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import Request
 
-from conveyor.api.schemas import MAX_NAME
+from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.tasks import CommitMatch, Task
 from conveyor.wiring import Container
@@ -61,13 +61,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def path_parameter(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def path_parameter(
+    name: str, description: str, schema: dict[str, Any], example: object
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
         "schema": schema,
+        "example": example,
     }
 
 
@@ -76,10 +79,13 @@ def whole_number_schema(minimum: int, digits: int) -> dict[str, Any]:
 
 
 WORKFLOW_NAME = path_parameter(
-    "name", "the workflow's name", {"type": "string", "minLength": 1, "maxLength": MAX_NAME}
+    "name",
+    "the workflow's name",
+    {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+    EXAMPLE_WORKFLOW,
 )
 TASK_ID = path_parameter(
-    "id", "the task's id within its workflow", whole_number_schema(1, MAX_ID_DIGITS)
+    "id", "the task's id within its workflow", whole_number_schema(1, MAX_ID_DIGITS), 1
 )
 
 

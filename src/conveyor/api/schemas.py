@@ -4,6 +4,7 @@ import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from conveyor.domain.states import PublicStatus
@@ -17,6 +18,18 @@ MAX_REPOS = 50
 MAX_ENVS = 100
 MAX_ENV_KEY = 128
 MAX_ENV_VALUE_BYTES = 4096
+# The API document's own example (one repo of it: the other builds from its default).
+EXAMPLE_WORKFLOW = "autoproject-workflow-dev"
+EXAMPLE_CREATE: JsonDict = {
+    "workflow_name": EXAMPLE_WORKFLOW,
+    "env_name": "dev",
+    "targets": [
+        {
+            "name": "redis3",
+            "build": {"repos": [{"repo_name": "voting-app", "branch": "master", "pr": 0}]},
+        }
+    ],
+}
 # Unicode's control characters (Cc): C0, DEL and C1. Tab is the one a value may hold.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
@@ -90,6 +103,8 @@ class TargetIn(_In):
 
 
 class CreateTaskIn(_In):
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
+
     workflow_name: Name
     env_name: Name
     targets: list[TargetIn] = Field(min_length=1, max_length=MAX_TARGETS)

@@ -35,7 +35,7 @@ def _offset(raw: str | None) -> int:
     )
 
 
-_JOB_ID = path_parameter("job", "the job's id", whole_number_schema(0, MAX_ID_DIGITS))
+_JOB_ID = path_parameter("job", "the job's id", whole_number_schema(0, MAX_ID_DIGITS), 1)
 _OFFSET = {
     "name": "offset",
     "in": "query",
