@@ -23,7 +23,7 @@ services:
     build:
       repos: [voting-app, dyliu]
       script: make build
-      variables: {{FLAVOUR: plain, DEBUG: ""}}
+      variables: {{FLAVOUR: plain, SIZE: "", MODE: ""}}
     deploy: {{script: ./deploy.sh}}
   web:
     build: {{repos: [dyliu], script: make web}}

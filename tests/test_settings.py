@@ -174,7 +174,7 @@ def test_a_default_value_follows_the_same_rules_as_a_request_value() -> None:
     [problem] = problems_of(_with_variables('{NOTE: "two\\nlines"}'))
     assert problem == (
         "services.redis3.build.variables.NOTE: must not hold control characters other than "
-        "tab (found '\\n')"
+        "tab; found '\\n' at 3"
     )
 
 

@@ -118,7 +118,7 @@ def test_create_captures_commits_and_step_definitions(
     [target] = spec["targets"]
     assert target["build"] == {"script": "make build", "timeout_s": 3600, "queue": None}
     # The declared defaults are captured with the request's values, for restarts.
-    assert target["envs"] == [["FLAVOUR", "x y"], ["DEBUG", ""]]
+    assert target["envs"] == [["FLAVOUR", "x y"], ["SIZE", ""], ["MODE", ""]]
     assert [r["commit"] for r in target["repos"]] == [
         repos.voting.head("master"),
         repos.dyliu.head("main"),
@@ -254,7 +254,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
                 ]
             ),
             f"targets[0].envs[1].key: {key!r} is not a build variable of service 'redis3' "
-            "(it declares ['DEBUG', 'FLAVOUR'] in services.redis3.build.variables)",
+            "(it declares ['FLAVOUR', 'MODE', 'SIZE'] in services.redis3.build.variables)",
         )
         for key in ("CONVEYOR_ENV", "BASH_ENV", "PATH", "LD_PRELOAD", "NAMESPACE", "flavour")
     ),

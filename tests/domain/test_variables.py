@@ -32,5 +32,5 @@ def test_prefixes_and_shapes_are_refused() -> None:
     )
     assert variable_name_problem("PYTHON_GIL") is not None
     assert variable_name_problem("A=B") is not None
-    assert variable_value_problem("x" * 4097) == "must be at most 4096 bytes of UTF-8"
+    assert variable_value_problem("x" * 4097) == "must be at most 4096 bytes of UTF-8, not 4097"
     assert variable_value_problem("\ud800") is not None

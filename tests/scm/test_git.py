@@ -57,3 +57,11 @@ def test_credentials_in_urls_are_masked() -> None:
         GitCli(timeout_s=5).resolve("https://bot:s3cret@127.0.0.1:9/a.git", ["refs/heads/main"])
     assert "s3cret" not in str(info.value)
     assert "***@127.0.0.1" in str(info.value)
+
+
+def test_refs_past_the_argument_limit_are_an_upstream_error_not_a_crash(
+    make_repo: RepoFactory,
+) -> None:
+    repo = make_repo("app")
+    with pytest.raises(UpstreamError, match="could not start: Argument list too long"):
+        GitCli().resolve(repo.url, ["refs/heads/" + "a" * 200_000])

@@ -10,9 +10,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conveyor.api.deps import SECURITY_SCHEMES
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.routes import tasks, workflow_tasks
-from conveyor.api.schemas import CreateTaskIn
+from conveyor.api.schemas import CreateTaskIn, ErrorOut
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
@@ -41,6 +42,20 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class HeadAsGetMiddleware:
+    """HEAD is GET without the body (RFC 9110 9.3.2), which FastAPI's routes do not
+    answer on their own. The server sees its own scope still saying HEAD and sends no
+    body; the route sees GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -67,6 +82,7 @@ def create_app(container: Container) -> FastAPI:
         return {"status": "ok"}
 
     install_error_handlers(app)
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
     def openapi() -> dict[str, Any]:
@@ -74,10 +90,14 @@ def create_app(container: Container) -> FastAPI:
             schema = get_openapi(
                 title=app.title, version=app.version, summary=app.summary, routes=app.routes
             )
-            body = CreateTaskIn.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(body.pop("$defs", {}))
-            components["CreateTaskIn"] = body
+            components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            # Models the routes read or answer with themselves (docs/adr/0002).
+            for model in (CreateTaskIn, ErrorOut):
+                body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(body.pop("$defs", {}))
+                schemas[model.__name__] = body
+            components["securitySchemes"] = SECURITY_SCHEMES
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,21 +1,92 @@
-"""What every route needs: the services, and the checks of shared path values."""
+"""What every route needs: the services, the checks of shared path values, and how
+the OpenAPI document describes them.
 
-from typing import Annotated, Any
+Routes read their path values, query and `Authorization` header from the request
+themselves, after authentication (docs/adr/0002), so FastAPI does not see them as
+parameters; each route declares them in `openapi_extra` with these helpers instead.
+"""
 
-from fastapi import Header, Request
+from typing import Any
 
-from conveyor.api.schemas import ErrorOut
+from fastapi import Request
+
+from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.tasks import CommitMatch, Task
 from conveyor.wiring import Container
 
-Authorization = Annotated[
-    str | None,
-    Header(description="`Bearer <token>` or `X-API-KEY <token>`"),
-]
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 500)
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <token>`",
+    },
+    "x-api-key": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "`Authorization: X-API-KEY <token>`: the whole header value",
+    },
 }
+# Either scheme will do (each entry of an OpenAPI `security` list is an alternative).
+SECURED: dict[str, Any] = {"security": [{name: []} for name in SECURITY_SCHEMES]}
+
+_ERROR_WHEN = {
+    400: "an invalid parameter, body, path value or reference",
+    401: "no token, or a malformed, unknown, expired or revoked one",
+    403: "the token's roles lack the permission on this workflow",
+    404: "no such task or job",
+    409: "the task's state does not allow this",
+    413: "the body is larger than 1 MiB",
+    415: "the body is not application/json",
+    500: "a real fault, logged under the request id the detail names",
+}
+MAX_ID_DIGITS = 18
+MAX_OFFSET_DIGITS = 15
+
+
+ERROR_SCHEMA = {"$ref": "#/components/schemas/ErrorOut"}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error rows a route can answer with, each as ErrorOut in JSON. The
+    content is spelled out (not `model`): FastAPI files a model under the route's own
+    media type, which for the log is text/plain. app.openapi() publishes ErrorOut."""
+    return {
+        code: {
+            "description": _ERROR_WHEN[code],
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for code in codes
+    }
+
+
+def path_parameter(
+    name: str, description: str, schema: dict[str, Any], example: object
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": schema,
+        "example": example,
+    }
+
+
+def whole_number_schema(minimum: int, digits: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": 10**digits - 1}
+
+
+WORKFLOW_NAME = path_parameter(
+    "name",
+    "the workflow's name",
+    {"type": "string", "minLength": 1, "maxLength": MAX_NAME},
+    EXAMPLE_WORKFLOW,
+)
+TASK_ID = path_parameter(
+    "id", "the task's id within its workflow", whole_number_schema(1, MAX_ID_DIGITS), 1
+)
 
 
 def container(request: Request) -> Container:
@@ -36,8 +107,14 @@ def whole_number(raw: str, problem: str, *, positive: bool = False, digits: int 
     return int(raw)
 
 
+def authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
+
+
 def task_id_from_path(raw: str) -> int:
-    return whole_number(raw, f"id: {raw!r} is not a positive task id", positive=True)
+    return whole_number(
+        raw, f"id: {raw!r} is not a positive task id", positive=True, digits=MAX_ID_DIGITS
+    )
 
 
 def task_times(task: Task) -> dict[str, int]:

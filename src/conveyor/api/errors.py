@@ -1,7 +1,7 @@
 """Every error leaves as a real status and `{"resultCode", "errorMsg", "detail"}`."""
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,6 +22,15 @@ from conveyor.settings import format_loc
 
 log = logging.getLogger("conveyor.api")
 
+
+class BodyTooLarge(RequestError):
+    """413: the request body is larger than the endpoint accepts."""
+
+
+class UnsupportedMediaType(RequestError):
+    """415: the request body is not of a media type the endpoint reads."""
+
+
 MESSAGES = {
     400: "param is illegal!",
     401: "auth failed!",
@@ -29,6 +38,8 @@ MESSAGES = {
     404: "task not found",
     405: "method not allowed",
     409: "task state conflict",
+    413: "request body too large",
+    415: "unsupported media type",
     500: "internal error",
 }
 _STATUS: dict[type[RequestError], int] = {
@@ -37,33 +48,55 @@ _STATUS: dict[type[RequestError], int] = {
     Forbidden: 403,
     TaskNotFound: 404,
     StateConflict: 409,
+    BodyTooLarge: 413,
+    UnsupportedMediaType: 415,
 }
+# A detail longer than this is cut: it is for a person, and a body of many thousand
+# bad items must not come back as a megabyte of complaints.
+_MAX_PROBLEMS = 10
 
 
 def error_response(
-    status: int, detail: str | None, headers: dict[str, str] | None = None
+    status: int, detail: str | None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body: dict[str, Any] = {"resultCode": status, "errorMsg": MESSAGES[status]}
     if detail:
-        body["detail"] = detail
+        body["detail"] = encodable(detail)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def encodable(text: str) -> str:
+    """`text` with any lone surrogate (from a caller's JSON) escaped, so it encodes as
+    UTF-8: echoing a bad value must not turn a 400 into a 500."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
     """Pydantic errors as `targets[0].build.repos[1].pr: Input should be ...`."""
     parts = []
-    for err in errors:
+    for err in errors[:_MAX_PROBLEMS]:
         loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path")]
         where = format_loc(loc) or "body"
         msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
         if err.get("type") == "missing":
             msg = "required"
         parts.append(f"{where}: {msg}")
+    if len(errors) > _MAX_PROBLEMS:
+        parts.append(f"and {len(errors) - _MAX_PROBLEMS} more")
     return "; ".join(parts)
 
 
 def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
+
+
+def _allow(exc: StarletteHTTPException) -> dict[str, str]:
+    """The router's `Allow` (RFC 9110 15.5.6), with HEAD wherever GET is: HEAD is
+    answered as GET (api/app.py)."""
+    methods = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.append("HEAD")
+    return {"Allow": ", ".join(methods)}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -82,7 +115,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(404, f"no such path: {request.method} {request.url.path}")
         if exc.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+            return error_response(
+                405, f"{request.method} is not allowed on {request.url.path}", _allow(exc)
+            )
         status = exc.status_code if exc.status_code in MESSAGES else 400
         return error_response(status, str(exc.detail))
 

@@ -1,8 +1,56 @@
 """Request and response bodies, exactly as the API document names them."""
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from conveyor.domain.states import PublicStatus
+from conveyor.domain.variables import MAX_VALUE_BYTES, variable_value_problem
+
+# The limits of the create body (docs/api.md, docs/adr/0009-input-limits.md). Names are
+# stored in String(200) columns; a branch is one argument of `git ls-remote`.
+MAX_NAME = 200
+MAX_BRANCH = 255
+MAX_TARGETS = 100
+MAX_REPOS = 50
+MAX_ENVS = 100
+MAX_ENV_KEY = 128
+MAX_ENV_VALUE_BYTES = MAX_VALUE_BYTES
+# The API document's own example (one repo of it: the other builds from its default).
+EXAMPLE_WORKFLOW = "autoproject-workflow-dev"
+EXAMPLE_CREATE: JsonDict = {
+    "workflow_name": EXAMPLE_WORKFLOW,
+    "env_name": "dev",
+    "targets": [
+        {
+            "name": "redis3",
+            "build": {"repos": [{"repo_name": "voting-app", "branch": "master", "pr": 0}]},
+        }
+    ],
+}
+
+
+def _short_text(value: str) -> str:
+    """The spec's rule for an env value (domain/variables.py)."""
+    problem = variable_value_problem(value)
+    if problem:
+        raise PydanticCustomError("invalid_value", "{problem}", {"problem": problem})
+    return value
+
+
+Name = Annotated[StrictStr, Field(max_length=MAX_NAME)]
+EnvValue = Annotated[
+    StrictStr,
+    Field(
+        max_length=MAX_ENV_VALUE_BYTES,
+        description=f"at most {MAX_ENV_VALUE_BYTES} bytes of UTF-8 text; "
+        "no control characters but tab",
+        json_schema_extra={"pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f-\\u009f]*$"},
+    ),
+    AfterValidator(_short_text),
+]
 
 
 class _In(BaseModel):
@@ -10,8 +58,10 @@ class _In(BaseModel):
 
 
 class RepoIn(_In):
-    repo_name: StrictStr = Field(description="a repo of the service's build")
-    branch: StrictStr = Field(description="branch to build (a valid git ref name)")
+    repo_name: Name = Field(description="a repo of the service's build")
+    branch: StrictStr = Field(
+        max_length=MAX_BRANCH, description="branch to build (a valid git ref name)"
+    )
     pr: StrictInt = Field(
         0, ge=0, le=2**31 - 1, description="GitLab merge request iid; 0 builds the branch"
     )
@@ -19,25 +69,30 @@ class RepoIn(_In):
 
 class BuildIn(_In):
     repos: list[RepoIn] = Field(
-        description="repos to build; an empty list builds every repo from its default branch"
+        max_length=MAX_REPOS,
+        description="repos to build; an empty list builds every repo from its default branch",
     )
 
 
 class EnvVarIn(_In):
-    key: StrictStr
-    value: StrictStr
+    key: StrictStr = Field(max_length=MAX_ENV_KEY, description="a build variable's name")
+    value: EnvValue
 
 
 class TargetIn(_In):
-    name: StrictStr = Field(description="a service of the workflow")
+    name: Name = Field(description="a service of the workflow")
     build: BuildIn
-    envs: list[EnvVarIn] = Field(default_factory=list, description="extra build variables")
+    envs: list[EnvVarIn] = Field(
+        default_factory=list, max_length=MAX_ENVS, description="extra build variables"
+    )
 
 
 class CreateTaskIn(_In):
-    workflow_name: StrictStr
-    env_name: StrictStr
-    targets: list[TargetIn] = Field(min_length=1)
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE_CREATE]})
+
+    workflow_name: Name
+    env_name: Name
+    targets: list[TargetIn] = Field(min_length=1, max_length=MAX_TARGETS)
 
 
 class CreateTaskOut(BaseModel):

@@ -97,10 +97,16 @@ def variable_name_problem(name: str) -> str | None:
 
 
 def variable_value_problem(value: str) -> str | None:
-    """Why `value` may not be a build variable's value, or None."""
+    """Why `value` may not be a build variable's value, or None: it reaches a job's
+    environment, where NUL cannot exist, and its log, where a line break or an escape
+    sequence would forge someone else's line."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_VALUE_BYTES:
+        return f"must be at most {MAX_VALUE_BYTES} bytes of UTF-8, not {size}"
     bad = _BAD_CHAR.search(value)
     if bad is not None:
-        return f"must not hold control characters other than tab (found {bad.group()!r})"
-    if len(value.encode()) > MAX_VALUE_BYTES:
-        return f"must be at most {MAX_VALUE_BYTES} bytes of UTF-8"
+        return (
+            "must not hold control characters other than tab; "
+            f"found {bad.group()!r} at {bad.start()}"
+        )
     return None

@@ -51,6 +51,10 @@ class GitCli:
             raise UpstreamError(
                 f"git ls-remote {mask_url(url)} did not answer in {self.timeout_s:g}s"
             ) from exc
+        except OSError as exc:  # git missing, or arguments past the system's limit
+            raise UpstreamError(
+                f"git ls-remote {mask_url(url)} could not start: {exc.strerror}"
+            ) from exc
         if proc.returncode != 0:
             lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
             # git's first "fatal:" line says what went wrong; the rest is boilerplate advice.

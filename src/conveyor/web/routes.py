@@ -6,7 +6,7 @@ through the JSON API with the token the person gives it (tokens never travel in 
 
 from importlib import resources
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 
 router = APIRouter(include_in_schema=False)
@@ -30,5 +30,5 @@ def task_page(name: str, id: str) -> Response:
 @router.get("/static/{file}")
 def static_file(file: str) -> Response:
     if file not in _TYPES:
-        return Response(status_code=404)
+        raise HTTPException(404)  # the JSON 404 every unknown path gets
     return Response((_STATIC / file).read_bytes(), media_type=_TYPES[file], headers=_HEADERS)

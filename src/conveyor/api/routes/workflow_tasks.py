@@ -8,11 +8,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from conveyor.api.body import check_json_document, read_body, require_json_media_type
 from conveyor.api.deps import (
-    ERROR_RESPONSES,
-    Authorization,
+    SECURED,
+    TASK_ID,
+    WORKFLOW_NAME,
+    authorization,
     commit_json,
     container,
+    error_responses,
     task_id_from_path,
     task_times,
     whole_number,
@@ -63,32 +67,26 @@ _LOOKUP_PARAMETERS = [
         "description": "how many tasks at most",
         "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
     },
-    {
-        "name": "authorization",
-        "in": "header",
-        "required": True,
-        "description": "`Bearer <token>` or `X-API-KEY <token>`",
-        "schema": {"type": "string"},
-    },
 ]
+_TASK_PARAMETERS = [TASK_ID, WORKFLOW_NAME]
 
 
 @router.get(
     "",
     response_model=list[TaskItemOut],
-    responses=ERROR_RESPONSES,
+    responses=error_responses(400, 401, 500),
     summary="Every task that built a commit, newest first",
     # The API's hot path: the values are read from the request as they are and checked
     # after authentication; FastAPI's parameter handling would only add cost here.
-    openapi_extra={"parameters": _LOOKUP_PARAMETERS},
+    openapi_extra={"parameters": _LOOKUP_PARAMETERS, **SECURED},
 )
 async def find_tasks_by_commit(request: Request) -> JSONResponse:
     c = container(request)
-    authorization = request.headers.get("authorization")
+    token = authorization(request)
     query = request.query_params
 
     def lookup() -> list[dict[str, Any]]:
-        principal = c.tokens.authenticate(authorization)
+        principal = c.tokens.authenticate(token)
         found = c.tasks.find_by_commit(
             principal, query.get("commitId", ""), _limit(query.get("limit"))
         )
@@ -102,40 +100,38 @@ async def find_tasks_by_commit(request: Request) -> JSONResponse:
 TaskOperation = Callable[[TaskService, Principal, str, int], Task]
 
 
-def _act_on_task(
-    request: Request, id: str, name: str, authorization: str | None, operation: TaskOperation
-) -> JSONResponse:
+def _act_on_task(request: Request, operation: TaskOperation) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization)
-    operation(c.tasks, principal, name, task_id_from_path(id))
+    principal = c.tokens.authenticate(authorization(request))
+    path = request.path_params
+    operation(c.tasks, principal, path["name"], task_id_from_path(path["id"]))
     return JSONResponse(_SUCCESS)
 
 
 @router.post(
     "/id/{id}/pipelines/{name}/restart",
     response_model=ResultOut,
-    responses=ERROR_RESPONSES,
+    responses=error_responses(400, 401, 403, 404, 409, 500),
     summary="Rerun a failed, timed-out or cancelled task's jobs that did not pass",
+    openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
-def restart_task(
-    request: Request, id: str, name: str, authorization: Authorization = None
-) -> JSONResponse:
-    return _act_on_task(request, id, name, authorization, TaskService.restart)
+def restart_task(request: Request) -> JSONResponse:
+    return _act_on_task(request, TaskService.restart)
 
 
 @router.post(
     "/id/{id}/pipelines/{name}/cancel",
     response_model=ResultOut,
-    responses=ERROR_RESPONSES,
+    responses=error_responses(400, 401, 403, 404, 409, 500),
     summary="Cancel a created or running task",
+    openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
-def cancel_task(
-    request: Request, id: str, name: str, authorization: Authorization = None
-) -> JSONResponse:
-    return _act_on_task(request, id, name, authorization, TaskService.cancel)
+def cancel_task(request: Request) -> JSONResponse:
+    return _act_on_task(request, TaskService.cancel)
 
 
 def _create_request(raw: bytes) -> CreateRequest:
+    check_json_document(raw)
     try:
         body = CreateTaskIn.model_validate_json(raw)
     except ValidationError as exc:
@@ -157,7 +153,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 @router.post(
     "/create",
     response_model=CreateTaskOut,
-    responses=ERROR_RESPONSES,
+    responses=error_responses(400, 401, 403, 413, 415, 500),
     summary="Create a workflow task: resolve every ref to a commit and queue it",
     # The body is read after authentication (so a caller without a token always gets
     # 401), which FastAPI's own body parsing would do first; the schema is still published.
@@ -167,12 +163,14 @@ def _create_request(raw: bytes) -> CreateRequest:
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/CreateTaskIn"}}
             },
-        }
+        },
+        **SECURED,
     },
 )
-async def create_task(request: Request, authorization: Authorization = None) -> JSONResponse:
+async def create_task(request: Request) -> JSONResponse:
     c = container(request)
-    principal = await run_in_threadpool(c.tokens.authenticate, authorization)
-    create = _create_request(await request.body())
+    principal = await run_in_threadpool(c.tokens.authenticate, authorization(request))
+    require_json_media_type(request.headers.get("content-type"))
+    create = _create_request(await read_body(request))
     task = await run_in_threadpool(c.tasks.create, principal, create)
     return JSONResponse({"workflow_name": task.workflow_name, "task_id": task.task_id})
