@@ -132,3 +132,24 @@ def test_members_are_found_by_their_marks_and_as_descendants(
     finally:
         reporter.cancel.set()
         thread.join(GRACE + 5)
+
+
+def test_a_cancelled_job_gets_its_grace_to_clean_up(repo: GitRepo, paths: RunnerPaths) -> None:
+    """Only the processes there at the cancel get SIGTERM: the commands of a cleanup
+    handler run undisturbed until the grace ends."""
+    script = (
+        "trap 'echo cleaning up; sleep 0.3; echo cleaned; exit 1' TERM\n"
+        "echo ready\nsleep 300 & wait"
+    )
+    reporter = RecordingReporter()
+    spec = spec_for(repo, script, cancel_grace_s=5)
+    runner = threading.Thread(target=run_job, args=(spec, paths, reporter))
+    runner.start()
+    deadline = time.monotonic() + 20
+    while not paths.log(7).exists() or "ready" not in log_of(paths):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    reporter.cancel.set()
+    runner.join(10)
+    assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
+    assert "cleaning up\ncleaned\n" in log_of(paths)

@@ -109,8 +109,14 @@ class JobProcess:
 
     def stop(self, grace_s: float) -> list[ProcessInfo]:
         """Stop every process of the job (the script too, if it runs): SIGTERM, then
-        SIGKILL after `grace_s`. Returns those it had to stop."""
-        return stop_processes(self.members, grace_s, wait=self.pump)
+        SIGKILL after `grace_s`. Returns those it had to stop.
+
+        A sandbox's own processes get no SIGTERM: bwrap would die of it at once and take
+        the whole namespace down with SIGKILL, leaving the script no grace to clean up.
+        They end when the script does, or with the SIGKILL after the grace."""
+        return stop_processes(
+            self.members, grace_s, wait=self.pump, spare=lambda p: p.name == "bwrap"
+        )
 
     def finish(self) -> tuple[int, bool]:
         """Reap the script; read the output that is left. Returns the script's exit code

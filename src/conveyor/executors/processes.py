@@ -159,27 +159,32 @@ def stop_processes(
     find: Callable[[], list[ProcessInfo]],
     grace_s: float,
     wait: Callable[[float], None] = time.sleep,
+    spare: Callable[[ProcessInfo], bool] = lambda p: False,
 ) -> list[ProcessInfo]:
-    """SIGTERM every process `find` returns, and any that appear while they stop;
-    SIGKILL those left after `grace_s`. Returns what `find` found at first.
-    `wait` passes time (a runner reads the job's output meanwhile)."""
+    """SIGTERM the processes `find` returns, wait up to `grace_s` for them and any they
+    start meanwhile (a cleanup handler's own commands are left alone) to end, then
+    SIGKILL every one still there, again until none is. Returns what `find` found at
+    first. `wait` passes time (a runner reads the job's output meanwhile); `spare`
+    names processes that get no SIGTERM, only the SIGKILL if they are still there."""
     first = find()
+    for p in first:
+        if not spare(p):
+            send_signal(p, signal.SIGTERM)
     members = first
-    termed: set[tuple[int, int]] = set()
-    deadline = time.monotonic() + grace_s
     pause = 0.005
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        while members:
-            for p in members:
-                if sig is signal.SIGKILL or (p.pid, p.start) not in termed:
-                    send_signal(p, sig)
-                    termed.add((p.pid, p.start))
-            if time.monotonic() >= deadline:
-                break
-            wait(pause)
-            pause = min(pause * 2, 0.1)
-            members = find()
-        deadline = time.monotonic() + KILL_WAIT_S
+    deadline = time.monotonic() + grace_s
+    while members and time.monotonic() < deadline:
+        wait(pause)
+        pause = min(pause * 2, 0.1)
+        members = find()
+    deadline = time.monotonic() + KILL_WAIT_S
+    while members:
+        for p in members:
+            send_signal(p, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            break
+        wait(0.01)
+        members = find()
     return first
 
 
