@@ -22,6 +22,7 @@ from conveyor.executors.processes import (
     RunnerIdentity,
     job_members,
     snapshot,
+    start_time,
     stop_processes,
 )
 
@@ -56,6 +57,8 @@ class JobProcess:
             **popen,
         )
         self.pid = self._proc.pid
+        # Every process of the job starts after its script: older ones need no look.
+        self._since = start_time(self.pid)
         assert self._proc.stdout is not None
         self._out: int | None = self._proc.stdout.fileno()
         os.set_blocking(self._out, False)
@@ -105,7 +108,7 @@ class JobProcess:
             taken += len(chunk)
 
     def members(self) -> list[ProcessInfo]:
-        return job_members(snapshot(), self._runner, self._job_id, leader=self.pid)
+        return job_members(snapshot(self._since), self._runner, self._job_id, leader=self.pid)
 
     def stop(self, grace_s: float) -> list[ProcessInfo]:
         """Stop every process of the job (the script too, if it runs): SIGTERM, then

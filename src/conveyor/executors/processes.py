@@ -27,7 +27,6 @@ MARK_INSTALLATION = "CONVEYOR_INSTALLATION"
 MARK_RUNNER = "CONVEYOR_RUNNER"
 MARK_JOB = "CONVEYOR_JOB_ID"
 _MARKS = tuple(f"{m}=".encode() for m in (MARK_INSTALLATION, MARK_RUNNER, MARK_JOB))
-PROC = Path("/proc")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,44 +60,59 @@ class ProcessInfo:
         return next((v for k, v in self.marks if k == name), None)
 
 
-def _read_process(entry: Path) -> ProcessInfo | None:
+# Plain open() and listdir() below, not pathlib: a scan runs at every job's end, and
+# pathlib doubled its cost (3.1 against 1.6 ms for 78 processes here).
+def _read_process(pid: str, since: int) -> ProcessInfo | None:
     try:
-        stat = (entry / "stat").read_bytes()
+        with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123
+            stat = f.read()
     except OSError:  # gone meanwhile
         return None
-    try:
-        environ = (entry / "environ").read_bytes()
-    except OSError:  # not ours to read: not ours to stop either, unless it is a descendant
-        environ = b""
     name, _, rest = stat.partition(b" (")[2].rpartition(b") ")
     fields = rest.split()
-    if fields[0] in (b"Z", b"X"):  # dead, only not reaped yet
+    start = int(fields[19])
+    if fields[0] in (b"Z", b"X") or start < since:  # dead, or older than what we look for
         return None
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:  # noqa: PTH123
+            environ = f.read()
+    except OSError:  # not ours to read: not ours to stop either, unless it is a descendant
+        environ = b""
     marks = tuple(
         (item.partition(b"=")[0].decode(), item.partition(b"=")[2].decode(errors="replace"))
         for item in environ.split(b"\0")
         if item.startswith(_MARKS)
     )
     return ProcessInfo(
-        pid=int(entry.name),
+        pid=int(pid),
         ppid=int(fields[1]),
         pgid=int(fields[2]),
         sid=int(fields[3]),
-        start=int(fields[19]),
+        start=start,
         name=name.decode(errors="replace"),
         marks=marks,
     )
 
 
-def snapshot(proc_root: Path = PROC) -> list[ProcessInfo]:
-    """Every living process on this host (as far as this user may read them)."""
+def snapshot(since: int = 0) -> list[ProcessInfo]:
+    """Every living process on this host (as far as this user may read them) started
+    at or after `since` (clock ticks after boot, as `ProcessInfo.start`)."""
     found = []
-    for entry in proc_root.iterdir():
-        if entry.name.isdigit():
-            info = _read_process(entry)
+    for pid in os.listdir("/proc"):  # noqa: PTH208
+        if pid.isdigit():
+            info = _read_process(pid, since)
             if info is not None:
                 found.append(info)
     return found
+
+
+def start_time(pid: int) -> int:
+    """When `pid` started, in clock ticks after boot; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123
+            return int(f.read().rpartition(b") ")[2].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def job_members(
@@ -128,12 +142,8 @@ def job_members(
     return list(members.values())
 
 
-def _same_process(info: ProcessInfo, proc_root: Path = PROC) -> bool:
-    try:
-        stat = (proc_root / str(info.pid) / "stat").read_bytes()
-    except OSError:
-        return False
-    return int(stat.rpartition(b") ")[2].split()[19]) == info.start
+def _same_process(info: ProcessInfo) -> bool:
+    return start_time(info.pid) == info.start
 
 
 def send_signal(info: ProcessInfo, sig: signal.Signals) -> None:
@@ -189,15 +199,12 @@ def stop_processes(
 
 
 def processes_of_dead_runners(
-    installation: str,
-    hostname: str,
-    pid_alive: Callable[[int], bool],
-    proc_root: Path = PROC,
+    installation: str, hostname: str, pid_alive: Callable[[int], bool]
 ) -> dict[int, list[ProcessInfo]]:
     """Job processes of this installation on this host whose runner is dead, by job id.
     Another installation's processes are never its business, dead runner or not."""
     found: dict[int, list[ProcessInfo]] = {}
-    for p in snapshot(proc_root):
+    for p in snapshot():
         host, _, pid = (p.mark(MARK_RUNNER) or "").rpartition(":")
         job = p.mark(MARK_JOB) or ""
         if (
