@@ -1,5 +1,6 @@
 """kill -9 of the server while tasks are queued or running, then a restart."""
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from conveyor.settings import load_config
 from conveyor.wiring import build_container
 from tests.conftest import GitRepo, PgServer, RepoFactory, alive
+from tests.engine.test_sandbox import require_bubblewrap
 from tests.server import Server, free_port
 
 CONFIG = """
@@ -31,10 +33,18 @@ services:
         if [ -e "{slow}" ]; then sleep 1000; else sleep 0.2; fi
         echo "end $CONVEYOR_JOB_ID" >> "{events}"
     deploy: {{script: "true"}}
+  jailed:
+    sandbox: bubblewrap
+    build:
+      repos: [app]
+      script: |
+        setsid sleep 3601.{port} < /dev/null > /dev/null 2>&1 &
+        exec sleep 3601.{port}
+    deploy: {{script: "true"}}
 envs:
   dev: {{}}
 workflows:
-  wf: {{env: dev, services: [svc], parallel: true}}
+  wf: {{env: dev, services: [svc, jailed], parallel: true}}
 roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
 """
@@ -181,3 +191,28 @@ def test_a_restarted_server_never_stops_another_installations_jobs(
         if pg_server:
             for url in urls:
                 pg_server.drop(url)
+
+
+def _sleeping(tag: str) -> int:
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    return ps.stdout.splitlines().count(f"sleep {tag}")
+
+
+def test_a_sandboxed_job_ends_at_once_with_its_killed_server(server: Server) -> None:
+    """Under bubblewrap nothing waits for the next server: the sandbox dies with its
+    runner, every process of the job with it, whatever left the session."""
+    require_bubblewrap()
+    server.start()
+    body = {**BODY, "targets": [{"name": "jailed", "build": {"repos": []}}]}
+    url = f"{server.url}/api/directory/workflowTask/create"
+    assert httpx.post(url, json=body, headers=admin_headers(server)).status_code == 200
+    tag = f"3601.{server.port}"
+    deadline = time.monotonic() + 20
+    while _sleeping(tag) < 2:
+        assert time.monotonic() < deadline, "the sandboxed job never started"
+        time.sleep(0.05)
+    server.kill()
+    deadline = time.monotonic() + 5
+    while _sleeping(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _sleeping(tag) == 0
