@@ -213,3 +213,13 @@ def test_sandbox_settings_and_a_service_without_network() -> None:
     assert problems_of("sandbox: docker\n" + GOOD) == [
         "sandbox: Input should be 'none' or 'bubblewrap'"
     ]
+
+
+def test_credentials_in_repo_urls_are_masked_like_secrets() -> None:
+    text = GOOD.replace(
+        "/srv/voting-app.git", "https://ci-bot:glpat-Super%40Secret-99@gitlab.example.com/x.git"
+    ).replace("/srv/dyliu.git", "https://tok-0123456789abcdef@gitlab.example.com/y.git")
+    values = parse_config(text).secret_values()
+    assert {"glpat-Super%40Secret-99", "glpat-Super@Secret-99", "tok-0123456789abcdef"} <= set(
+        values
+    )

@@ -31,6 +31,7 @@ services:
         echo "building hello at $HELLO_COMMIT"
         cat hello/README.md
         echo "IMAGE=hello:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"
+      outputs: [IMAGE]    # what the build may hand its deploy
       timeout: 5m
     deploy:
       script: echo "deploying $IMAGE to $NAMESPACE"

@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conveyor.domain.durations import parse_duration
-from conveyor.domain.masking import MIN_SECRET_CHARS
+from conveyor.domain.masking import MIN_SECRET_CHARS, url_secrets
 from conveyor.domain.refs import branch_name_problem
 from conveyor.domain.variables import (
     repo_variables,
@@ -75,6 +75,10 @@ class BuildConfig(_Strict):
         default_factory=dict,
         description="the variables a task's `targets[].envs` may set, with their defaults; "
         "they reach the build only",
+    )
+    outputs: list[StrictStr] = Field(
+        default_factory=list,
+        description="names the build may hand its deploy through $CONVEYOR_OUTPUT",
     )
     timeout: Seconds = Field(3600, description="build step timeout (default 1h)")
     queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
@@ -173,8 +177,10 @@ class Config(_Strict):
         return svc.network if svc is not None else True
 
     def secret_values(self) -> list[str]:
-        """Every secret of every env: masked in every job's log, whatever its env."""
-        return [v for env in self.envs.values() for v in env.resolved_secrets().values()]
+        """Every secret of every env, and the credentials in repo URLs: masked in every
+        job's log, whatever its env."""
+        values = [v for env in self.envs.values() for v in env.resolved_secrets().values()]
+        return values + [s for repo in self.repos.values() for s in url_secrets(repo.url)]
 
 
 class EnvOverrides(BaseSettings):
@@ -305,8 +311,8 @@ def _cross_reference_problems(cfg: Config) -> list[str]:
 
 
 def _variable_clash_problems(cfg: Config) -> list[str]:
-    """A build variable must not share its name with a variable Conveyor sets for the
-    job: the request's value would otherwise be silently overridden, or override."""
+    """A build variable or output must not share its name with a variable Conveyor or the
+    env sets for the job: its value would otherwise be silently overridden, or override."""
     problems = []
     for sname, svc in cfg.services.items():
         declared = svc.build.variables
@@ -314,10 +320,19 @@ def _variable_clash_problems(cfg: Config) -> list[str]:
             for problem in (variable_name_problem(name), variable_value_problem(value)):
                 if problem:
                     problems.append(f"services.{sname}.build.variables.{name}: {problem}")
+        for i, name in enumerate(svc.build.outputs):
+            problem = variable_name_problem(name)
+            if name in svc.build.outputs[:i]:
+                problem = "listed twice"
+            if problem:
+                problems.append(f"services.{sname}.build.outputs[{i}]: {name!r} {problem}")
+        # The names this service's build itself decides, by the key they are under.
+        owned = {"variables": set(declared), "outputs": set(svc.build.outputs)}
         for repo in svc.build.repos:
-            for name in set(repo_variables(repo)) & declared.keys():
-                where = f"services.{sname}.build.variables.{name}"
-                problems.append(f"{where}: Conveyor sets it (repo {repo!r})")
+            for kind, names in owned.items():
+                for name in sorted(set(repo_variables(repo)) & names):
+                    where = f"services.{sname}.build.{kind}.{name}"
+                    problems.append(f"{where}: Conveyor sets it (repo {repo!r})")
         # The envs this service may run in, each with a workflow that takes it there.
         reach: dict[str, str] = {}
         for wname, wf in cfg.workflows.items():
@@ -326,12 +341,13 @@ def _variable_clash_problems(cfg: Config) -> list[str]:
                     reach.setdefault(ename, wname)
         for ename, wname in reach.items():
             env = cfg.envs[ename]
-            for kind, names in (("vars", env.vars), ("secrets", env.secrets)):
-                for name in sorted(declared.keys() & names.keys()):
-                    problems.append(
-                        f"services.{sname}.build.variables.{name}: also in "
-                        f"envs.{ename}.{kind} (workflow {wname!r} runs it there)"
-                    )
+            for kind, env_names in (("vars", set(env.vars)), ("secrets", set(env.secrets))):
+                for own, names in owned.items():
+                    for name in sorted(env_names & names):
+                        problems.append(
+                            f"services.{sname}.build.{own}.{name}: also in "
+                            f"envs.{ename}.{kind} (workflow {wname!r} runs it there)"
+                        )
     return problems
 
 

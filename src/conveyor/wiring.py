@@ -14,7 +14,7 @@ from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
-from conveyor.executors.processes import RunnerIdentity, process_alive, stop_orphans
+from conveyor.executors.processes import RunnerIdentity, runner_alive, start_time, stop_orphans
 from conveyor.executors.sandbox import (
     Isolation,
     JobUser,
@@ -72,7 +72,7 @@ class Container:
         reconcile_dead_runners(
             self.jobs,
             runner.host,
-            process_alive,
+            runner_alive,
             lambda: stop_orphans(runner, self.config.cancel_grace),
             "server restarted while the job ran",
             unix_now,
@@ -187,6 +187,17 @@ def runner_problems(config: Config) -> list[str]:
     return problems
 
 
+def runner_warnings(config: Config) -> list[str]:
+    """What works as configured but is weaker than it looks."""
+    if os.geteuid() == 0 and not config.run_as:
+        return [
+            "jobs run as root: even in the sandbox, with no capabilities, they can read "
+            "every root-owned file of the host; set run_as to an unprivileged user"
+        ]
+    return []
+
+
 def runner_identity(db: Database) -> RunnerIdentity:
     """This process as a runner of the installation `db` belongs to."""
-    return RunnerIdentity(installation_id(db), socket.gethostname(), os.getpid())
+    pid = os.getpid()
+    return RunnerIdentity(installation_id(db), socket.gethostname(), pid, start_time(pid))

@@ -11,7 +11,7 @@ from typing import Any
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
-from conveyor.executors.processes import process_alive, stop_orphans
+from conveyor.executors.processes import runner_alive, stop_orphans
 from conveyor.executors.runner import run_job
 from conveyor.services.reconciler import reconcile_dead_runners
 from conveyor.settings import Config
@@ -34,7 +34,7 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     stopped = reconcile_dead_runners(
         store,
         runner.host,
-        process_alive,
+        runner_alive,
         lambda: stop_orphans(runner, config.cancel_grace),
         "worker lost: its worker process died",
         unix_now,
@@ -63,7 +63,7 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
             "--pool=threads",
             f"--concurrency={concurrency}",
             f"--queues={','.join(queues or [config.queue])}",
-            f"--hostname=conveyor-{runner.id}@{runner.host}",
+            f"--hostname=conveyor-{runner.host}:{runner.pid}@{runner.host}",
             "--without-gossip",
             "--without-mingle",
             "--loglevel=INFO",

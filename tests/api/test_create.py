@@ -116,7 +116,12 @@ def test_create_captures_commits_and_step_definitions(
         spec = conn.execute(sa.select(tasks.c.spec)).scalar_one()
         job_rows = conn.execute(sa.select(jobs.c.stage, jobs.c.service, jobs.c.state)).all()
     [target] = spec["targets"]
-    assert target["build"] == {"script": "make build", "timeout_s": 3600, "queue": None}
+    assert target["build"] == {
+        "script": "make build",
+        "timeout_s": 3600,
+        "queue": None,
+        "outputs": [],
+    }
     # The declared defaults are captured with the request's values, for restarts.
     assert target["envs"] == [["FLAVOUR", "x y"], ["SIZE", ""], ["MODE", ""]]
     assert [r["commit"] for r in target["repos"]] == [

@@ -1,5 +1,6 @@
 """The `conveyor` command line, in-process and as a real server process."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.cli.main import app
+from conveyor.settings import load_config
+from conveyor.wiring import runner_warnings
 from tests.conftest import PG_URL, RepoFactory
 from tests.fixtures import CONFIG
 from tests.server import Server, free_port
@@ -177,3 +180,12 @@ def test_serve_refuses_a_broken_config(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "workflows.w.env: unknown env 'nope'" in proc.stderr
     assert "workflows.w.services[0]: unknown service 'x'" in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the warning is about jobs run as root")
+def test_jobs_as_root_are_a_warning_that_run_as_removes(config_file: Path) -> None:
+    result = runner.invoke(app, ["check-config", "-c", str(config_file)])
+    assert result.exit_code == 0
+    assert "warning: jobs run as root" in result.output
+    with_run_as = load_config(config_file).model_copy(update={"run_as": "nobody"})
+    assert runner_warnings(with_run_as) == []

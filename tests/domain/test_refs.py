@@ -55,6 +55,10 @@ def test_ordinary_names_are_accepted(name: str) -> None:
         ("x.", "must not end with '.'"),
         ("@", "must not be '@'"),
         ("a\tb", "must not contain '\\t'"),
+        # Accepted by git, but a C1 escape or a line separator would forge log lines.
+        ("c1\x9b2J", "must not contain '\\x9b'"),
+        ("a\u2028b", "must not contain '\\u2028'"),
+        ("a\x85b", "must not contain '\\x85'"),
     ],
 )
 def test_refusals_say_why(name: str, problem: str) -> None:

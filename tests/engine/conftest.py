@@ -32,6 +32,7 @@ services:
       repos: [app]
       timeout: {timeout}
       variables: {{MODE: "", GREETING: hello}}
+      outputs: [IMAGE]
       script: |
         echo "$CONVEYOR_JOB_ID $CONVEYOR_STAGE $CONVEYOR_SERVICE" >> "$PIDS/events"
         echo "build $CONVEYOR_SERVICE attempt $CONVEYOR_ATTEMPT token=$TOKEN greeting=$GREETING"

@@ -55,7 +55,9 @@ def test_build_outputs_cannot_run_code_in_the_deploy_or_move_it(engine: Engine) 
     task = engine.create(api="smuggle")
     assert engine.wait(task)["status"] == "passed"
     build, deploy = engine.jobs(task)
-    assert "BASH_ENV is reserved" in engine.log(build)
+    text = engine.log(build)
+    assert "ignored line 1 of $CONVEYOR_OUTPUT: BASH_ENV is not a declared output" in text
+    assert "ignored line 2 of $CONVEYOR_OUTPUT: NAMESPACE is not a declared output" in text
     text = engine.log(deploy)
     assert f"deploy api reg/api:{task} to dev" in text
     assert not (engine.pids / "smuggled").exists()

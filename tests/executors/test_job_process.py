@@ -1,7 +1,9 @@
 """No process outlives its job, however it tries to leave: setsid, a double fork, a
 closed or a held-open output; whatever ends the job: its exit, a timeout, a cancel."""
 
+import os
 import re
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,13 @@ import pytest
 
 from conveyor.domain.jobs import JobResult, Outcome
 from conveyor.executors.base import RunnerPaths
-from conveyor.executors.processes import RunnerIdentity, job_members, snapshot
+from conveyor.executors.processes import (
+    RunnerIdentity,
+    job_members,
+    runner_alive,
+    snapshot,
+    start_time,
+)
 from conveyor.executors.runner import run_job
 from tests.conftest import GitRepo, alive
 from tests.executors.conftest import RecordingReporter, log_of, spec_for, wait_for
@@ -122,7 +130,7 @@ def test_members_are_found_by_their_marks_and_as_descendants(
 ) -> None:
     """Another job's processes, and processes of another installation, are not members."""
     pids = tmp_path / "pids"
-    runner = RunnerIdentity("inst-a", "host", 1)
+    runner = RunnerIdentity("inst-a", "host", 1, 0)
     script = f"{ESCAPES['setsid']}\nsleep 300"
     thread, reporter, _ = _run_in_thread(script, repo, paths, pids)
     try:
@@ -153,3 +161,33 @@ def test_a_cancelled_job_gets_its_grace_to_clean_up(repo: GitRepo, paths: Runner
     runner.join(10)
     assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
     assert "cleaning up\ncleaned\n" in log_of(paths)
+
+
+def test_a_process_that_keeps_re_forking_is_stopped_with_its_group(
+    repo: GitRepo, paths: RunnerPaths, tmp_path: Path
+) -> None:
+    """Each generation forks and exits at once: a pid-by-pid scan never catches one, a
+    signal to the whole process group does."""
+    beats = tmp_path / "beats"
+    loop = (
+        f"$e=time+20; $l=0; while(time<$e){{ exit 0 if fork; "
+        f'if (time>$l) {{ $l=time; open(F, ">>", "{beats}"); print F "$$\\n"; close F }} }}'
+    )
+    script = f"perl -e '{loop}' </dev/null >/dev/null 2>&1 &\nsleep 1"
+    result = run_job(spec_for(repo, script, cancel_grace_s=1), paths, RecordingReporter())
+    assert result is not None and result.outcome is Outcome.PASSED
+    seen = beats.read_text()
+    ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)
+    assert f'"{beats}"' not in ps.stdout, "the re-forking process outlived its job"
+    time.sleep(1.5)  # long enough for a living loop to write its next beat
+    assert beats.read_text() == seen
+
+
+def test_a_runner_is_alive_only_as_the_process_that_started_as_it() -> None:
+    me = os.getpid()
+    started = start_time(me)
+    assert runner_alive(f"host:{me}:{started}")
+    # The same pid, taken by another process after the runner died.
+    assert not runner_alive(f"host:{me}:{started + 1}")
+    assert runner_alive(f"host:{me}")  # the id of a runner from before the start time
+    assert not runner_alive("host:not-a-pid:1")

@@ -24,7 +24,7 @@ def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
         'echo "IMAGE=registry/svc:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"\n'
     )
     reporter = RecordingReporter()
-    result = run_claimed(spec_for(repo, script), paths, reporter)
+    result = run_claimed(spec_for(repo, script, outputs=("IMAGE",)), paths, reporter)
     assert result.outcome is Outcome.PASSED
     assert result.outputs == {"IMAGE": "registry/svc:3"}
     assert reporter.results == [result]

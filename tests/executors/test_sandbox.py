@@ -24,6 +24,7 @@ from conveyor.executors.sandbox import (
     sandbox_problem,
     user_problem,
 )
+from conveyor.scm.mirror import MirrorCache
 from tests.conftest import GitRepo
 from tests.executors.conftest import RecordingReporter, log_of, spec_for
 
@@ -83,7 +84,7 @@ def test_the_checkout_is_there_and_the_workspace_writable(
         "echo built > voting-app/out.txt && cat voting-app/out.txt\n"
         'echo "IMAGE=reg/app:1" >> "$CONVEYOR_OUTPUT"'
     )
-    result, log = run_sandboxed(repo, paths, isolation, script)
+    result, log = run_sandboxed(repo, paths, isolation, script, outputs=("IMAGE",))
     assert result.outcome is Outcome.PASSED, log
     assert f"\n{repo.head('main')}\nbuilt\n" in log
     assert result.outputs == {"IMAGE": "reg/app:1"}
@@ -117,21 +118,25 @@ def test_a_job_cannot_see_other_jobs_workspaces_or_logs(
     assert "\n7\n" in log  # its own workspace is all there is
 
 
-def test_a_job_sees_the_host_read_only_and_its_mirrors_read_only(
+def test_a_job_sees_the_host_read_only_and_of_its_mirrors_only_their_objects(
     repo: GitRepo, paths: RunnerPaths, isolation: Isolation
 ) -> None:
+    mirror = MirrorCache(paths.mirrors).path(repo.url)
     outside = Path("/var/tmp") / f"conveyor-outside-{uuid.uuid4().hex}"
     script = (
         f"touch /usr/conveyor-probe || true\n"
         f"touch {outside} || true\n"
-        f"touch {paths.mirrors}/planted || true"
+        f"touch {mirror}/objects/planted || true\n"
+        f"cat {mirror}/config || true"
     )
     result, log = run_sandboxed(repo, paths, isolation, script)
     assert result.outcome is Outcome.PASSED
     assert "touch: cannot touch '/usr/conveyor-probe': Read-only file system" in log
     assert f"touch: cannot touch '{outside}': Read-only file system" in log
-    assert f"touch: cannot touch '{paths.mirrors}/planted': Read-only file system" in log
-    assert not outside.exists() and not (paths.mirrors / "planted").exists()
+    assert f"touch: cannot touch '{mirror}/objects/planted': Read-only file system" in log
+    # A mirror's config holds its URL, and the URL may hold credentials.
+    assert f"cat: {mirror}/config: No such file or directory" in log
+    assert not outside.exists() and not (mirror / "objects" / "planted").exists()
 
 
 def test_a_job_has_a_private_tmp_and_home(
@@ -275,3 +280,23 @@ def test_a_cancelled_sandboxed_job_gets_its_grace_to_clean_up(
     runner.join(10)
     assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
     assert "cleaning up\ncleaned\n" in log_of(paths)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="about a runner started as root")
+def test_root_in_the_sandbox_has_no_capabilities(
+    repo: GitRepo, paths: RunnerPaths, isolation: Isolation, server_dir: Path
+) -> None:
+    """Without run_as the job is uid 0, but it cannot mount its way back to the host,
+    remount it writable or enter the server's namespaces."""
+    script = (
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status\n"
+        "mkdir -p /tmp/h && mount --bind / /tmp/h || true\n"
+        "mount -o remount,rw,bind / || true\n"
+        f"ls /tmp/h{server_dir} || true"
+    )
+    result, log = run_sandboxed(repo, paths, isolation, script)
+    assert result.outcome is Outcome.PASSED
+    assert "CapEff:\t0000000000000000\nNoNewPrivs:\t1\n" in log
+    assert "conveyor.yaml" not in log
+    assert "mount: /tmp/h: permission denied." in log
+    assert "mount: /: permission denied." in log

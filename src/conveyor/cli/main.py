@@ -16,7 +16,7 @@ from conveyor.domain.errors import InvalidParam
 from conveyor.settings import Config, ConfigError, load_config
 from conveyor.storage import migrate
 from conveyor.storage.db import Database
-from conveyor.wiring import Container, build_container, runner_problems
+from conveyor.wiring import Container, build_container, runner_problems, runner_warnings
 
 app = typer.Typer(help="Conveyor: CI/CD workflow tasks.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -53,6 +53,8 @@ def _check_runner(path: Path, cfg: Config) -> None:
     problems = runner_problems(cfg)
     if problems:
         raise _fail(f"{path}: cannot run jobs here as configured\n" + "\n".join(problems))
+    for warning in runner_warnings(cfg):
+        typer.echo(f"{path}: warning: {warning}", err=True)
 
 
 def _configure_logging() -> None:

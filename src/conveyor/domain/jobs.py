@@ -42,6 +42,7 @@ class JobSpec:
     queue: str = "conveyor"
     sandbox: str = "none"  # or "bubblewrap"; a worker applies its own config's
     network: bool = True
+    outputs: tuple[str, ...] = ()  # a build's declared outputs
 
     def to_json(self) -> dict[str, Any]:
         """The job as a message: everything but the secrets, which each worker resolves
@@ -49,6 +50,7 @@ class JobSpec:
         data = {f: getattr(self, f) for f in self.__slots__ if f not in ("secrets", "masked")}
         data["repos"] = [r.to_json() for r in self.repos]
         data["variables"] = [list(kv) for kv in self.variables]
+        data["outputs"] = list(self.outputs)
         return data
 
     @classmethod
@@ -58,6 +60,7 @@ class JobSpec:
         fields = dict(data)
         fields["repos"] = tuple(ResolvedRepo(**r) for r in data["repos"])
         fields["variables"] = tuple((k, v) for k, v in data["variables"])
+        fields["outputs"] = tuple(data.get("outputs", ()))
         return cls(**fields, secrets=secrets, masked=masked)
 
 

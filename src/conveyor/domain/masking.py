@@ -13,9 +13,20 @@ the script itself), or one shorter than MIN_SECRET_CHARS, which the config refus
 """
 
 from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
 
 MIN_SECRET_CHARS = 8
 MASK = b"***"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials in a URL's user part (`https://user:token@host/…`, or a token
+    alone as `https://token@host/…`): masked like secrets wherever a job prints them."""
+    userinfo = urlsplit(url).netloc.rpartition("@")[0] if "://" in url else ""
+    user, _, password = userinfo.partition(":")
+    secret = password or user
+    # As written in the config (and so in a mirror's config), and as sent.
+    return list(dict.fromkeys([secret, unquote(secret)])) if secret else []
 
 
 class SecretPatterns:

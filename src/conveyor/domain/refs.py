@@ -10,6 +10,9 @@ import re
 
 _GIT_FORBIDDEN = frozenset(" ~^:?*[\\\x7f")
 _SHELL_FORBIDDEN = frozenset(";&|$`<>()'\"")
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a branch
+# name reaches logs and a job's environment, where they would forge lines or escapes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _COMMIT_PREFIX = re.compile(r"[0-9a-fA-F]{8,40}")
 _FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -22,7 +25,9 @@ def branch_name_problem(name: str) -> str | None:
         return "must not start with '-'"
     if name == "@":
         return "must not be '@'"
-    bad = sorted({c for c in name if c in _GIT_FORBIDDEN or c in _SHELL_FORBIDDEN or c < " "})
+    bad = sorted(
+        {c for c in name if c in _GIT_FORBIDDEN or c in _SHELL_FORBIDDEN or _CONTROL.match(c)}
+    )
     if bad:
         shown = ", ".join(repr(c) for c in bad)
         return f"must not contain {shown}"

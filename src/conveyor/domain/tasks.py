@@ -61,6 +61,19 @@ class StepSpec:
     script: str
     timeout_s: int
     queue: str | None = None
+    outputs: tuple[str, ...] = ()  # a build's declared outputs, handed to its deploy
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "script": self.script,
+            "timeout_s": self.timeout_s,
+            "queue": self.queue,
+            "outputs": list(self.outputs),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "StepSpec":
+        return cls(data["script"], data["timeout_s"], data["queue"], tuple(data.get("outputs", ())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +105,8 @@ class TaskSpec:
                 {
                     "service": t.service,
                     "repos": [r.to_json() for r in t.repos],
-                    "build": {
-                        "script": t.build.script,
-                        "timeout_s": t.build.timeout_s,
-                        "queue": t.build.queue,
-                    },
-                    "deploy": {
-                        "script": t.deploy.script,
-                        "timeout_s": t.deploy.timeout_s,
-                        "queue": t.deploy.queue,
-                    },
+                    "build": t.build.to_json(),
+                    "deploy": t.deploy.to_json(),
                     "envs": [list(kv) for kv in t.envs],
                 }
                 for t in self.targets
@@ -118,8 +123,8 @@ class TaskSpec:
                 TargetSpec(
                     service=t["service"],
                     repos=tuple(ResolvedRepo(**r) for r in t["repos"]),
-                    build=StepSpec(**t["build"]),
-                    deploy=StepSpec(**t["deploy"]),
+                    build=StepSpec.from_json(t["build"]),
+                    deploy=StepSpec.from_json(t["deploy"]),
                     envs=tuple((k, v) for k, v in t["envs"]),
                 )
                 for t in data["targets"]

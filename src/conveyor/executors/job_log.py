@@ -9,19 +9,36 @@ from conveyor.executors.base import LogSink
 
 class JobLog:
     """A job's log as output comes: secrets masked wherever they fall, capped, handed to
-    a sink."""
+    a sink. The job's output is one stream for the masker; Conveyor's own lines are
+    masked apart and never release what the stream holds back, so they cannot cut a
+    secret the job printed in one piece."""
 
     def __init__(self, sink: LogSink, max_bytes: int, secrets: Iterable[str]) -> None:
         self._sink = sink
         self._max = max_bytes
         self._size = 0
         self._truncated = False
-        self._masker = StreamMasker(SecretPatterns(secrets))
+        self._patterns = SecretPatterns(secrets)
+        self._masker = StreamMasker(self._patterns)
+        self._at_line_start = True
         self._lock = threading.Lock()
 
     def write(self, data: bytes) -> None:
+        """The job's own output."""
         with self._lock:
             self._append(self._masker.feed(data))
+
+    def end_of_output(self) -> None:
+        """The job's output has ended: what the masker held back is final now."""
+        with self._lock:
+            self._append(self._masker.flush())
+
+    def say(self, line: str) -> None:
+        """A line from Conveyor itself, on a line of its own."""
+        masker = StreamMasker(self._patterns)
+        text = masker.feed(f"[conveyor] {line}\n".encode()) + masker.flush()
+        with self._lock:
+            self._append(text if self._at_line_start else b"\n" + text)
 
     def _append(self, data: bytes) -> None:
         if self._truncated or not data:
@@ -32,13 +49,11 @@ class JobLog:
             self._truncated = True
         self._sink.append(data)
         self._size += len(data)
+        self._at_line_start = data.endswith(b"\n")
 
     def flush_if_due(self) -> None:
         with self._lock:
             self._sink.flush_if_due()
-
-    def say(self, line: str) -> None:
-        self.write(f"[conveyor] {line}\n".encode())
 
     def close(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from conveyor.executors.job_log import JobLog
 from conveyor.executors.processes import (
     ProcessInfo,
     RunnerIdentity,
+    Stopped,
     job_members,
     snapshot,
     start_time,
@@ -41,9 +42,11 @@ class JobProcess:
         log: JobLog,
         runner: RunnerIdentity,
         job_id: int,
+        sandboxed: bool = False,
         **popen: Any,
     ) -> None:
         self._log = log
+        self._sandboxed = sandboxed
         self._runner = runner
         self._job_id = job_id
         self._proc = subprocess.Popen(
@@ -110,15 +113,20 @@ class JobProcess:
     def members(self) -> list[ProcessInfo]:
         return job_members(snapshot(self._since), self._runner, self._job_id, leader=self.pid)
 
-    def stop(self, grace_s: float) -> list[ProcessInfo]:
+    def stop(self, grace_s: float) -> Stopped:
         """Stop every process of the job (the script too, if it runs): SIGTERM, then
-        SIGKILL after `grace_s`. Returns those it had to stop.
+        SIGKILL after `grace_s`; the script's process group gets each signal at once.
 
         A sandbox's own processes get no SIGTERM: bwrap would die of it at once and take
         the whole namespace down with SIGKILL, leaving the script no grace to clean up.
         They end when the script does, or with the SIGKILL after the grace."""
         return stop_processes(
-            self.members, grace_s, wait=self.pump, spare=lambda p: p.name == "bwrap"
+            self.members,
+            grace_s,
+            wait=self.pump,
+            spare=lambda p: p.name == "bwrap",
+            group=self.pid,  # its leader unreaped: the group id cannot be reused
+            term_group=not self._sandboxed,
         )
 
     def finish(self) -> tuple[int, bool]:

@@ -36,11 +36,12 @@ class RunnerIdentity:
     installation: str
     host: str
     pid: int
+    start: int  # the runner process's start time: a pid reused later is not this runner
 
     @property
     def id(self) -> str:
-        """`<host>:<pid>`, as recorded on the jobs the runner claims."""
-        return f"{self.host}:{self.pid}"
+        """`<host>:<pid>:<start>`, as recorded on the jobs the runner claims."""
+        return f"{self.host}:{self.pid}:{self.start}"
 
     def marks(self, job_id: int) -> dict[str, str]:
         return {MARK_INSTALLATION: self.installation, MARK_RUNNER: self.id, MARK_JOB: str(job_id)}
@@ -165,18 +166,37 @@ def send_signal(info: ProcessInfo, sig: signal.Signals) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    found: list[ProcessInfo]  # what there was to stop
+    left: list[ProcessInfo]  # what was still there when the runner gave up
+
+
+def _signal_group(group: int | None, sig: signal.Signals) -> None:
+    # One signal to the whole group at once: a process forking as fast as it can is
+    # caught with its children, as a pid-by-pid scan may not.
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+
+
 def stop_processes(
     find: Callable[[], list[ProcessInfo]],
     grace_s: float,
     wait: Callable[[float], None] = time.sleep,
     spare: Callable[[ProcessInfo], bool] = lambda p: False,
-) -> list[ProcessInfo]:
-    """SIGTERM the processes `find` returns, wait up to `grace_s` for them and any they
-    start meanwhile (a cleanup handler's own commands are left alone) to end, then
-    SIGKILL every one still there, again until none is. Returns what `find` found at
-    first. `wait` passes time (a runner reads the job's output meanwhile); `spare`
-    names processes that get no SIGTERM, only the SIGKILL if they are still there."""
+    group: int | None = None,
+    term_group: bool = True,
+) -> Stopped:
+    """SIGTERM the processes `find` returns (and process group `group`, if
+    `term_group`), wait up to `grace_s` for them and any they start meanwhile (a cleanup
+    handler's own commands are left alone) to end, then SIGKILL the group and every one
+    still there, again until none is or KILL_WAIT_S has passed. `wait` passes time (a
+    runner reads the job's output meanwhile); `spare` names processes that get no
+    SIGTERM, only the SIGKILL if they are still there."""
     first = find()
+    if term_group:
+        _signal_group(group, signal.SIGTERM)
     for p in first:
         if not spare(p):
             send_signal(p, signal.SIGTERM)
@@ -189,30 +209,42 @@ def stop_processes(
         members = find()
     deadline = time.monotonic() + KILL_WAIT_S
     while members:
+        _signal_group(group, signal.SIGKILL)
         for p in members:
             send_signal(p, signal.SIGKILL)
         if time.monotonic() >= deadline:
             break
         wait(0.01)
         members = find()
-    return first
+    return Stopped(first, members)
 
 
-def processes_of_dead_runners(
-    installation: str, hostname: str, pid_alive: Callable[[int], bool]
-) -> dict[int, list[ProcessInfo]]:
+def runner_host(runner_id: str) -> str:
+    return runner_id.split(":", 1)[0]
+
+
+def runner_alive(runner_id: str) -> bool:
+    """Whether the runner `<host>:<pid>:<start>` on this host still runs: its pid is
+    alive and started when the runner did (ids of older runners have no start)."""
+    _, _, rest = runner_id.partition(":")
+    pid, _, start = rest.partition(":")
+    if not pid.isdigit() or not process_alive(int(pid)):
+        return False
+    return not start.isdigit() or start_time(int(pid)) == int(start)
+
+
+def processes_of_dead_runners(installation: str, hostname: str) -> dict[int, list[ProcessInfo]]:
     """Job processes of this installation on this host whose runner is dead, by job id.
     Another installation's processes are never its business, dead runner or not."""
     found: dict[int, list[ProcessInfo]] = {}
     for p in snapshot():
-        host, _, pid = (p.mark(MARK_RUNNER) or "").rpartition(":")
+        runner = p.mark(MARK_RUNNER) or ""
         job = p.mark(MARK_JOB) or ""
         if (
             p.mark(MARK_INSTALLATION) == installation
-            and host == hostname
-            and pid.isdigit()
+            and runner_host(runner) == hostname
             and job.isdigit()
-            and not pid_alive(int(pid))
+            and not runner_alive(runner)
         ):
             found.setdefault(int(job), []).append(p)
     return found
@@ -232,7 +264,7 @@ def stop_orphans(runner: RunnerIdentity, grace_s: float) -> dict[int, int]:
     they start meanwhile included); returns job id -> how many were found at first."""
 
     def find() -> dict[int, list[ProcessInfo]]:
-        return processes_of_dead_runners(runner.installation, runner.host, process_alive)
+        return processes_of_dead_runners(runner.installation, runner.host)
 
     found = find()
     if found:

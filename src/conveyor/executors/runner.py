@@ -8,7 +8,6 @@ grace period, including those that left the session (job_process.py, processes.p
 
 import logging
 import os
-import re
 import shutil
 import socket
 import threading
@@ -17,11 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
-from conveyor.domain.variables import repo_variables, variable_name_problem
+from conveyor.domain.variables import repo_variables
 from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
 from conveyor.executors.job_log import JobLog
 from conveyor.executors.job_process import JobProcess
-from conveyor.executors.processes import RunnerIdentity
+from conveyor.executors.outputs import OutputFile, parse_outputs
+from conveyor.executors.processes import RunnerIdentity, start_time
 from conveyor.executors.sandbox import Isolation, bubblewrap_argv
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
@@ -29,7 +29,6 @@ logger = logging.getLogger("conveyor.runner")
 
 CANCEL_POLL_S = 0.25
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
-_OUTPUT_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 
 
 def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) -> None:
@@ -67,23 +66,12 @@ def _environment(
     return env
 
 
-def _read_outputs(path: Path, log: JobLog) -> dict[str, str]:
-    outputs: dict[str, str] = {}
-    if not path.exists():
-        return outputs
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _OUTPUT_LINE.fullmatch(line)
-        if m is None:
-            log.say(f"ignored line {n} of $CONVEYOR_OUTPUT: expected KEY=value, got {line[:80]!r}")
-            continue
-        problem = variable_name_problem(m.group(1))
-        if problem:
-            log.say(f"ignored line {n} of $CONVEYOR_OUTPUT: {m.group(1)} {problem}")
-            continue
-        outputs[m.group(1)] = m.group(2)
-    return outputs
+def _read_outputs(output: OutputFile, spec: JobSpec, log: JobLog) -> dict[str, str]:
+    data, why = output.read()
+    if data is None:
+        log.say(f"ignored $CONVEYOR_OUTPUT: it {why}")
+        return {}
+    return parse_outputs(data, spec.outputs, log.say)
 
 
 def _checkout(spec: JobSpec, paths: RunnerPaths, workspace: Path, log: JobLog) -> None:
@@ -119,7 +107,9 @@ def run_job(
     """
     if not reporter.claim():
         return None
-    runner = runner or RunnerIdentity("", socket.gethostname(), os.getpid())
+    if runner is None:
+        pid = os.getpid()
+        runner = RunnerIdentity("", socket.gethostname(), pid, start_time(pid))
     beating = threading.Event()
     heart = threading.Thread(
         target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
@@ -155,7 +145,23 @@ def _run(
     shutil.rmtree(workspace, ignore_errors=True)
     control = workspace / ".conveyor"
     control.mkdir(parents=True)
-    output = control / "output"
+    output = OutputFile(control)
+    try:
+        return _run_in(spec, paths, reporter, log, workspace, runner, isolation, output)
+    finally:
+        output.close()
+
+
+def _run_in(
+    spec: JobSpec,
+    paths: RunnerPaths,
+    reporter: JobReporter,
+    log: JobLog,
+    workspace: Path,
+    runner: RunnerIdentity,
+    isolation: Isolation,
+    output: OutputFile,
+) -> JobResult:
     task = f"{spec.workflow_name}#{spec.task_id}"
     log.say(f"{spec.stage} {spec.service} for {task}, attempt {spec.attempt}")
     try:
@@ -167,23 +173,34 @@ def _run(
         return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
     isolation.hand_over(workspace)
     sandboxed = spec.sandbox == "bubblewrap"
-    env = _environment(spec, workspace, output, runner.marks(spec.job_id))
+    env = _environment(spec, workspace, output.path, runner.marks(spec.job_id))
     env.update(isolation.environment())
     argv = ["bash", "-eo", "pipefail", "-c", spec.script]
     if sandboxed:
-        argv = bubblewrap_argv(
-            argv, workspace, paths.mirrors, paths.data_dir, isolation, spec.network
-        )
-    proc = JobProcess(argv, workspace, env, log, runner, spec.job_id, **isolation.popen_args())
+        # Only the objects of the job's own mirrors: a mirror's config holds its URL.
+        mirrors = MirrorCache(paths.mirrors)
+        objects = [mirrors.path(repo.url) / "objects" for repo in spec.repos]
+        argv = bubblewrap_argv(argv, workspace, objects, paths.data_dir, isolation, spec.network)
+    proc = JobProcess(
+        argv, workspace, env, log, runner, spec.job_id, sandboxed, **isolation.popen_args()
+    )
     reporter.started(proc.pid)
     stopped = _supervise(proc, spec, reporter, log)
     # Whatever ended the job, none of its processes outlives it: children left behind
     # (`sleep 1000 &`), and those that left the session or double-forked.
-    left = proc.stop(spec.cancel_grace_s)
+    ended = proc.stop(spec.cancel_grace_s)
     code, held = proc.finish()
-    if stopped is None and left:
+    log.end_of_output()
+    if stopped is None and ended.found:
+        names = ", ".join(sorted({p.name for p in ended.found}))
+        log.say(f"stopped {len(ended.found)} process(es) the script left running: {names}")
+    if ended.left:
+        left = ended.left
         names = ", ".join(sorted({p.name for p in left}))
-        log.say(f"stopped {len(left)} process(es) the script left running: {names}")
+        log.say(
+            f"could not stop {len(left)} process(es) of the job, they keep escaping: {names} "
+            "(sandbox: bubblewrap contains any process)"
+        )
     if held:
         log.say("a process beyond the job's reach still holds its output open; not waiting")
     if stopped is Outcome.TIMEOUT:
@@ -192,7 +209,7 @@ def _run(
         return JobResult(stopped, code, "cancelled")
     if code != 0:
         return JobResult(Outcome.FAILED, code, f"script exited with {code}")
-    return JobResult(Outcome.PASSED, 0, "script exited with 0", _read_outputs(output, log))
+    return JobResult(Outcome.PASSED, 0, "script exited with 0", _read_outputs(output, spec, log))
 
 
 def _supervise(

@@ -5,7 +5,8 @@ private /tmp, /dev/shm, /run and home; the git mirrors its checkout borrows obje
 from, read-only; and nothing of the config's directory, the database's directory or
 the data directory (other jobs' workspaces and logs). It runs in PID, IPC and UTS
 namespaces of its own, so it cannot see or signal the server or other jobs, and when
-its script ends the kernel ends every process left in its namespace. With
+its script ends the kernel ends every process left in its namespace. Root in the
+sandbox has no capabilities. With
 `network: false` it has only a loopback interface of its own. See
 docs/adr/0011-sandbox.md and docs/security.md.
 """
@@ -80,16 +81,21 @@ class Isolation:
 def bubblewrap_argv(
     command: Sequence[str],
     workspace: Path,
-    mirrors: Path,
+    objects: Sequence[Path],
     data_dir: Path,
     isolation: Isolation,
     network: bool,
 ) -> list[str]:
-    """`command` run in a sandbox that shows the host read-only and `workspace` writable."""
+    """`command` run in a sandbox that shows the host read-only, `workspace` writable,
+    and of the data directory only the git `objects` its checkouts borrow from."""
     argv = [
         BWRAP,
         "--die-with-parent",
         "--new-session",
+        # Root in the sandbox is root without capabilities: it cannot mount, remount,
+        # enter another namespace or pass file permissions; bwrap sets no_new_privs too.
+        "--cap-drop",
+        "ALL",
         "--unshare-pid",
         "--unshare-ipc",
         "--unshare-uts",
@@ -127,7 +133,9 @@ def bubblewrap_argv(
     for directory in (home, *isolation.hidden, data_dir):
         if directory != Path("/"):
             argv += ["--tmpfs", str(directory)]
-    argv += ["--ro-bind", str(mirrors), str(mirrors), "--bind", str(workspace), str(workspace)]
+    for directory in dict.fromkeys(objects):
+        argv += ["--ro-bind", str(directory), str(directory)]
+    argv += ["--bind", str(workspace), str(workspace)]
     argv += ["--chdir", str(workspace), "--", *command]
     return argv
 

@@ -63,7 +63,8 @@ class GitCli:
             raise UpstreamError(f"git ls-remote {mask_url(url)} failed: {why}")
         wanted = set(refs)
         found: dict[str, str] = {}
-        for line in proc.stdout.splitlines():
+        # "\n" only: splitlines() would also split a ref name at U+0085 or U+2028.
+        for line in proc.stdout.split("\n"):
             sha, _, name = line.partition("\t")
             if name in wanted:
                 found[name] = sha.lower()

@@ -1,7 +1,7 @@
 """Start-up reconciliation: nothing left running by a runner that died.
 
 Every runner, the server's local executor and each celery worker alike, names itself
-`<hostname>:<pid>`, records that on the jobs it claims, and marks its jobs' processes
+`<hostname>:<pid>:<start time>`, records that on the jobs it claims, and marks its jobs' processes
 with it and with the installation's id. When a server or worker starts on a host, it
 stops the processes of its own installation whose runner there is dead, whatever the
 database says (the reaper may have failed those jobs already), and fails the jobs still
@@ -25,7 +25,7 @@ StopOrphans = Callable[[], dict[int, int]]
 def reconcile_dead_runners(
     store: JobStore,
     hostname: str,
-    pid_alive: Callable[[int], bool],
+    runner_alive: Callable[[str], bool],
     stop_orphans: StopOrphans,
     why: str,
     clock: Clock,
@@ -36,8 +36,7 @@ def reconcile_dead_runners(
         log.warning("job %s: stopped %d processes its dead runner left", job_id, count)
     failed = 0
     for job, runner in store.running_jobs_of_host(hostname):
-        runner_pid = runner.rpartition(":")[2]
-        if not runner_pid.isdigit() or pid_alive(int(runner_pid)):
+        if runner_alive(runner):
             continue
         found = stopped.get(job.id, 0)
         detail = why + (

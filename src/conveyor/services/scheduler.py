@@ -223,4 +223,5 @@ class Scheduler:
             queue=step.queue or self._config.queue,
             sandbox=self._config.sandbox_of(job.service),
             network=self._config.network_of(job.service),
+            outputs=target.build.outputs if job.stage == "build" else (),
         )

@@ -254,7 +254,12 @@ class TaskService:
         return TargetSpec(
             service=target.name,
             repos=tuple(resolved),
-            build=StepSpec(service.build.script, service.build.timeout, service.build.queue),
+            build=StepSpec(
+                service.build.script,
+                service.build.timeout,
+                service.build.queue,
+                tuple(service.build.outputs),
+            ),
             deploy=StepSpec(service.deploy.script, service.deploy.timeout, service.deploy.queue),
             # Captured whole, defaults included, so a restart sets the same values.
             envs=tuple({**service.build.variables, **dict(target.envs)}.items()),
