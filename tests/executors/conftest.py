@@ -10,6 +10,7 @@ from conveyor.domain.jobs import JobResult, JobSpec
 from conveyor.domain.tasks import ResolvedRepo
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.runner import run_job
+from conveyor.executors.sandbox import Isolation
 from tests.conftest import GitRepo, RepoFactory
 
 
@@ -86,3 +87,28 @@ def wait_for(path: Path, timeout: float = 20) -> str:
             return path.read_text()
         time.sleep(0.01)
     raise AssertionError(f"{path} never appeared")
+
+
+# A job whose TERM handler needs a moment, and runs a command of its own, to clean up.
+CLEANS_UP_ON_TERM = (
+    "trap 'echo cleaning up; sleep 0.3; echo cleaned; exit 1' TERM\necho ready\nsleep 300 & wait"
+)
+
+
+def cancel_when_ready(
+    spec: JobSpec, paths: RunnerPaths, isolation: Isolation | None = None
+) -> RecordingReporter:
+    """Run `spec`, cancel it once its log says `ready`, and wait for its end."""
+    reporter = RecordingReporter()
+    runner = threading.Thread(
+        target=run_job, args=(spec, paths, reporter), kwargs={"isolation": isolation}
+    )
+    runner.start()
+    deadline = time.monotonic() + 20
+    while not paths.log(spec.job_id).exists() or "ready" not in log_of(paths, spec.job_id):
+        assert time.monotonic() < deadline, "the job never got ready"
+        time.sleep(0.01)
+    reporter.cancel.set()
+    runner.join(spec.cancel_grace_s + 5)
+    assert not runner.is_alive()
+    return reporter

@@ -21,7 +21,14 @@ from conveyor.executors.processes import (
 )
 from conveyor.executors.runner import run_job
 from tests.conftest import GitRepo, alive
-from tests.executors.conftest import RecordingReporter, log_of, spec_for, wait_for
+from tests.executors.conftest import (
+    CLEANS_UP_ON_TERM,
+    RecordingReporter,
+    cancel_when_ready,
+    log_of,
+    spec_for,
+    wait_for,
+)
 
 GRACE = 1
 # Each escape writes the pid of the process that got away to $PIDS, one per line.
@@ -145,20 +152,7 @@ def test_members_are_found_by_their_marks_and_as_descendants(
 def test_a_cancelled_job_gets_its_grace_to_clean_up(repo: GitRepo, paths: RunnerPaths) -> None:
     """Only the processes there at the cancel get SIGTERM: the commands of a cleanup
     handler run undisturbed until the grace ends."""
-    script = (
-        "trap 'echo cleaning up; sleep 0.3; echo cleaned; exit 1' TERM\n"
-        "echo ready\nsleep 300 & wait"
-    )
-    reporter = RecordingReporter()
-    spec = spec_for(repo, script, cancel_grace_s=5)
-    runner = threading.Thread(target=run_job, args=(spec, paths, reporter))
-    runner.start()
-    deadline = time.monotonic() + 20
-    while not paths.log(7).exists() or "ready" not in log_of(paths):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    reporter.cancel.set()
-    runner.join(10)
+    reporter = cancel_when_ready(spec_for(repo, CLEANS_UP_ON_TERM, cancel_grace_s=5), paths)
     assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
     assert "cleaning up\ncleaned\n" in log_of(paths)
 

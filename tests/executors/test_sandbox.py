@@ -6,8 +6,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,13 @@ from conveyor.executors.sandbox import (
 )
 from conveyor.scm.mirror import MirrorCache
 from tests.conftest import GitRepo
-from tests.executors.conftest import RecordingReporter, log_of, spec_for
+from tests.executors.conftest import (
+    CLEANS_UP_ON_TERM,
+    RecordingReporter,
+    cancel_when_ready,
+    log_of,
+    spec_for,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -262,22 +266,10 @@ def test_a_data_dir_the_job_user_cannot_reach_is_a_clear_problem(
 def test_a_cancelled_sandboxed_job_gets_its_grace_to_clean_up(
     repo: GitRepo, paths: RunnerPaths, isolation: Isolation
 ) -> None:
-    script = (
-        "trap 'echo cleaning up; sleep 0.3; echo cleaned; exit 1' TERM\n"
-        "echo ready\nsleep 300 & wait"
-    )
-    spec = spec_for(repo, script, sandbox="bubblewrap", cancel_grace_s=5)
-    reporter = RecordingReporter()
-    runner = threading.Thread(
-        target=run_job, args=(spec, paths, reporter), kwargs={"isolation": isolation}
-    )
-    runner.start()
-    deadline = time.monotonic() + 20
-    while "ready" not in (log_of(paths) if paths.log(7).exists() else ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    reporter.cancel.set()
-    runner.join(10)
+    """bwrap itself gets no SIGTERM: dying of it, it would take the namespace down at
+    once, and the script's cleanup with it."""
+    spec = spec_for(repo, CLEANS_UP_ON_TERM, sandbox="bubblewrap", cancel_grace_s=5)
+    reporter = cancel_when_ready(spec, paths, isolation)
     assert [r.outcome for r in reporter.results] == [Outcome.CANCELLED]
     assert "cleaning up\ncleaned\n" in log_of(paths)
 

@@ -118,12 +118,17 @@ def run_job(
     secrets = [*spec.secrets.values(), *spec.masked]
     log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, secrets)
     workspace = paths.workspaces / str(spec.job_id)
+    output: OutputFile | None = None
     try:
-        result = _run(spec, paths, reporter, log, workspace, runner, isolation or Isolation())
+        output = _fresh_workspace(workspace)
+        isolation = isolation or Isolation()
+        result = _run(spec, paths, reporter, log, workspace, runner, isolation, output)
     except Exception as exc:  # a runner bug must still end the job, not hang it
         log.say(f"internal error: {exc.__class__.__name__}: {exc}")
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
     finally:
+        if output is not None:
+            output.close()
         shutil.rmtree(workspace, ignore_errors=True)
         beating.set()
         heart.join()
@@ -133,26 +138,15 @@ def run_job(
     return result
 
 
-def _run(
-    spec: JobSpec,
-    paths: RunnerPaths,
-    reporter: JobReporter,
-    log: JobLog,
-    workspace: Path,
-    runner: RunnerIdentity,
-    isolation: Isolation,
-) -> JobResult:
+def _fresh_workspace(workspace: Path) -> OutputFile:
+    """An empty workspace with the control directory that holds $CONVEYOR_OUTPUT."""
     shutil.rmtree(workspace, ignore_errors=True)
     control = workspace / ".conveyor"
     control.mkdir(parents=True)
-    output = OutputFile(control)
-    try:
-        return _run_in(spec, paths, reporter, log, workspace, runner, isolation, output)
-    finally:
-        output.close()
+    return OutputFile(control)
 
 
-def _run_in(
+def _run(
     spec: JobSpec,
     paths: RunnerPaths,
     reporter: JobReporter,
