@@ -8,6 +8,8 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from celery.exceptions import Reject
+
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
@@ -53,7 +55,15 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
             spec, sandbox=config.sandbox_of(spec.service), network=config.network_of(spec.service)
         )
         reporter = StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None)
-        result = run_job(spec, paths, reporter, DbLogSink(db, spec.job_id), runner, isolation)
+        try:
+            result = run_job(
+                spec, paths, reporter, lambda: DbLogSink(db, spec.job_id), runner, isolation
+            )
+        except Exception as exc:
+            # The claim could not be recorded: the job is not ours yet, and must not be
+            # acknowledged as if it ran. Back to the broker, for this or another worker.
+            log.warning("job %s: could not claim it (%s); returned to the queue", spec.job_id, exc)
+            raise Reject(reason=str(exc), requeue=True) from exc
         if result is None:
             log.info("job %s: not ours to run (delivered twice, or cancelled)", spec.job_id)
 

@@ -1,7 +1,7 @@
 """A job's log as its output comes: secrets masked wherever they fall, capped, stored."""
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from conveyor.domain.masking import SecretPatterns, StreamMasker
 from conveyor.executors.base import LogSink
@@ -22,6 +22,8 @@ class JobLog:
         self._masker = StreamMasker(self._patterns)
         self._at_line_start = True
         self._lock = threading.Lock()
+        self.failure: str | None = None
+        """Why the log could not be written (a full disk, say): the job must end."""
 
     def write(self, data: bytes) -> None:
         """The job's own output."""
@@ -41,21 +43,29 @@ class JobLog:
             self._append(text if self._at_line_start else b"\n" + text)
 
     def _append(self, data: bytes) -> None:
-        if self._truncated or not data:
+        if self._truncated or not data or self.failure is not None:
             return
         room = self._max - self._size
         if len(data) > room:
             data = data[:room] + f"\n[conveyor] log truncated at {self._max} bytes\n".encode()
             self._truncated = True
-        self._sink.append(data)
+        self._guarded(self._sink.append, data)
         self._size += len(data)
         self._at_line_start = data.endswith(b"\n")
 
+    def _guarded(self, write: Callable[..., None], *args: bytes) -> None:
+        # A log that cannot be written ends the job with the reason, never the runner.
+        try:
+            write(*args)
+        except OSError as exc:
+            self.failure = f"cannot write the job's log: {exc.strerror or exc}"
+
     def flush_if_due(self) -> None:
         with self._lock:
-            self._sink.flush_if_due()
+            if self.failure is None:
+                self._guarded(self._sink.flush_if_due)
 
     def close(self) -> None:
         with self._lock:
             self._append(self._masker.flush())
-            self._sink.close()
+            self._guarded(self._sink.close)

@@ -12,7 +12,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
@@ -22,6 +22,7 @@ from conveyor.executors.job_log import JobLog
 from conveyor.executors.job_process import JobProcess
 from conveyor.executors.outputs import OutputFile, parse_outputs
 from conveyor.executors.processes import RunnerIdentity, start_time
+from conveyor.executors.retrying import RetryingReporter
 from conveyor.executors.sandbox import Isolation, bubblewrap_argv
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
@@ -96,44 +97,59 @@ def run_job(
     spec: JobSpec,
     paths: RunnerPaths,
     reporter: JobReporter,
-    sink: LogSink | None = None,
+    sink: Callable[[], LogSink] | None = None,
     runner: RunnerIdentity | None = None,
     isolation: Isolation | None = None,
 ) -> JobResult | None:
-    """Run one job to its end and report the result; never raises for job failures.
+    """Run one job to its end and report the result; never raises for job failures, nor
+    for a database that is away for a while (retrying.py).
 
     Returns None, having done nothing, when the job is not this runner's to run: it was
     delivered twice and another runner claimed it, or it was cancelled while queued.
+    Raises if the claim itself cannot be recorded: the caller puts the job back.
     """
+    reporter = RetryingReporter(reporter, spec.job_id)
     if not reporter.claim():
         return None
     if runner is None:
         pid = os.getpid()
         runner = RunnerIdentity("", socket.gethostname(), pid, start_time(pid))
-    beating = threading.Event()
-    heart = threading.Thread(
-        target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
-    )
-    heart.start()
+    open_sink = sink or (lambda: FileLogSink(paths.log(spec.job_id)))
     secrets = [*spec.secrets.values(), *spec.masked]
-    log = JobLog(sink or FileLogSink(paths.log(spec.job_id)), spec.log_max_bytes, secrets)
     workspace = paths.workspaces / str(spec.job_id)
+    beating = threading.Event()
+    heart: threading.Thread | None = None
     output: OutputFile | None = None
+    log: JobLog | None = None
     try:
+        log = JobLog(open_sink(), spec.log_max_bytes, secrets)
+        # Beats only once all it vouches for is open: a runner that could not even
+        # start the job must not look alive forever.
+        heart = threading.Thread(
+            target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
+        )
+        heart.start()
         output = _fresh_workspace(workspace)
         isolation = isolation or Isolation()
         result = _run(spec, paths, reporter, log, workspace, runner, isolation, output)
+    except OSError as exc:  # no room or no right for the log or the workspace
+        result = JobResult(Outcome.FAILED, None, f"cannot prepare the job: {exc}")
     except Exception as exc:  # a runner bug must still end the job, not hang it
-        log.say(f"internal error: {exc.__class__.__name__}: {exc}")
         result = JobResult(Outcome.FAILED, None, f"internal error: {exc}")
+        if log is not None:
+            log.say(f"internal error: {exc.__class__.__name__}: {exc}")
     finally:
         if output is not None:
             output.close()
         shutil.rmtree(workspace, ignore_errors=True)
         beating.set()
-        heart.join()
-    log.say(f"{spec.stage} {result.outcome.value}: {result.detail}")
-    log.close()
+        if heart is not None:
+            heart.join()
+    if log is not None:
+        log.say(f"{spec.stage} {result.outcome.value}: {result.detail}")
+        log.close()
+        if log.failure is not None and result.outcome is Outcome.PASSED:
+            result = JobResult(Outcome.FAILED, result.exit_code, log.failure)
     reporter.finished(result)
     return result
 
@@ -165,6 +181,8 @@ def _run(
         return JobResult(Outcome.FAILED, None, str(exc))
     if reporter.cancel_requested():
         return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
+    if log.failure is not None:
+        return JobResult(Outcome.FAILED, None, log.failure)
     isolation.hand_over(workspace)
     sandboxed = spec.sandbox == "bubblewrap"
     env = _environment(spec, workspace, output.path, runner.marks(spec.job_id))
@@ -178,12 +196,15 @@ def _run(
     proc = JobProcess(
         argv, workspace, env, log, runner, spec.job_id, sandboxed, **isolation.popen_args()
     )
-    reporter.started(proc.pid)
-    stopped = _supervise(proc, spec, reporter, log)
-    # Whatever ended the job, none of its processes outlives it: children left behind
-    # (`sleep 1000 &`), and those that left the session or double-forked.
-    ended = proc.stop(spec.cancel_grace_s)
-    code, held = proc.finish()
+    try:
+        reporter.started(proc.pid)
+        stopped = _supervise(proc, spec, reporter, log)
+    finally:
+        # Whatever ended the job, a fault of the runner's own included, none of its
+        # processes outlives it: children left behind (`sleep 1000 &`), and those that
+        # left the session or double-forked.
+        ended = proc.stop(spec.cancel_grace_s)
+        code, held = proc.finish()
     log.end_of_output()
     if stopped is None and ended.found:
         names = ", ".join(sorted({p.name for p in ended.found}))
@@ -197,6 +218,8 @@ def _run(
         )
     if held:
         log.say("a process beyond the job's reach still holds its output open; not waiting")
+    if log.failure is not None:
+        return JobResult(Outcome.FAILED, code, log.failure)
     if stopped is Outcome.TIMEOUT:
         return JobResult(stopped, code, f"timed out after {spec.timeout_s}s")
     if stopped is Outcome.CANCELLED:
@@ -209,12 +232,15 @@ def _run(
 def _supervise(
     proc: JobProcess, spec: JobSpec, reporter: JobReporter, log: JobLog
 ) -> Outcome | None:
-    """Stream the output until the script exits (None), times out or is cancelled."""
+    """Stream the output until the script exits (None), times out, is cancelled, or its
+    log cannot be written (FAILED: the job cannot go on unrecorded)."""
     started = time.monotonic()
     deadline = started + spec.timeout_s
     next_check = started + CANCEL_POLL_S
     while not proc.exited:
         now = time.monotonic()
+        if log.failure is not None:
+            return Outcome.FAILED
         if now >= deadline:
             log.say(f"timed out after {spec.timeout_s}s; stopping the job's processes")
             return Outcome.TIMEOUT

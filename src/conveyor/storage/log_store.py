@@ -1,5 +1,6 @@
 """Job logs in the database, for runners that are not on the server's machine."""
 
+import logging
 import time
 from typing import Any
 
@@ -8,19 +9,32 @@ import sqlalchemy as sa
 from conveyor.storage.db import Database
 from conveyor.storage.tables import job_log_chunks
 
+log = logging.getLogger("conveyor.logs")
+
 CHUNK_BYTES = 64 * 1024
 FLUSH_S = 0.5
+# While the database is away the log waits in memory, up to this much; past it the
+# job fails ("cannot write the job's log") rather than the worker running out of memory.
+MAX_PENDING_BYTES = 16 * 2**20
+RETRY_MAX_S = 5.0
+CLOSE_RETRY_S = 60.0
 
 
 class DbLogSink:
-    """Buffers a job's output and stores it in chunks: at 64 KiB, or every half second."""
+    """Buffers a job's output and stores it in chunks: at 64 KiB, or every half second.
+
+    Opening it touches no database (a worker claims its job first); a database that is
+    away keeps the bytes buffered and retried with backoff, so an outage of the
+    database costs a job nothing as long as the buffer holds."""
 
     def __init__(self, db: Database, job_id: int) -> None:
         self._db = db
         self._job_id = job_id
-        self._offset = self._stored_size()
+        self._offset: int | None = None
         self._buffer = bytearray()
         self._last_flush = time.monotonic()
+        self._retry_at = 0.0
+        self._backoff = 0.0
 
     def _stored_size(self) -> int:
         with self._db.read() as conn:
@@ -34,18 +48,38 @@ class DbLogSink:
     def append(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) >= CHUNK_BYTES:
-            self.flush()
+            self._try_flush()
 
     def flush_if_due(self) -> None:
         if self._buffer and time.monotonic() - self._last_flush >= FLUSH_S:
+            self._try_flush()
+
+    def _try_flush(self) -> None:
+        if time.monotonic() < self._retry_at:
+            self._check_pending()
+            return
+        try:
             self.flush()
+        except sa.exc.DBAPIError as exc:
+            self._backoff = min(RETRY_MAX_S, max(0.25, self._backoff * 2))
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning("job %s: log not stored yet (%s); retrying", self._job_id, exc.orig)
+            self._check_pending()
+        else:
+            self._backoff = 0.0
+
+    def _check_pending(self) -> None:
+        if len(self._buffer) > MAX_PENDING_BYTES:
+            raise OSError(f"the database has not taken {len(self._buffer)} bytes of it")
 
     def flush(self) -> None:
+        """Store what is buffered; on a database error it stays buffered, and raises."""
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
+        if self._offset is None:
+            self._offset = self._stored_size()
         data = bytes(self._buffer)
-        self._buffer.clear()
         with self._db.write() as conn:
             conn.execute(
                 job_log_chunks.insert().values(
@@ -55,10 +89,21 @@ class DbLogSink:
                     data=data,
                 )
             )
+        del self._buffer[: len(data)]
         self._offset += len(data)
 
     def close(self) -> None:
-        self.flush()
+        deadline = time.monotonic() + CLOSE_RETRY_S
+        pause = 0.25
+        while True:
+            try:
+                self.flush()
+                return
+            except sa.exc.DBAPIError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise OSError(f"the database did not take its end: {exc.orig}") from exc
+                time.sleep(pause)  # the database is away; nothing else to do meanwhile
+                pause = min(RETRY_MAX_S, pause * 2)
 
 
 class DbLogStore:
