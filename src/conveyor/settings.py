@@ -147,6 +147,9 @@ class Config(_Strict):
     )
     cancel_grace: Seconds = Field(10, description="SIGTERM to SIGKILL on cancel or timeout")
     heartbeat_timeout: Seconds = Field(60, description="a running job silent this long is lost")
+    queue_timeout: Seconds = Field(
+        3600, description="celery: a job no worker takes this long after it was sent fails"
+    )
     log_max_bytes: StrictInt = Field(
         50 * 2**20, ge=1024, description="per job log; the rest is cut"
     )

@@ -62,10 +62,11 @@ class Container:
             return
         if self.config.executor == "celery":
             # Jobs run on workers: a worker ends the jobs of dead peers on its host, the
-            # reaper those of workers that never come back; queued ones wait in the broker.
+            # reaper those of workers that never come back. Queued jobs are sent again:
+            # the broker may have lost them; a second delivery runs nothing twice.
             if self.listener is not None:
                 self.listener.start()
-            self.scheduler.start()
+            self.scheduler.start(resubmit_queued=True)
             return
         assert self.runner is not None
         runner = self.runner()
@@ -77,8 +78,7 @@ class Container:
             "server restarted while the job ran",
             unix_now,
         )
-        self.scheduler.resubmit_queued()
-        self.scheduler.start()
+        self.scheduler.start(resubmit_queued=True)
 
     def stop(self) -> None:
         if self.listener is not None:

@@ -19,3 +19,13 @@ def parse_duration(value: object) -> int:
     if seconds <= 0:
         raise ValueError("must be positive")
     return seconds
+
+
+def format_duration(seconds: int) -> str:
+    """3600 -> "1h", 5400 -> "1h30m", 45 -> "45s": as people write them."""
+    parts = []
+    for unit, suffix in zip(_UNITS, "dhms", strict=True):
+        if seconds >= unit:
+            parts.append(f"{seconds // unit}{suffix}")
+            seconds %= unit
+    return "".join(parts) or "0s"

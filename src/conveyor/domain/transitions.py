@@ -24,8 +24,12 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.QUEUED, JobState.CANCELLED, JobState.SKIPPED}),
-    # A runner claims a queued job atomically; a second delivery finds it taken.
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED}),
+    # A runner claims a queued job atomically; a second delivery finds it taken. A job the
+    # executor would not take goes back to wait (PENDING); one no runner took within
+    # `queue_timeout` fails.
+    JobState.QUEUED: frozenset(
+        {JobState.RUNNING, JobState.CANCELLED, JobState.PENDING, JobState.FAILED}
+    ),
     JobState.RUNNING: frozenset(
         {JobState.PASSED, JobState.FAILED, JobState.TIMEOUT, JobState.CANCELLED}
     ),

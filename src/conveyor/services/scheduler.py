@@ -8,12 +8,15 @@ outcomes into the task's state. Executors only report. One `tick()` does one pas
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
+from conveyor.domain.durations import format_duration
 from conveyor.domain.jobs import JobRow, JobSpec
 from conveyor.domain.outcome import task_outcome
 from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
-from conveyor.domain.tasks import TargetSpec, Task
+from conveyor.domain.tasks import StepSpec, TargetSpec, Task
 from conveyor.services.ports import Clock, Executor, JobStore
 from conveyor.settings import Config
 
@@ -22,6 +25,7 @@ log = logging.getLogger("conveyor.scheduler")
 POLL_S = 1.0
 REAP_EVERY_S = 5
 QUEUED_BATCH = 50
+SUBMIT_BACKOFF_MAX_S = 60.0
 
 
 class Scheduler:
@@ -32,8 +36,11 @@ class Scheduler:
         executor: Executor,
         clock: Clock,
         poll_s: float = POLL_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._poll_s = poll_s
+        self._monotonic = monotonic
+        self._resubmit_first = False
         self._config = config
         self._store = store
         self._executor = executor
@@ -42,13 +49,18 @@ class Scheduler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reap = 0
+        # Jobs whose submit failed: job id -> (when to try again, monotonic; the delay).
+        self._backoff: dict[int, tuple[float, float]] = {}
 
     # -- the loop ----------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
+    def start(self, resubmit_queued: bool = False) -> None:
+        """Schedule from a thread of its own; first, with `resubmit_queued`, hand the
+        executor again every queued job no runner has claimed (see resubmit_queued)."""
+        self._resubmit_first = resubmit_queued
         self._thread = threading.Thread(target=self.run, name="conveyor-scheduler", daemon=True)
         self._thread.start()
 
@@ -59,6 +71,11 @@ class Scheduler:
             self._thread.join(timeout=30)
 
     def run(self) -> None:
+        if self._resubmit_first:
+            try:
+                self.resubmit_queued()
+            except Exception:  # the jobs stay queued; queue_timeout ends them at worst
+                log.exception("could not hand queued jobs to the executor again")
         while not self._stop.is_set():
             self._wake.wait(self._poll_s)
             self._wake.clear()
@@ -73,17 +90,47 @@ class Scheduler:
         now = self._clock()
         if now >= self._next_reap:
             self.reap_lost_jobs(now)
+            self.fail_untaken_jobs(now)
             self._next_reap = now + REAP_EVERY_S
         active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
         for task in active:
-            self._advance(task, now)
+            self._isolated(task, self._advance, task, now)
         self._start_queued(now)
+
+    def _isolated(self, task: Task, step: Callable[..., object], *args: object) -> None:
+        """One task's step: a fault there is logged with the task and the others go on."""
+        try:
+            step(*args)
+        except Exception:
+            log.exception("%s#%s: scheduling it failed; retrying", task.workflow_name, task.task_id)
 
     def reap_lost_jobs(self, now: int) -> None:
         """Fail running jobs whose runner has been silent for `heartbeat_timeout`."""
         for job in self._store.stale_jobs(now - self._config.heartbeat_timeout):
             if self._store.move_job(job, JobState.FAILED, now, "worker lost: no heartbeat"):
                 log.warning("job %s lost its runner; failed", job.id)
+
+    def fail_untaken_jobs(self, now: int) -> None:
+        """Fail jobs sent to workers that none took within `queue_timeout` (celery: the
+        local executor always takes its jobs, in turn)."""
+        if self._config.executor != "celery":
+            return
+        limit = self._config.queue_timeout
+        for job in self._store.jobs_queued_before(now - limit):
+            step = self._step(job)
+            queue = (step.queue if step else None) or self._config.queue
+            why = f"no worker took the job from queue {queue} in {format_duration(limit)}"
+            if self._store.move_job(job, JobState.FAILED, now, why):
+                log.warning("job %s: %s", job.id, why)
+
+    def _step(self, job: JobRow) -> StepSpec | None:
+        target = next(
+            (t for t in self._store.task_spec(job.task_pk).targets if t.service == job.service),
+            None,
+        )
+        if target is None:
+            return None
+        return target.build if job.stage == "build" else target.deploy
 
     def _start_queued(self, now: int) -> None:
         # Re-read: advancing may have ended some of the active tasks.
@@ -113,12 +160,16 @@ class Scheduler:
                     slots -= 1
                     if serial:
                         busy.add(task.workflow_name)
-                    self._advance(replace(task, state=TaskState.RUNNING, start_time=now), now)
+                    running = replace(task, state=TaskState.RUNNING, start_time=now)
+                    self._isolated(running, self._advance, running, now)
 
     def resubmit_queued(self) -> int:
-        """Hand queued jobs to the executor again: after a restart of the server that
-        owned the local pool they were waiting in. They never ran, so nothing runs twice."""
+        """Hand every queued job no runner has claimed to the executor again, on start:
+        the local pool it waited in died with the last server, and a broker may have
+        lost it (Redis without persistence). A runner claims a job once, so one sent
+        twice still runs once."""
         count = 0
+        now = self._clock()
         for task in self._store.tasks_in(TaskState.RUNNING):
             jobs = self._store.current_jobs(task.pk)
             queued = [j for j in jobs if j.state is JobState.QUEUED]
@@ -128,10 +179,27 @@ class Scheduler:
             targets = {t.service: t for t in spec.targets}
             outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
             for job in queued:
-                target = targets[job.service]
-                self._executor.submit(self._job_spec(task, job, target, spec.env_vars, outputs))
-                count += 1
+                job_spec = self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
+                if self._submit(job, job_spec, now):
+                    count += 1
         return count
+
+    def _submit(self, job: JobRow, spec: JobSpec, now: int) -> bool:
+        """Hand a queued job to the executor. One it would not take (a broker that is
+        down) goes back to pending and is tried again later, with backoff: never left
+        queued where no runner will ever find it."""
+        try:
+            self._executor.submit(spec)
+        except Exception as exc:
+            delay = min(SUBMIT_BACKOFF_MAX_S, max(1.0, self._backoff.get(job.id, (0, 0))[1] * 2))
+            self._backoff[job.id] = (self._monotonic() + delay, delay)
+            self._store.move_job(replace(job, state=JobState.QUEUED), JobState.PENDING, now)
+            log.warning(
+                "job %s: the executor did not take it (%s); again in %.0fs", job.id, exc, delay
+            )
+            return False
+        self._backoff.pop(job.id, None)
+        return True
 
     def _parallel(self, workflow_name: str) -> bool:
         workflow = self._config.workflows.get(workflow_name)
@@ -177,12 +245,12 @@ class Scheduler:
         targets = {t.service: t for t in spec.targets}
         started = False
         for job in pending:
+            if self._backoff.get(job.id, (0.0, 0.0))[0] > self._monotonic():
+                continue  # its last submit failed; not yet
             if not self._store.move_job(job, JobState.QUEUED, now):
                 continue
-            started = True
-            self._executor.submit(
-                self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
-            )
+            job_spec = self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
+            started = self._submit(job, job_spec, now) or started
         return started
 
     def _job_spec(

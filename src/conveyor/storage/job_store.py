@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobResult, JobRow
-from conveyor.domain.states import JobState, TaskState
+from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
 from conveyor.domain.transitions import transition
 from conveyor.storage.db import Database
@@ -109,7 +109,9 @@ class SqlJobStore:
     ) -> bool:
         new = transition(job.state, new_state)
         values: dict[str, Any] = {"state": new}
-        if new is not JobState.QUEUED:
+        if new is JobState.QUEUED:
+            values["queue_time"] = now
+        elif new in TERMINAL_JOB_STATES:
             values.update(end_time=now, detail=detail)
         with self._db.write() as conn:
             return bool(
@@ -119,6 +121,14 @@ class SqlJobStore:
                     .values(**values)
                 ).rowcount
             )
+
+    def jobs_queued_before(self, time: int) -> list[JobRow]:
+        """Jobs handed to the executor before `time` that no runner has claimed."""
+        stmt = sa.select(*_JOB_COLUMNS).where(
+            jobs.c.state == JobState.QUEUED, jobs.c.queue_time < time
+        )
+        with self._db.read() as conn:
+            return [_job(r) for r in conn.execute(stmt)]
 
     def stale_jobs(self, heartbeat_before: int) -> list[JobRow]:
         stmt = sa.select(*_JOB_COLUMNS).where(

@@ -93,6 +93,8 @@ jobs = sa.Table(
     sa.Column("detail", sa.Text, nullable=True),
     # Set by the runner while the job runs; a stale one means the runner is gone.
     sa.Column("heartbeat_time", sa.BigInteger, nullable=True),
+    # When it was last handed to the executor: one no runner takes in time fails.
+    sa.Column("queue_time", sa.BigInteger, nullable=True),
     # KEY=value lines a build wrote to $CONVEYOR_OUTPUT, handed to its deploy.
     sa.Column("outputs", sa.JSON, nullable=True),
     # Where the job's process group runs, so a restarted server can stop orphans.

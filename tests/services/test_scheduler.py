@@ -1,0 +1,214 @@
+"""The scheduler's rules, one test each: `tick()` over a real database, with an executor
+that records what it is given and refuses on demand. No sleeps: time is a counter."""
+
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.domain.jobs import JobSpec
+from conveyor.domain.states import JobState, TaskState
+from conveyor.domain.tasks import Principal, RepoRequest
+from conveyor.services.scheduler import Scheduler
+from conveyor.services.tasks import CreateRequest, TargetRequest
+from conveyor.settings import Config
+from conveyor.storage.db import Database
+from conveyor.storage.job_store import SqlJobStore
+from conveyor.storage.tables import jobs, tasks
+from conveyor.wiring import Container
+from tests.fixtures import WF
+
+ADMIN = Principal(user="alice", roles=("admin",))
+
+
+class BrokerDown(Exception):
+    pass
+
+
+class RecordingExecutor:
+    def __init__(self) -> None:
+        self.submitted: list[JobSpec] = []
+        self.refused = 0
+        self.down = False
+
+    def submit(self, job: JobSpec) -> None:
+        if self.down:
+            self.refused += 1
+            raise BrokerDown("connection refused")
+        self.submitted.append(job)
+
+    def shutdown(self, wait: bool) -> None:
+        pass
+
+
+class Clocks:
+    """Unix seconds and a monotonic clock that only move when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000
+        self.mono = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += int(seconds)
+        self.mono += seconds
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+@pytest.fixture
+def executor() -> RecordingExecutor:
+    return RecordingExecutor()
+
+
+SchedulerFor = Callable[..., Scheduler]
+
+
+@pytest.fixture
+def scheduler_for(database: Database, executor: RecordingExecutor, clocks: Clocks) -> SchedulerFor:
+    def make(config: Config) -> Scheduler:
+        return Scheduler(
+            config,
+            SqlJobStore(database),
+            executor,
+            lambda: clocks.now,
+            monotonic=lambda: clocks.mono,
+        )
+
+    return make
+
+
+def create(container: Container, service: str = "web", workflow: str = WF) -> int:
+    request = CreateRequest(
+        workflow_name=workflow,
+        env_name="dev" if workflow == WF else "prod",
+        targets=(TargetRequest(service, (RepoRequest("dyliu", "main"),)),),
+    )
+    return container.tasks.create(ADMIN, request).task_id
+
+
+def job_states(database: Database) -> list[str]:
+    with database.read() as conn:
+        return list(conn.execute(sa.select(jobs.c.state).order_by(jobs.c.id)).scalars())
+
+
+def test_a_job_the_executor_refuses_goes_back_to_pending_and_is_sent_again_later(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    create(container)
+    executor.down = True
+    scheduler.tick()
+    # Never left 'queued' where no runner would find it.
+    assert job_states(database) == ["pending", "pending"]
+    executor.down = False
+    scheduler.tick()
+    assert executor.submitted == []  # still backing off
+    clocks.advance(1)
+    scheduler.tick()
+    assert [j.stage for j in executor.submitted] == ["build"]
+    assert job_states(database) == ["queued", "pending"]
+
+
+def test_the_backoff_doubles_while_the_executor_keeps_refusing(
+    container: Container,
+    config: Config,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    create(container)
+    executor.down = True
+    tried_at = []
+    for second in range(16):
+        refused = executor.refused
+        scheduler.tick()
+        if executor.refused > refused:
+            tried_at.append(second)
+        clocks.advance(1)
+    assert tried_at == [0, 1, 3, 7, 15]  # again after 1, 2, 4 and 8 seconds
+
+
+def test_one_task_that_cannot_be_scheduled_does_not_stall_the_others(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    scheduler_for: SchedulerFor,
+) -> None:
+    broken = create(container)
+    create(container, workflow="team-b-deploy")
+    with database.write() as conn:  # a task whose stored spec cannot be read any more
+        conn.execute(
+            tasks.update()
+            .where(tasks.c.task_id == broken, tasks.c.workflow_name == WF)
+            .values(spec={"broken": True})
+        )
+    scheduler_for(config).tick()
+    assert [(j.workflow_name, j.stage) for j in executor.submitted] == [("team-b-deploy", "build")]
+
+
+def test_queued_jobs_are_sent_again_when_the_server_starts(
+    container: Container,
+    config: Config,
+    executor: RecordingExecutor,
+    scheduler_for: SchedulerFor,
+) -> None:
+    create(container)
+    scheduler_for(config).tick()
+    assert len(executor.submitted) == 1
+    # The broker lost the message; a new server sends it again.
+    assert scheduler_for(config).resubmit_queued() == 1
+    assert [j.job_id for j in executor.submitted] == [executor.submitted[0].job_id] * 2
+
+
+def test_a_job_no_worker_takes_fails_after_queue_timeout_naming_the_queue(
+    container: Container,
+    config: Config,
+    database: Database,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    celery = config.model_copy(
+        update={"executor": "celery", "broker_url": "redis://x", "queue_timeout": 3600}
+    )
+    scheduler = scheduler_for(celery)
+    create(container)
+    scheduler.tick()
+    assert job_states(database) == ["queued", "pending"]
+    clocks.advance(3599)
+    scheduler.reap_lost_jobs(clocks.now)
+    scheduler.fail_untaken_jobs(clocks.now)
+    assert job_states(database) == ["queued", "pending"]
+    clocks.advance(2)
+    scheduler.fail_untaken_jobs(clocks.now)
+    scheduler.tick()
+    assert job_states(database) == ["failed", "skipped"]
+    with database.read() as conn:
+        detail = conn.execute(sa.select(jobs.c.detail).order_by(jobs.c.id)).scalars().first()
+        state = conn.execute(sa.select(tasks.c.state)).scalar_one()
+    assert detail == "no worker took the job from queue conveyor in 1h"
+    assert state == TaskState.FAILED
+
+
+def test_the_local_executor_has_no_queue_timeout(
+    container: Container,
+    config: Config,
+    database: Database,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    create(container)
+    scheduler.tick()
+    clocks.advance(10 * 3600)
+    scheduler.fail_untaken_jobs(clocks.now)
+    assert job_states(database)[0] == JobState.QUEUED
