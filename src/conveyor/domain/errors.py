@@ -40,5 +40,9 @@ class StateConflict(RequestError):
     """409: the task's current state does not allow this."""
 
 
+class LostUpdate(StateConflict):
+    """409: another writer changed the task between our read and our write."""
+
+
 class UpstreamError(ConveyorError):
     """A real fault outside the request: a git remote did not answer, say."""

@@ -35,21 +35,16 @@ class TaskWriter(Protocol):
 
     def get_task(self, workflow_name: str, task_id: int) -> Task | None: ...
 
-    def set_task_state(
-        self,
-        task: Task,
-        new_state: TaskState,
-        *,
-        attempt: int | None = None,
-        reset_times: bool = False,
-        end_time: int | None = None,
+    def move_task(
+        self, task: Task, target: TaskState, now: int, *, attempt: int | None = None
     ) -> Task:
-        """Move `task` on from the state it was read in; raises if another writer won."""
+        """Move `task` on from the state it was read in, its attempt row with it; raises
+        LostUpdate if another writer won. `attempt`: a restart opening that attempt."""
         ...
 
     def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None: ...
 
-    def cancel_pending_jobs(self, task: Task, end_time: int) -> None: ...
+    def cancel_pending_jobs(self, task: Task, now: int) -> None: ...
 
     def add_jobs_to_rerun(self, task: Task) -> int:
         """Queue, in `task.attempt`, every job whose latest run did not pass."""

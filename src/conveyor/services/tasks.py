@@ -27,7 +27,6 @@ from conveyor.domain.tasks import (
     TaskSpec,
     TaskWithCommits,
 )
-from conveyor.domain.transitions import transition
 from conveyor.domain.variables import variable_value_problem
 from conveyor.services.auth import Authorizer
 from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore
@@ -329,13 +328,11 @@ class TaskService:
                 return task
             now = self._clock()
             if task.state is TaskState.QUEUED:
-                new = tx.set_task_state(
-                    task, transition(task.state, TaskState.CANCELLED), end_time=now
-                )
+                new = tx.move_task(task, TaskState.CANCELLED, now)
                 tx.cancel_pending_jobs(task, now)
             elif task.state is TaskState.RUNNING:
                 # Durable now: runners see the flag and stop the task's processes.
-                new = tx.set_task_state(task, transition(task.state, TaskState.CANCELLING))
+                new = tx.move_task(task, TaskState.CANCELLING, now)
             else:
                 raise StateConflict(
                     f"task {workflow_name}#{task_id} is {public_status(task.state)}; "
@@ -356,12 +353,7 @@ class TaskService:
                     "only failed, timeout or cancelled tasks can be restarted"
                 )
             now = self._clock()
-            new = tx.set_task_state(
-                task,
-                transition(task.state, TaskState.QUEUED),
-                attempt=task.attempt + 1,
-                reset_times=True,
-            )
+            new = tx.move_task(task, TaskState.QUEUED, now, attempt=task.attempt + 1)
             tx.add_attempt(new, principal.user, now)
             rerun = tx.add_jobs_to_rerun(new)
             tx.audit(

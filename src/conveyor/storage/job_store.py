@@ -10,12 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobResult, JobRow
-from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
+from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
-from conveyor.domain.transitions import transition
 from conveyor.storage.db import Database
 from conveyor.storage.notify import notify_in
-from conveyor.storage.tables import attempts, jobs, tasks
+from conveyor.storage.state_changes import move_job, move_task
+from conveyor.storage.tables import jobs, tasks
 from conveyor.storage.task_store import TASK_COLUMNS, latest_jobs, task_from_row
 
 _JOB_COLUMNS = (
@@ -61,27 +61,12 @@ class SqlJobStore:
 
     def claim_task(self, task: Task, now: int) -> bool:
         """QUEUED -> RUNNING, unless someone else got there first."""
-        return self._move_task(task, TaskState.RUNNING, start_time=now, end_time=None)
+        with self._db.write() as conn:
+            return move_task(conn, task, TaskState.RUNNING, now)
 
     def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool:
-        return self._move_task(task, outcome, end_time=now)
-
-    def _move_task(self, task: Task, target: TaskState, **times: int | None) -> bool:
-        """Move the task from the state it was read in, and its current attempt with it."""
-        new = transition(task.state, target)
         with self._db.write() as conn:
-            done = conn.execute(
-                tasks.update()
-                .where(tasks.c.id == task.pk, tasks.c.state == task.state)
-                .values(state=new, **times)
-            ).rowcount
-            if done:
-                conn.execute(
-                    attempts.update()
-                    .where(attempts.c.task_pk == task.pk, attempts.c.number == task.attempt)
-                    .values(state=new, **{k: v for k, v in times.items() if v is not None})
-                )
-        return bool(done)
+            return move_task(conn, task, outcome, now)
 
     def task_spec(self, task_pk: int) -> TaskSpec:
         with self._db.read() as conn:
@@ -107,20 +92,8 @@ class SqlJobStore:
     def move_job(
         self, job: JobRow, new_state: JobState, now: int, detail: str | None = None
     ) -> bool:
-        new = transition(job.state, new_state)
-        values: dict[str, Any] = {"state": new}
-        if new is JobState.QUEUED:
-            values["queue_time"] = now
-        elif new in TERMINAL_JOB_STATES:
-            values.update(end_time=now, detail=detail)
         with self._db.write() as conn:
-            return bool(
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job.id, jobs.c.state == job.state)
-                    .values(**values)
-                ).rowcount
-            )
+            return move_job(conn, job.id, job.state, new_state, now, detail=detail)
 
     def jobs_queued_before(self, time: int) -> list[JobRow]:
         """Jobs handed to the executor before `time` that no runner has claimed."""
@@ -149,15 +122,8 @@ class SqlJobStore:
 
     def claim_job(self, job_id: int, host: str, now: int) -> bool:
         """QUEUED -> RUNNING for one runner only; a duplicate delivery gets False."""
-        new = transition(JobState.QUEUED, JobState.RUNNING)
         with self._db.write() as conn:
-            return bool(
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.state == JobState.QUEUED)
-                    .values(state=new, runner_host=host, start_time=now, heartbeat_time=now)
-                ).rowcount
-            )
+            return move_job(conn, job_id, JobState.QUEUED, JobState.RUNNING, now, runner_host=host)
 
     def job_started(self, job_id: int, pid: int, now: int) -> None:
         with self._db.write() as conn:
@@ -198,22 +164,20 @@ class SqlJobStore:
 
     def finish_job(self, job_id: int, result: JobResult, now: int) -> bool:
         """Record a runner's result; ignored if the job already ended (reaped, say)."""
-        new = transition(JobState.RUNNING, JobState(result.outcome.value))
         with self._db.write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
-                .values(
-                    state=new,
-                    end_time=now,
-                    exit_code=result.exit_code,
-                    detail=result.detail,
-                    outputs=result.outputs or None,
-                )
-            ).rowcount
+            done = move_job(
+                conn,
+                job_id,
+                JobState.RUNNING,
+                JobState(result.outcome.value),
+                now,
+                detail=result.detail,
+                exit_code=result.exit_code,
+                outputs=result.outputs or None,
+            )
             if done:
                 notify_in(conn)
-        return bool(done)
+        return done
 
 
 class StoreJobReporter:

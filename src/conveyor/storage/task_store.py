@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from conveyor.domain.errors import ConveyorError
+from conveyor.domain.errors import LostUpdate
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import (
     AttemptView,
@@ -22,6 +22,7 @@ from conveyor.domain.tasks import (
     TaskWithCommits,
 )
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
+from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
     attempts,
     audit_log,
@@ -32,10 +33,6 @@ from conveyor.storage.tables import (
 )
 
 STAGES = ("build", "deploy")
-
-
-class LostUpdate(ConveyorError):
-    """Another writer changed the task between our read and our write."""
 
 
 def task_from_row(row: AnyRow) -> Task:
@@ -166,30 +163,13 @@ class SqlTaskWriter:
         row = self._conn.execute(stmt).one_or_none()
         return task_from_row(row) if row is not None else None
 
-    def set_task_state(
-        self,
-        task: Task,
-        new_state: TaskState,
-        *,
-        attempt: int | None = None,
-        reset_times: bool = False,
-        end_time: int | None = None,
+    def move_task(
+        self, task: Task, target: TaskState, now: int, *, attempt: int | None = None
     ) -> Task:
-        values: dict[str, Any] = {"state": new_state}
-        if attempt is not None:
-            values["attempt"] = attempt
-        if reset_times:
-            values["start_time"] = None
-            values["end_time"] = None
-        if end_time is not None:
-            values["end_time"] = end_time
-        result = self._conn.execute(
-            tasks.update()
-            .where(tasks.c.id == task.pk, tasks.c.state == task.state)
-            .values(**values)
-        )
-        if result.rowcount != 1:
-            raise LostUpdate(f"task {task.workflow_name}#{task.task_id} changed meanwhile")
+        if not move_task(self._conn, task, target, now, attempt=attempt):
+            raise LostUpdate(
+                f"task {task.workflow_name}#{task.task_id} changed meanwhile; try again"
+            )
         row = self._conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id == task.pk)).one()
         return task_from_row(row)
 
@@ -203,12 +183,16 @@ class SqlTaskWriter:
             )
         )
 
-    def cancel_pending_jobs(self, task: Task, end_time: int) -> None:
-        self._conn.execute(
-            jobs.update()
-            .where(jobs.c.task_pk == task.pk, jobs.c.state == JobState.PENDING)
-            .values(state=JobState.CANCELLED, end_time=end_time, detail="cancelled before it ran")
-        )
+    def cancel_pending_jobs(self, task: Task, now: int) -> None:
+        for job_id in pending_jobs(self._conn, task):
+            move_job(
+                self._conn,
+                job_id,
+                JobState.PENDING,
+                JobState.CANCELLED,
+                now,
+                detail="cancelled before it ran",
+            )
 
     def add_jobs_to_rerun(self, task: Task) -> int:
         rows = self._conn.execute(

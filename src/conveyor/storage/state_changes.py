@@ -1,0 +1,76 @@
+"""The one place that changes the state of a task or a job in the database.
+
+Every change is checked by `transition()` and written as a conditional update from the
+state it was read in, so a late or duplicate report changes nothing. A task's current
+attempt row moves with the task, in the same statement's transaction: the API's
+cancel and restart and the scheduler's start and finish write both, the same way.
+"""
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from conveyor.domain.states import TERMINAL_JOB_STATES, TERMINAL_TASK_STATES, JobState, TaskState
+from conveyor.domain.tasks import Task
+from conveyor.domain.transitions import transition
+from conveyor.storage.tables import attempts, jobs, tasks
+
+
+def move_task(
+    conn: Connection, task: Task, target: TaskState, now: int, *, attempt: int | None = None
+) -> bool:
+    """Move `task` from the state it was read in to `target`; False if another writer
+    moved it first. `attempt`: a restart, which opens that attempt (its row is the
+    caller's to add) and closes the one it replaces if it was still being stopped."""
+    new = transition(task.state, target)
+    values: dict[str, Any] = {"state": new}
+    if attempt is not None:
+        values.update(attempt=attempt, start_time=None, end_time=None)
+    elif new is TaskState.RUNNING:
+        values.update(start_time=now, end_time=None)
+    elif new in TERMINAL_TASK_STATES:
+        values["end_time"] = now
+    moved = conn.execute(
+        tasks.update().where(tasks.c.id == task.pk, tasks.c.state == task.state).values(**values)
+    ).rowcount
+    if not moved:
+        return False
+    this_attempt = attempts.update().where(
+        attempts.c.task_pk == task.pk, attempts.c.number == task.attempt
+    )
+    if attempt is None:
+        times = {k: v for k, v in values.items() if k in ("start_time", "end_time") and v}
+        conn.execute(this_attempt.values(state=new, **times))
+    elif task.state is TaskState.CANCELLING:
+        conn.execute(this_attempt.values(state=TaskState.CANCELLED, end_time=now))
+    return True
+
+
+def move_job(
+    conn: Connection,
+    job_id: int,
+    current: JobState,
+    target: JobState,
+    now: int,
+    *,
+    detail: str | None = None,
+    **values: Any,
+) -> bool:
+    """Move job `job_id` from `current` to `target`, with the times that go with it and
+    `values` (the runner's host, an exit code…); False if it was no longer `current`."""
+    new = transition(current, target)
+    row: dict[str, Any] = {"state": new, **values}
+    if new is JobState.QUEUED:
+        row["queue_time"] = now
+    elif new is JobState.RUNNING:
+        row.update(start_time=now, heartbeat_time=now)
+    elif new in TERMINAL_JOB_STATES:
+        row.update(end_time=now, detail=detail)
+    stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == current).values(**row)
+    return bool(conn.execute(stmt).rowcount)
+
+
+def pending_jobs(conn: Connection, task: Task) -> list[int]:
+    stmt = sa.select(jobs.c.id).where(jobs.c.task_pk == task.pk, jobs.c.state == JobState.PENDING)
+    return list(conn.execute(stmt).scalars())
