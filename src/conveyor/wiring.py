@@ -29,6 +29,7 @@ from conveyor.services.reconciler import reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
+from conveyor.storage import migrate
 from conveyor.storage.db import Database
 from conveyor.storage.installation import installation_id
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
@@ -55,6 +56,7 @@ class Container:
     executor: Executor | None = None
     listener: JobListener | None = None
     runner: Callable[[], RunnerIdentity] | None = None
+    broker_check: Callable[[], str | None] | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling."""
@@ -79,6 +81,22 @@ class Container:
             unix_now,
         )
         self.scheduler.start(resubmit_queued=True)
+
+    def readiness(self) -> dict[str, str]:
+        """Each thing this server needs to serve, `ok` or why not (for /readyz)."""
+        checks = {"database": "ok", "migrations": "ok"}
+        try:
+            current = migrate.current_revision(self.db)
+        except Exception as exc:
+            checks["database"] = f"cannot be reached: {exc.__class__.__name__}: {exc}"
+            checks["migrations"] = "unknown: the database cannot be reached"
+        else:
+            head = migrate.heads()[0]
+            if current != head:
+                checks["migrations"] = f"at {current}, not at {head}: run conveyor serve to migrate"
+        if self.broker_check is not None:
+            checks["broker"] = self.broker_check() or "ok"
+        return checks
 
     def stop(self) -> None:
         if self.listener is not None:
@@ -154,6 +172,7 @@ def build_container(
         executor=executor,
         listener=listener,
         runner=runner,
+        broker_check=executor.broker_problem if isinstance(executor, CeleryExecutor) else None,
     )
 
 

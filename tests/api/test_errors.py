@@ -79,6 +79,7 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
     paths = doc["paths"]
     assert set(paths) == {
         "/healthz",
+        "/readyz",
         "/api/workflows/{name}/tasks/{id}",
         "/api/workflows/{name}/tasks/{id}/jobs/{job}/log",
         BASE,
@@ -96,7 +97,7 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
     assert schemas["CreateTaskIn"]["additionalProperties"] is False
     assert set(schemas["RepoIn"]["properties"]) == {"repo_name", "branch", "pr"}
     for name, path in paths.items():
-        if name == "/healthz" or name.startswith("/api/workflows/"):
+        if name in ("/healthz", "/readyz") or name.startswith("/api/workflows/"):
             continue
         for op in path.values():
             assert {"400", "401", "500"} <= set(op["responses"])

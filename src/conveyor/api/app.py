@@ -7,13 +7,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.deps import SECURITY_SCHEMES
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.routes import tasks, workflow_tasks
-from conveyor.api.schemas import CreateTaskIn, ErrorOut
+from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
@@ -80,6 +82,19 @@ def create_app(container: Container) -> FastAPI:
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: the database answers, at the newest schema; the broker answers",
+        response_model=ReadinessOut,
+        responses={503: {"model": ReadinessOut, "description": "what is not ready, and why"}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await run_in_threadpool(container.readiness)
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     install_error_handlers(app)
     app.add_middleware(HeadAsGetMiddleware)

@@ -40,6 +40,7 @@ _ERROR_WHEN = {
     413: "the body is larger than 1 MiB",
     415: "the body is not application/json",
     500: "a real fault, logged under the request id the detail names",
+    503: "the database cannot be reached for now; retry after Retry-After seconds",
 }
 MAX_ID_DIGITS = 18
 MAX_OFFSET_DIGITS = 15

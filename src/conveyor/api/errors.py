@@ -31,6 +31,7 @@ class UnsupportedMediaType(RequestError):
     """415: the request body is not of a media type the endpoint reads."""
 
 
+RETRY_AFTER_S = 5
 MESSAGES = {
     400: "param is illegal!",
     401: "auth failed!",
@@ -38,6 +39,7 @@ MESSAGES = {
     404: "task not found",
     405: "method not allowed",
     409: "task state conflict",
+    503: "service unavailable",
     413: "request body too large",
     415: "unsupported media type",
     500: "internal error",
@@ -123,6 +125,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         rid = request_id(request)
+        if request.app.state.container.db.unreachable(exc):
+            log.warning("request %s: the database is unreachable: %s", rid, exc)
+            return error_response(
+                503,
+                f"the database cannot be reached; try again shortly (request id {rid})",
+                {"Retry-After": str(RETRY_AFTER_S), "X-Request-ID": rid},
+            )
         log.error("request %s failed: %s %s", rid, request.method, request.url.path, exc_info=exc)
         return error_response(500, f"request id {rid}", {"X-Request-ID": rid})
 

@@ -166,3 +166,10 @@ class TaskDetailOut(BaseModel):
     commits: list[MatchedRepoOut]
     jobs: list[JobOut]
     attempts: list[AttemptOut]
+
+
+class ReadinessOut(BaseModel):
+    status: str = Field(description="ready, or not ready")
+    checks: dict[str, str] = Field(
+        description="database, migrations and (celery) broker: `ok`, or what is wrong"
+    )

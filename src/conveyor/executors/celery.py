@@ -11,6 +11,7 @@ from celery import Celery
 from conveyor.domain.jobs import JobSpec
 
 TASK_NAME = "conveyor.run_job"
+BROKER_CHECK_S = 2.0
 
 
 def celery_app(broker_url: str, default_queue: str) -> Celery:
@@ -41,6 +42,15 @@ class CeleryExecutor:
 
     def submit(self, job: JobSpec) -> None:
         self._app.send_task(TASK_NAME, args=[job.to_json()], queue=job.queue)
+
+    def broker_problem(self) -> str | None:
+        """Why the broker cannot be reached now, or None."""
+        try:
+            with self._app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=BROKER_CHECK_S)
+        except Exception as exc:
+            return f"cannot be reached: {exc.__class__.__name__}: {exc}"
+        return None
 
     def shutdown(self, wait: bool) -> None:
         self._app.close()

@@ -18,6 +18,13 @@ from sqlalchemy.engine import Connection, Engine, Row
 AnyRow = Row[*tuple[Any, ...]]
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# SQLite's OperationalErrors that mean "not now" rather than "wrong" ("no such table").
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "unable to open database file",
+    "disk I/O error",
+    "database or disk is full",
+)
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
 
@@ -155,3 +162,18 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether `exc` says the database cannot be reached or used for now (it is down,
+        restarting, its disk is gone or it is locked past the busy timeout), as opposed
+        to a query that is wrong: the first is worth a retry, the second a bug report."""
+        dbapi = self.engine.dialect.loaded_dbapi
+        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            orig: BaseException | None = exc.orig
+        elif isinstance(exc, dbapi.OperationalError | dbapi.InterfaceError):
+            orig = exc  # from a raw DBAPI connection (the prepared reads)
+        else:
+            return False
+        if not self.is_sqlite:
+            return True  # psycopg's OperationalError: connection, server or resource
+        return any(m in str(orig) for m in _SQLITE_UNAVAILABLE)

@@ -65,7 +65,7 @@ _LOG_OK = {
 @router.get(
     "/{name}/tasks/{id}",
     response_model=TaskDetailOut,
-    responses=error_responses(400, 401, 403, 404, 500),
+    responses=error_responses(400, 401, 403, 404, 500, 503),
     summary="A task with its commits, jobs and attempts",
     openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID], **SECURED},
 )
@@ -118,7 +118,7 @@ def task_detail(request: Request) -> JSONResponse:
 @router.get(
     "/{name}/tasks/{id}/jobs/{job}/log",
     response_class=PlainTextResponse,
-    responses={200: _LOG_OK, **error_responses(400, 401, 403, 404, 500)},
+    responses={200: _LOG_OK, **error_responses(400, 401, 403, 404, 500, 503)},
     summary="A job's log from a byte offset; follow it by asking again from X-Next-Offset",
     openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID, _JOB_ID, _OFFSET], **SECURED},
 )

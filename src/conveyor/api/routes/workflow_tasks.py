@@ -74,7 +74,7 @@ _TASK_PARAMETERS = [TASK_ID, WORKFLOW_NAME]
 @router.get(
     "",
     response_model=list[TaskItemOut],
-    responses=error_responses(400, 401, 500),
+    responses=error_responses(400, 401, 500, 503),
     summary="Every task that built a commit, newest first",
     # The API's hot path: the values are read from the request as they are and checked
     # after authentication; FastAPI's parameter handling would only add cost here.
@@ -111,7 +111,7 @@ def _act_on_task(request: Request, operation: TaskOperation) -> JSONResponse:
 @router.post(
     "/id/{id}/pipelines/{name}/restart",
     response_model=ResultOut,
-    responses=error_responses(400, 401, 403, 404, 409, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 500, 503),
     summary="Rerun a failed, timed-out or cancelled task's jobs that did not pass",
     openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
@@ -122,7 +122,7 @@ def restart_task(request: Request) -> JSONResponse:
 @router.post(
     "/id/{id}/pipelines/{name}/cancel",
     response_model=ResultOut,
-    responses=error_responses(400, 401, 403, 404, 409, 500),
+    responses=error_responses(400, 401, 403, 404, 409, 500, 503),
     summary="Cancel a created or running task",
     openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
@@ -153,7 +153,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 @router.post(
     "/create",
     response_model=CreateTaskOut,
-    responses=error_responses(400, 401, 403, 413, 415, 500),
+    responses=error_responses(400, 401, 403, 413, 415, 500, 503),
     summary="Create a workflow task: resolve every ref to a commit and queue it",
     # The body is read after authentication (so a caller without a token always gets
     # 401), which FastAPI's own body parsing would do first; the schema is still published.
