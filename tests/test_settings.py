@@ -223,3 +223,26 @@ def test_credentials_in_repo_urls_are_masked_like_secrets() -> None:
     assert {"glpat-Super%40Secret-99", "glpat-Super@Secret-99", "tok-0123456789abcdef"} <= set(
         values
     )
+
+
+def test_one_run_reports_every_problem_at_once() -> None:
+    """Duplicate keys, bad values and references across parts, in one list: a person
+    fixes them in one go, not over three runs."""
+    text = (
+        GOOD.replace("  dyliu: {url: /srv/dyliu.git}\n", "  dyliu: {url: /a}\n  dyliu: {url: /b}\n")
+        .replace("timeout: 30m", "timeout: soon")
+        .replace("services: [redis3]", "services: [redis3, ghost]")
+        .replace("task:create]", "task:fly]")
+    )
+    assert problems_of(text) == [
+        "duplicate key 'dyliu' (line 7)",
+        "services.redis3.build.timeout: must be a duration like 90s, 30m, 1h or 30d, not 'soon'",
+        "roles.developer.permissions[1]: Input should be 'task:view', 'task:create', "
+        "'task:restart' or 'task:cancel'",
+        "workflows.autoproject-workflow-dev.services[1]: unknown service 'ghost'",
+    ]
+
+
+def test_what_refers_to_a_broken_part_is_not_reported_twice() -> None:
+    text = GOOD.replace("script: make build, ", "")  # redis3 has no script: set aside
+    assert problems_of(text) == ["services.redis3.build.script: required key is missing"]

@@ -6,6 +6,7 @@ path (`services.redis3.build.repos[1]: unknown repo 'dyliu'`). Nothing happens a
 import time.
 """
 
+import copy
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -27,14 +28,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.config_checks import cross_reference_problems
 from conveyor.domain.durations import parse_duration
-from conveyor.domain.masking import MIN_SECRET_CHARS, url_secrets
+from conveyor.domain.masking import url_secrets
 from conveyor.domain.refs import branch_name_problem
-from conveyor.domain.variables import (
-    repo_variables,
-    variable_name_problem,
-    variable_value_problem,
-)
 
 PERMISSIONS = ("task:view", "task:create", "task:restart", "task:cancel")
 Permission = Literal["task:view", "task:create", "task:restart", "task:cancel"]
@@ -204,7 +201,12 @@ class ConfigError(Exception):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML keeps the last of two equal keys; a config that says a thing twice is an error."""
+    """PyYAML keeps the last of two equal keys; a config that says a thing twice is an
+    error. Every such key is noted (not only the first), so one run reports them all."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -212,10 +214,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
-            line = key_node.start_mark.line + 1
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {line})"
-            )
+            loader.duplicates.append(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
         seen.add(key)
     return dict(loader.construct_pairs(node, deep=True))
 
@@ -224,6 +223,14 @@ _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_mapping,
 )
+
+
+def _load_yaml(text: str) -> tuple[Any, list[str]]:
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data(), loader.duplicates
+    finally:
+        loader.dispose()
 
 
 def format_loc(loc: Iterable[int | str]) -> str:
@@ -248,112 +255,6 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _cross_reference_problems(cfg: Config) -> list[str]:
-    problems = []
-    for kind, names in (
-        ("repo", cfg.repos),
-        ("service", cfg.services),
-        ("env", cfg.envs),
-        ("workflow", cfg.workflows),
-        ("role", cfg.roles),
-    ):
-        for name in names:
-            if not _NAME.fullmatch(name):
-                problems.append(
-                    f"{kind}s.{name}: a {kind} name may hold only letters, digits, '.', '_', '-'"
-                    " and must start with a letter or digit"
-                )
-    for sname, svc in cfg.services.items():
-        for i, repo in enumerate(svc.build.repos):
-            if repo not in cfg.repos:
-                problems.append(f"services.{sname}.build.repos[{i}]: unknown repo {repo!r}")
-            if repo in svc.build.repos[:i]:
-                problems.append(f"services.{sname}.build.repos[{i}]: repo {repo!r} listed twice")
-    problems += _variable_clash_problems(cfg)
-    for wname, wf in cfg.workflows.items():
-        if wf.env not in cfg.envs:
-            problems.append(f"workflows.{wname}.env: unknown env {wf.env!r}")
-        for i, env in enumerate(wf.envs):
-            if env not in cfg.envs:
-                problems.append(f"workflows.{wname}.envs[{i}]: unknown env {env!r}")
-        for i, svc_name in enumerate(wf.services):
-            if svc_name not in cfg.services:
-                problems.append(f"workflows.{wname}.services[{i}]: unknown service {svc_name!r}")
-            if svc_name in wf.services[:i]:
-                problems.append(
-                    f"workflows.{wname}.services[{i}]: service {svc_name!r} listed twice"
-                )
-    for ename, env_cfg in cfg.envs.items():
-        for key, value in env_cfg.secrets.items():
-            if key in env_cfg.vars:
-                problems.append(f"envs.{ename}.secrets.{key}: also given in vars")
-            name = value.removeprefix("env:")
-            if value.startswith("env:") and name not in os.environ:
-                problems.append(
-                    f"envs.{ename}.secrets.{key}: environment variable {name!r} is not set"
-                )
-                continue
-            resolved = os.environ[name] if value.startswith("env:") else value
-            if len(resolved) < MIN_SECRET_CHARS:
-                # Masking a 3-character value would garble ordinary output, and not
-                # masking it silently would be worse: refuse it.
-                problems.append(
-                    f"envs.{ename}.secrets.{key}: a secret must be at least {MIN_SECRET_CHARS} "
-                    f"characters long, or it could not be masked in job logs "
-                    f"(this one has {len(resolved)})"
-                )
-    for sname in cfg.services:
-        if not cfg.services[sname].network and cfg.sandbox_of(sname) != "bubblewrap":
-            problems.append(
-                f"services.{sname}.network: false needs sandbox: bubblewrap, the only way "
-                "Conveyor has to take a job's network away"
-            )
-    if cfg.executor == "celery" and not cfg.broker_url:
-        problems.append("broker_url: required when executor is 'celery'")
-    return problems
-
-
-def _variable_clash_problems(cfg: Config) -> list[str]:
-    """A build variable or output must not share its name with a variable Conveyor or the
-    env sets for the job: its value would otherwise be silently overridden, or override."""
-    problems = []
-    for sname, svc in cfg.services.items():
-        declared = svc.build.variables
-        for name, value in declared.items():
-            for problem in (variable_name_problem(name), variable_value_problem(value)):
-                if problem:
-                    problems.append(f"services.{sname}.build.variables.{name}: {problem}")
-        for i, name in enumerate(svc.build.outputs):
-            problem = variable_name_problem(name)
-            if name in svc.build.outputs[:i]:
-                problem = "listed twice"
-            if problem:
-                problems.append(f"services.{sname}.build.outputs[{i}]: {name!r} {problem}")
-        # The names this service's build itself decides, by the key they are under.
-        owned = {"variables": set(declared), "outputs": set(svc.build.outputs)}
-        for repo in svc.build.repos:
-            for kind, names in owned.items():
-                for name in sorted(set(repo_variables(repo)) & names):
-                    where = f"services.{sname}.build.{kind}.{name}"
-                    problems.append(f"{where}: Conveyor sets it (repo {repo!r})")
-        # The envs this service may run in, each with a workflow that takes it there.
-        reach: dict[str, str] = {}
-        for wname, wf in cfg.workflows.items():
-            if sname in wf.services:
-                for ename in sorted(wf.allowed_envs & cfg.envs.keys()):
-                    reach.setdefault(ename, wname)
-        for ename, wname in reach.items():
-            env = cfg.envs[ename]
-            for kind, env_names in (("vars", set(env.vars)), ("secrets", set(env.secrets))):
-                for own, names in owned.items():
-                    for name in sorted(env_names & names):
-                        problems.append(
-                            f"services.{sname}.build.{own}.{name}: also in "
-                            f"envs.{ename}.{kind} (workflow {wname!r} runs it there)"
-                        )
-    return problems
-
-
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     """Relative data_dir and SQLite paths are relative to the config file, not the cwd."""
     data_dir = Path(str(raw.get("data_dir", ".conveyor")))
@@ -366,7 +267,7 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
 def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Config:
     """Validate the YAML `text`; paths in it are relative to `base`."""
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw, duplicates = _load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
     if raw is None:
@@ -379,14 +280,59 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
         if value is not None:
             raw[key] = value
     _resolve_paths(raw, (base or Path.cwd()).resolve())
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, _pydantic_problems(exc)) from exc
-    problems = _cross_reference_problems(cfg)
-    if problems:
-        raise ConfigError(source, problems)
+    cfg, problems, set_aside = _validate(raw)
+    if cfg is not None:
+        # What refers to a part set aside as broken is not reported again.
+        across = cross_reference_problems(cfg)
+        problems += [p for p in across if not p.endswith(tuple(set_aside))]
+    if duplicates or problems or cfg is None:
+        raise ConfigError(source, duplicates + problems)
     return cfg
+
+
+_NAMED = {"repos": "repo", "services": "service", "envs": "env", "workflows": "workflow"}
+
+
+def _validate(raw: dict[str, Any]) -> tuple[Config | None, list[str], list[str]]:
+    """The config, what is wrong with its values, and how the parts set aside would be
+    referred to ("unknown service 'x'"). What is wrong is set aside and the rest checked
+    again, so the checks across parts run in the same pass: one run of `check-config`
+    lists every problem."""
+    try:
+        return Config.model_validate(raw), [], []
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc)
+        errors = exc.errors()
+    data = copy.deepcopy(raw)
+    set_aside: list[str] = []
+    for _ in range(50):  # each round removes at least one broken part
+        for err in errors:
+            loc = err["loc"][:-1] if err["type"] == "missing" else err["loc"]
+            _remove(data, loc)
+            if len(loc) >= 2 and loc[0] in _NAMED:
+                set_aside.append(f"unknown {_NAMED[str(loc[0])]} {loc[1]!r}")
+            if loc and isinstance(loc[-1], int):
+                break  # the next errors' indices in that list have moved: check again
+        try:
+            return Config.model_validate(data), problems, set_aside
+        except ValidationError as exc:
+            errors = exc.errors()
+    return None, problems, set_aside
+
+
+def _remove(data: Any, loc: tuple[int | str, ...]) -> None:
+    """Delete the part of `data` at `loc`, if it is there."""
+    if not loc:
+        return
+    for part in loc[:-1]:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(data, dict):
+        data.pop(loc[-1], None)
+    elif isinstance(data, list) and isinstance(loc[-1], int) and loc[-1] < len(data):
+        del data[loc[-1]]
 
 
 def load_config(path: Path) -> Config:
