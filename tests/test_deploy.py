@@ -53,3 +53,10 @@ def test_the_image_installs_the_package_and_runs_conveyor() -> None:
     assert "pip install --no-cache-dir ." in dockerfile
     assert 'ENTRYPOINT ["conveyor"]' in dockerfile
     assert "git" in dockerfile.split("apt-get install", 1)[1].split("\n", 1)[0]
+
+
+def test_every_compose_service_is_restarted_by_docker() -> None:
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    assert {name: s.get("restart") for name, s in services.items()} == {
+        name: "unless-stopped" for name in services
+    }

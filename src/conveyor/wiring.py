@@ -1,6 +1,7 @@
 """The composition root: builds the stores, services and executor for one config."""
 
 import functools
+import logging
 import os
 import socket
 import time
@@ -25,7 +26,7 @@ from conveyor.executors.sandbox import (
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
-from conveyor.services.reconciler import reconcile_dead_runners
+from conveyor.services.reconciler import OrphanSweeper, reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
@@ -39,13 +40,14 @@ from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
 
 CELERY_POLL_S = 0.25
+ORPHAN_SWEEP_S = 5.0
 
 
 def unix_now() -> int:
     return int(time.time())
 
 
-@dataclass(frozen=True)
+@dataclass
 class Container:
     config: Config
     db: Database
@@ -57,6 +59,7 @@ class Container:
     listener: JobListener | None = None
     runner: Callable[[], RunnerIdentity] | None = None
     broker_check: Callable[[], str | None] | None = None
+    sweeper: OrphanSweeper | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling."""
@@ -71,14 +74,8 @@ class Container:
             self.scheduler.start(resubmit_queued=True)
             return
         assert self.runner is not None
-        runner = self.runner()
-        reconcile_dead_runners(
-            self.jobs,
-            runner.host,
-            runner_alive,
-            lambda: stop_orphans(runner, self.config.cancel_grace),
-            "server restarted while the job ran",
-            unix_now,
+        self.sweeper = start_runner_host(
+            self.config, self.jobs, self.runner(), "server restarted while the job ran"
         )
         self.scheduler.start(resubmit_queued=True)
 
@@ -99,6 +96,8 @@ class Container:
         return checks
 
     def stop(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.stop()
         if self.listener is not None:
             self.listener.stop()
         if self.scheduler is not None:
@@ -214,6 +213,31 @@ def runner_warnings(config: Config) -> list[str]:
             "every root-owned file of the host; set run_as to an unprivileged user"
         ]
     return []
+
+
+def start_runner_host(
+    config: Config, jobs: SqlJobStore, runner: RunnerIdentity, why: str
+) -> OrphanSweeper:
+    """What a process that runs jobs (a server with the local executor, a worker) does
+    first and then keeps doing: stop what dead runners of this installation left on
+    this host and fail their jobs with `why`; once now, then every ORPHAN_SWEEP_S."""
+
+    def sweep() -> int:
+        return reconcile_dead_runners(
+            jobs,
+            runner.host,
+            runner_alive,
+            lambda: stop_orphans(runner, config.cancel_grace),
+            why,
+            unix_now,
+        )
+
+    failed = sweep()
+    if failed:
+        logging.getLogger("conveyor").warning("failed %d jobs of dead runners here", failed)
+    sweeper = OrphanSweeper(sweep, ORPHAN_SWEEP_S)
+    sweeper.start()
+    return sweeper
 
 
 def runner_identity(db: Database) -> RunnerIdentity:

@@ -5,22 +5,24 @@ the shared database (claim, heartbeats, result, log chunks); the server only rea
 """
 
 import logging
+import threading
 from dataclasses import replace
 from typing import Any
 
+from celery import platforms
 from celery.exceptions import Reject
+from celery.signals import worker_ready
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
-from conveyor.executors.processes import runner_alive, stop_orphans
 from conveyor.executors.runner import run_job
-from conveyor.services.reconciler import reconcile_dead_runners
+from conveyor.executors.stopping import StoppingReporter
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogSink
-from conveyor.wiring import isolation_for, runner_identity, unix_now
+from conveyor.wiring import isolation_for, runner_identity, start_runner_host, unix_now
 
 log = logging.getLogger("conveyor.worker")
 
@@ -33,17 +35,10 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     runner = runner_identity(db)
     isolation = isolation_for(config)
     paths = RunnerPaths(config.data_dir)
-    stopped = reconcile_dead_runners(
-        store,
-        runner.host,
-        runner_alive,
-        lambda: stop_orphans(runner, config.cancel_grace),
-        "worker lost: its worker process died",
-        unix_now,
-    )
-    if stopped:
-        log.warning("failed %d jobs of workers on this host that died", stopped)
+    start_runner_host(config, store, runner, "worker lost: its worker process died")
     app = celery_app(config.broker_url, config.queue)
+    stopping = threading.Event()
+    worker_ready.connect(lambda **_: _stop_jobs_on_signals(stopping), weak=False)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def run(message: dict[str, Any]) -> None:
@@ -54,7 +49,11 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         spec = replace(
             spec, sandbox=config.sandbox_of(spec.service), network=config.network_of(spec.service)
         )
-        reporter = StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None)
+        reporter = StoppingReporter(
+            StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None),
+            stopping,
+            "worker shut down while it ran",
+        )
         try:
             result = run_job(
                 spec, paths, reporter, lambda: DbLogSink(db, spec.job_id), runner, isolation
@@ -79,3 +78,33 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
             "--loglevel=INFO",
         ]
     )
+
+
+def _stop_jobs_on_signals(stopping: threading.Event) -> None:
+    """Celery stops taking jobs at the first SIGTERM and waits for those running (its
+    warm shutdown, left as it is: a build may finish). A second SIGTERM, or SIGQUIT,
+    stops them now: each runner stops its job's processes within the grace and records
+    the job failed, so the worker can exit. Wraps Celery's own handlers, which are in
+    place once the worker is ready (this runs in the main thread then)."""
+    terms = 0
+
+    def on_term() -> None:
+        nonlocal terms
+        terms += 1
+        if terms >= 2:
+            log.warning("second SIGTERM: stopping the running jobs now")
+            stopping.set()
+
+    def on_quit() -> None:
+        log.warning("SIGQUIT: stopping the running jobs now")
+        stopping.set()
+
+    for name, before in (("SIGTERM", on_term), ("SIGQUIT", on_quit)):
+        celerys = platforms.signals[name]
+
+        def handler(signum: int, frame: Any, before: Any = before, celerys: Any = celerys) -> None:
+            before()
+            if callable(celerys):
+                celerys(signum, frame)
+
+        platforms.signals[name] = handler

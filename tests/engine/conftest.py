@@ -205,7 +205,11 @@ def engine_factory(
 ) -> Iterator[Callable[..., Engine]]:
     made: list[TestClient] = []
 
-    def factory(timeout: str = "1h", extra: str = "", gpu_queue: str = "gpu") -> Engine:
+    def factory(
+        timeout: str = "1h", extra: str = "", gpu_queue: str = "gpu", db: Database | None = None
+    ) -> Engine:
+        """An engine; `db`: a database of its own instead of the test's."""
+        db = db or database
         repo = make_repo("app")
         pids = tmp_path / "pids"
         pids.mkdir()
@@ -218,13 +222,13 @@ def engine_factory(
             gpu_queue=gpu_queue,
             config=config_path,
             server_pid=os.getpid(),
-            db_port=database.engine.url.port or 5432,
+            db_port=db.engine.url.port or 5432,
         )
-        url = database.engine.url.render_as_string(hide_password=False)
+        url = db.engine.url.render_as_string(hide_password=False)
         text = f"database_url: {url}\n{extra}\n{text}"
         config_path.write_text(text)
         config = parse_config(text, base=tmp_path)
-        container = build_container(config, db=database, run_jobs=True)
+        container = build_container(config, db=db, run_jobs=True)
         client = TestClient(create_app(container), raise_server_exceptions=False)
         client.__enter__()
         made.append(client)

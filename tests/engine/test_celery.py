@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from conveyor.domain.jobs import JobSpec
 from conveyor.services.ports import Executor
 from conveyor.storage.tables import jobs
+from conveyor.wiring import ORPHAN_SWEEP_S
 from tests.conftest import alive
 from tests.engine.conftest import Engine
 from tests.engine.test_sandbox import assert_confined, require_bubblewrap
@@ -324,3 +325,49 @@ def test_a_worker_runs_a_sandboxed_service_confined(celery_engine: tuple[Engine,
     task = engine.create("parallel", jail="")
     assert engine.wait(task, workflow="parallel")["status"] == "passed"
     assert_confined(engine, task)
+
+
+def test_a_live_worker_stops_what_a_killed_one_left_at_once(
+    celery_engine: tuple[Engine, Workers],
+) -> None:
+    """No new worker has to start on the host: one already there sweeps the orphans of
+    a dead one within its sweep period, and fails the job with the reason."""
+    engine, workers = celery_engine
+    doomed = workers.start(concurrency=1)
+    task = engine.create(api="escape-hang")
+    pids = engine.wait_for_pids(task, count=3)
+    workers.start(concurrency=1)  # the survivor, started after the job began elsewhere
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    deadline = time.monotonic() + ORPHAN_SWEEP_S + 1 + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if alive(p)] == []
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    assert build.state == "failed"
+    assert engine.wait(task)["status"] == "failed"
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM, signal.SIGTERM], [signal.SIGQUIT]])
+def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
+    celery_engine: tuple[Engine, Workers], signals: list[signal.Signals]
+) -> None:
+    engine, workers = celery_engine
+    worker = workers.start(concurrency=1)
+    task = engine.create(api="escape-hang")
+    pids = engine.wait_for_pids(task, count=3)
+    first, *rest = signals
+    worker.send_signal(first)
+    if rest:
+        # The first SIGTERM lets running jobs finish: the worker stays.
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.wait(timeout=1)
+        worker.send_signal(rest[0])
+    worker.wait(timeout=1 + 5 + 10)  # the grace, then Celery's own shutdown
+    assert [p for p in pids if alive(p)] == []
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    assert build.state == "failed"
+    assert engine.wait(task)["status"] == "failed"
+    detail = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers)
+    [job] = [j for j in detail.json()["jobs"] if j["stage"] == "build"]
+    assert job["detail"] == "worker shut down while it ran"

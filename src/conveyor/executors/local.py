@@ -5,39 +5,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.domain.jobs import JobResult, JobSpec
 from conveyor.executors.base import JobReporter, RunnerPaths
 from conveyor.executors.processes import RunnerIdentity
 from conveyor.executors.runner import run_job
 from conveyor.executors.sandbox import Isolation
+from conveyor.executors.stopping import StoppingReporter
 
 log = logging.getLogger("conveyor.executor.local")
-
-
-class _StoppingReporter:
-    """While the server shuts down, asks runners to stop, and says why in the result."""
-
-    def __init__(self, inner: JobReporter, stopping: threading.Event) -> None:
-        self._inner = inner
-        self._stopping = stopping
-
-    def claim(self) -> bool:
-        return self._inner.claim()
-
-    def started(self, pid: int) -> None:
-        self._inner.started(pid)
-
-    def heartbeat(self) -> None:
-        self._inner.heartbeat()
-
-    def cancel_requested(self) -> bool:
-        return self._stopping.is_set() or self._inner.cancel_requested()
-
-    def finished(self, result: JobResult) -> None:
-        shut_down = self._stopping.is_set() and result.outcome is Outcome.CANCELLED
-        if shut_down and not self._inner.cancel_requested():
-            result = JobResult(Outcome.FAILED, result.exit_code, "server shut down while it ran")
-        self._inner.finished(result)
 
 
 class LocalExecutor:
@@ -57,7 +32,9 @@ class LocalExecutor:
         self._stopping = threading.Event()
 
     def submit(self, job: JobSpec) -> None:
-        reporter = _StoppingReporter(self._reporter_for(job), self._stopping)
+        reporter = StoppingReporter(
+            self._reporter_for(job), self._stopping, "server shut down while it ran"
+        )
         future = self._pool.submit(
             run_job,
             job,

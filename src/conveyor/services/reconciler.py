@@ -11,6 +11,7 @@ See docs/adr/0006-crash-recovery.md.
 """
 
 import logging
+import threading
 from collections.abc import Callable
 
 from conveyor.domain.states import JobState
@@ -46,3 +47,31 @@ def reconcile_dead_runners(
             failed += 1
             log.warning("job %s: %s", job.id, detail)
     return failed
+
+
+class OrphanSweeper:
+    """Runs `reconcile_dead_runners` every `interval_s` in a live runner host (a server
+    with the local executor, a worker): a runner that dies on this host leaves nothing
+    running for longer than that, whether or not a new runner starts here."""
+
+    def __init__(self, sweep: Callable[[], int], interval_s: float) -> None:
+        self._sweep = sweep
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="conveyor-orphans", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self._sweep()
+            except Exception:  # the database may be away; the next sweep tries again
+                log.warning("sweeping the orphans of dead runners failed", exc_info=True)

@@ -1,0 +1,34 @@
+"""Fault tests: Conveyor on a PostgreSQL and a Redis of the test's own, which the test
+stops and starts again mid-stream."""
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.services import PrivatePostgres, PrivateRedis
+from tests.engine.conftest import engine_factory
+
+__all__ = ["engine_factory"]  # the engine tests' fixture, on services of a test's own
+
+
+@pytest.fixture
+def postgres() -> Iterator[PrivatePostgres]:
+    # Not under pytest's own temp dirs: as root those are root's alone, and PostgreSQL
+    # runs as its own user.
+    home = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
+    pg = PrivatePostgres(home)
+    pg.start()
+    yield pg
+    pg.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,107 @@
+"""Faults of what surrounds the runners, with real components: a PostgreSQL and a Redis
+of the test's own, stopped and started again mid-stream, and real celery workers.
+Every task still ends, nothing runs twice, nothing is left running."""
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from conveyor.domain.states import JobState
+from conveyor.storage import migrate
+from conveyor.storage.db import Database
+from tests.conftest import alive
+from tests.e2e.services import PrivatePostgres, PrivateRedis
+from tests.engine.conftest import Engine
+from tests.engine.test_celery import Workers
+
+EngineFactory = Callable[..., Engine]
+
+
+@pytest.fixture
+def private_db(postgres: PrivatePostgres) -> Iterator[Database]:
+    db = Database.from_url(postgres.url)
+    migrate.upgrade(db)
+    yield db
+    db.dispose()
+
+
+def celery_extra(broker_url: str) -> str:
+    return f"executor: celery\nbroker_url: '{broker_url}'\nheartbeat_timeout: 30s\n"
+
+
+def wait_job_state(engine: Engine, task: int, state: JobState, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while engine.jobs(task)[0].state != state:
+        assert time.monotonic() < deadline, f"the job never became {state}"
+        time.sleep(0.05)
+
+
+def test_a_broker_that_is_down_when_a_job_is_sent_delays_it_and_loses_nothing(
+    engine_factory: EngineFactory, redis: PrivateRedis, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    engine = engine_factory(extra=celery_extra(redis.url))
+    workers = Workers(engine, tmp_path_factory.mktemp("workers"))
+    try:
+        workers.start()
+        redis.stop()
+        task = engine.create(api="")
+        # The send fails: the job waits as pending, never 'queued' with no message.
+        wait_job_state(engine, task, JobState.PENDING)
+        time.sleep(1.5)  # the scheduler tries again meanwhile, and fails again
+        assert engine.jobs(task)[0].state == JobState.PENDING
+        redis.start()  # the same port: the worker reconnects, the scheduler sends again
+        assert engine.wait(task, timeout=90)["status"] == "passed"
+    finally:
+        workers.stop()
+
+
+def test_a_postgres_restart_between_jobs_loses_no_job(
+    engine_factory: EngineFactory,
+    private_db: Database,
+    postgres: PrivatePostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The worker's pooled connections die with the server: its next claim meets a
+    stale one, and must retry, not drop the message."""
+    from tests.engine.test_celery import broker_url
+
+    engine = engine_factory(extra=celery_extra(broker_url("redis")), db=private_db)
+    workers = Workers(engine, tmp_path_factory.mktemp("workers"))
+    try:
+        workers.start()
+        assert engine.wait(engine.create(api=""), timeout=60)["status"] == "passed"
+        postgres.stop()
+        postgres.start()
+        assert engine.wait(engine.create(api=""), timeout=60)["status"] == "passed"
+    finally:
+        workers.stop()
+
+
+def test_a_postgres_outage_mid_job_costs_the_job_nothing(
+    engine_factory: EngineFactory,
+    private_db: Database,
+    postgres: PrivatePostgres,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.engine.test_celery import broker_url
+
+    engine = engine_factory(extra=celery_extra(broker_url("redis")), db=private_db)
+    workers = Workers(engine, tmp_path_factory.mktemp("workers"))
+    try:
+        workers.start()
+        task = engine.create(api="sleep")  # runs until its processes are stopped
+        pids = engine.wait_for_pids(task)
+        postgres.stop()
+        time.sleep(5)  # the outage: the job's cancel checks and log writes fail
+        assert all(alive(p) for p in pids), "the job was abandoned during the outage"
+        postgres.start()
+        assert engine.act("cancel", task) == 200
+        assert engine.wait(task, {"cancelled"}, timeout=60)["status"] == "cancelled"
+        deadline = time.monotonic() + 1 + 5
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [p for p in pids if alive(p)] == []
+        wait_job_state(engine, task, JobState.CANCELLED)
+    finally:
+        workers.stop()
