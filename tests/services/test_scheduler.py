@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from conveyor.domain.jobs import JobSpec
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Principal, RepoRequest
-from conveyor.services.scheduler import Scheduler
+from conveyor.services.scheduler import RESEND_AFTER_S, Scheduler
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.settings import Config
 from conveyor.storage.db import Database
@@ -212,3 +212,28 @@ def test_the_local_executor_has_no_queue_timeout(
     clocks.advance(10 * 3600)
     scheduler.fail_untaken_jobs(clocks.now)
     assert job_states(database)[0] == JobState.QUEUED
+
+
+def test_a_job_no_worker_took_is_sent_again_every_five_minutes(
+    container: Container,
+    config: Config,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    """A broker restarted without persistence forgets what it held: the server sends the
+    job again rather than wait for queue_timeout; a runner claims it once anyway."""
+    celery = config.model_copy(update={"executor": "celery", "broker_url": "redis://x"})
+    scheduler = scheduler_for(celery)
+    create(container)
+    scheduler.tick()
+    assert len(executor.submitted) == 1
+    clocks.advance(RESEND_AFTER_S - 1)
+    scheduler.resend_untaken_jobs(clocks.now)
+    assert len(executor.submitted) == 1
+    clocks.advance(2)
+    assert scheduler.resend_untaken_jobs(clocks.now) == 1
+    assert scheduler.resend_untaken_jobs(clocks.now) == 0  # not again at once
+    clocks.advance(RESEND_AFTER_S)
+    assert scheduler.resend_untaken_jobs(clocks.now) == 1
+    assert {j.job_id for j in executor.submitted} == {executor.submitted[0].job_id}

@@ -26,6 +26,7 @@ POLL_S = 1.0
 REAP_EVERY_S = 5
 QUEUED_BATCH = 50
 SUBMIT_BACKOFF_MAX_S = 60.0
+RESEND_AFTER_S = 300
 
 
 class Scheduler:
@@ -51,6 +52,8 @@ class Scheduler:
         self._next_reap = 0
         # Jobs whose submit failed: job id -> (when to try again, monotonic; the delay).
         self._backoff: dict[int, tuple[float, float]] = {}
+        # Jobs sent again since no worker took them: job id -> when (unix seconds).
+        self._resent: dict[int, int] = {}
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -91,6 +94,7 @@ class Scheduler:
         if now >= self._next_reap:
             self.reap_lost_jobs(now)
             self.fail_untaken_jobs(now)
+            self.resend_untaken_jobs(now)
             self._next_reap = now + REAP_EVERY_S
         active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
         for task in active:
@@ -122,6 +126,32 @@ class Scheduler:
             why = f"no worker took the job from queue {queue} in {format_duration(limit)}"
             if self._store.move_job(job, JobState.FAILED, now, why):
                 log.warning("job %s: %s", job.id, why)
+
+    def resend_untaken_jobs(self, now: int) -> int:
+        """Celery: send again, every RESEND_AFTER_S, the jobs no worker has taken: a broker
+        that restarted without persistence forgot them. A runner claims a job once, so a
+        copy that is delivered anyway does nothing."""
+        if self._config.executor != "celery":
+            return 0
+        sent = 0
+        for job in self._store.jobs_queued_before(now - RESEND_AFTER_S):
+            if now - self._resent.get(job.id, 0) < RESEND_AFTER_S:
+                continue
+            task = self._store.task_of(job.task_pk)
+            spec = self._store.task_spec(job.task_pk)
+            targets = {t.service: t for t in spec.targets}
+            current = self._store.current_jobs(job.task_pk)
+            outputs = {j.service: j.outputs for j in current if j.stage == "build"}
+            try:
+                self._executor.submit(
+                    self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
+                )
+            except Exception as exc:  # the broker is away: the next round tries again
+                log.warning("job %s: could not send it again (%s)", job.id, exc)
+                continue
+            self._resent[job.id] = now
+            sent += 1
+        return sent
 
     def _step(self, job: JobRow) -> StepSpec | None:
         target = next(

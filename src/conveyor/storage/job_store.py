@@ -68,6 +68,11 @@ class SqlJobStore:
         with self._db.write() as conn:
             return move_task(conn, task, outcome, now)
 
+    def task_of(self, task_pk: int) -> Task:
+        with self._db.read() as conn:
+            row = conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id == task_pk)).one()
+        return task_from_row(row)
+
     def task_spec(self, task_pk: int) -> TaskSpec:
         with self._db.read() as conn:
             data = conn.execute(sa.select(tasks.c.spec).where(tasks.c.id == task_pk)).scalar_one()
