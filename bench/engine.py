@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx2 as httpx
 from serving import free_port, start_conveyor, stop, wait_healthy
 
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
 

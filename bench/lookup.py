@@ -26,7 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from serving import free_port, start_conveyor, stop, wait_healthy
 
-from conveyor.settings import parse_config
+from conveyor.config_file import parse_config
 from conveyor.storage import migrate
 from conveyor.storage.db import Database
 from conveyor.storage.tables import task_commits, tasks

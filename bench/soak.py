@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving import free_port, start_conveyor, stop, wait_healthy
 from tests.e2e.services import PrivatePostgres, PrivateRedis
 
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
 

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conveyor.api.app import create_app
-from conveyor.settings import Config, parse_config
+from conveyor.config_file import parse_config
+from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.wiring import Container, build_container, unix_now
 from tests.conftest import GitRepo, RepoFactory

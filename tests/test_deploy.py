@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conveyor.cli.main import app
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 runner = CliRunner()

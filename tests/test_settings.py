@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.settings import ConfigError, load_config, parse_config
+from conveyor.config_file import ConfigError, load_config, parse_config
 
 GOOD = """
 public_url: http://ci.example.com/

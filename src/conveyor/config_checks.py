@@ -3,7 +3,6 @@ secrets long enough to mask, settings that need each other."""
 
 import os
 import re
-from typing import TYPE_CHECKING
 
 from conveyor.domain.masking import MIN_SECRET_CHARS
 from conveyor.domain.variables import (
@@ -11,14 +10,12 @@ from conveyor.domain.variables import (
     variable_name_problem,
     variable_value_problem,
 )
-
-if TYPE_CHECKING:  # settings calls these checks: only the type is wanted here
-    from conveyor.settings import Config
+from conveyor.settings import Config
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-def cross_reference_problems(cfg: "Config") -> list[str]:
+def cross_reference_problems(cfg: Config) -> list[str]:
     """What is wrong between the parts of a config each of which is valid alone."""
     problems = []
     for kind, names in (
@@ -84,7 +81,7 @@ def cross_reference_problems(cfg: "Config") -> list[str]:
     return problems
 
 
-def variable_clash_problems(cfg: "Config") -> list[str]:
+def variable_clash_problems(cfg: Config) -> list[str]:
     """A build variable or output must not share its name with a variable Conveyor or the
     env sets for the job: its value would otherwise be silently overridden, or override."""
     problems = []

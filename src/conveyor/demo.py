@@ -7,8 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from conveyor.config_file import load_config
 from conveyor.domain.errors import AuthFailed
-from conveyor.settings import load_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conveyor.cli.main import app
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 from conveyor.wiring import runner_warnings
 from tests.conftest import PG_URL, RepoFactory
 from tests.fixtures import CONFIG

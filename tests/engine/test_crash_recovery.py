@@ -9,7 +9,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 from conveyor.wiring import build_container
 from tests.conftest import GitRepo, PgServer, RepoFactory, alive
 from tests.engine.test_sandbox import require_bubblewrap

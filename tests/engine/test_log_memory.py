@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from conveyor.settings import load_config
+from conveyor.config_file import load_config
 from conveyor.wiring import build_container
 from tests.conftest import RepoFactory
 from tests.server import Server, free_port

@@ -11,9 +11,10 @@ from typing import Annotated
 import sqlalchemy as sa
 import typer
 
+from conveyor.config_file import ConfigError, load_config
 from conveyor.domain.durations import parse_duration
 from conveyor.domain.errors import InvalidParam
-from conveyor.settings import Config, ConfigError, load_config
+from conveyor.settings import Config
 from conveyor.storage import migrate
 from conveyor.storage.db import Database
 from conveyor.wiring import Container, build_container, runner_problems, runner_warnings
