@@ -50,6 +50,19 @@ FORBIDDEN = {
         "conveyor.cli",
         "conveyor.wiring",
     ),
+    # The outer layers reach storage, executors and scm only through the services and
+    # the composition root (wiring), never directly.
+    "api": ("conveyor.storage", "conveyor.executors", "conveyor.scm", "conveyor.cli"),
+    "cli": ("conveyor.storage", "conveyor.executors", "conveyor.scm"),
+    "web": (
+        "conveyor.storage",
+        "conveyor.executors",
+        "conveyor.scm",
+        "conveyor.services",
+        "conveyor.api",
+        "conveyor.cli",
+        "conveyor.wiring",
+    ),
 }
 
 

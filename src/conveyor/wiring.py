@@ -12,9 +12,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobSpec
-from conveyor.executors.base import FileLogStore, RunnerPaths
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import RunnerIdentity, runner_alive, start_time, stop_orphans
 from conveyor.executors.sandbox import (
     Isolation,
@@ -34,7 +34,7 @@ from conveyor.storage import migrate
 from conveyor.storage.db import Database
 from conveyor.storage.installation import installation_id
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
-from conveyor.storage.log_store import DbLogStore
+from conveyor.storage.log_store import DbLogStore, FileLogSink, FileLogStore
 from conveyor.storage.notify import JobListener
 from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
@@ -95,6 +95,10 @@ class Container:
             checks["broker"] = self.broker_check() or "ok"
         return checks
 
+    def migrate(self) -> None:
+        """Bring the database to the newest schema (as every server and worker start)."""
+        migrate.upgrade(self.db)
+
     def stop(self) -> None:
         if self.sweeper is not None:
             self.sweeper.stop()
@@ -122,7 +126,8 @@ def build_container(
     executor: Executor | None = None
     listener: JobListener | None = None
     runner: Callable[[], RunnerIdentity] | None = None
-    logs: LogStore = FileLogStore(RunnerPaths(config.data_dir))
+    paths = RunnerPaths(config.data_dir)
+    logs: LogStore = FileLogStore(paths.log)
     if config.executor == "celery":
         logs = DbLogStore(db)
         if run_jobs:
@@ -144,9 +149,10 @@ def build_container(
             return StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
 
         executor = LocalExecutor(
-            RunnerPaths(config.data_dir),
+            paths,
             config.max_parallel_jobs,
             reporter_for,
+            lambda job: FileLogSink(paths.log(job.job_id)),
             runner,
             isolation_for(config),
         )
@@ -244,3 +250,13 @@ def runner_identity(db: Database) -> RunnerIdentity:
     """This process as a runner of the installation `db` belongs to."""
     pid = os.getpid()
     return RunnerIdentity(installation_id(db), socket.gethostname(), pid, start_time(pid))
+
+
+def migrate_database(config: Config) -> None:
+    """The database of `config` at the newest schema, for a process that has no
+    container (a worker)."""
+    db = Database.from_url(config.database_url)
+    try:
+        migrate.upgrade(db)
+    finally:
+        db.dispose()

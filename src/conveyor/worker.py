@@ -14,8 +14,8 @@ from celery.exceptions import Reject
 from celery.signals import worker_ready
 
 from conveyor.domain.jobs import JobSpec
-from conveyor.executors.base import RunnerPaths
 from conveyor.executors.celery import TASK_NAME, celery_app
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.runner import run_job
 from conveyor.executors.stopping import StoppingReporter
 from conveyor.settings import Config

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from conveyor.api.app import create_app
 from conveyor.config_file import parse_config
 from conveyor.domain.jobs import JobRow
-from conveyor.executors.base import RunnerPaths
+from conveyor.executors.paths import RunnerPaths
 from conveyor.storage.db import Database
 from conveyor.storage.tables import jobs
 from conveyor.wiring import Container, build_container

@@ -3,14 +3,16 @@
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conveyor.domain.jobs import JobResult, JobSpec
 from conveyor.domain.tasks import ResolvedRepo
-from conveyor.executors.base import RunnerPaths
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.runner import run_job
 from conveyor.executors.sandbox import Isolation
+from conveyor.storage.log_store import FileLogSink
 from tests.conftest import GitRepo, RepoFactory
 
 
@@ -41,7 +43,7 @@ class RecordingReporter:
 
 
 def run_claimed(spec: JobSpec, paths: RunnerPaths, reporter: RecordingReporter) -> JobResult:
-    result = run_job(spec, paths, reporter)
+    result = run_with_file_log(spec, paths, reporter)
     assert result is not None, "the job was not claimed"
     return result
 
@@ -101,7 +103,7 @@ def cancel_when_ready(
     """Run `spec`, cancel it once its log says `ready`, and wait for its end."""
     reporter = RecordingReporter()
     runner = threading.Thread(
-        target=run_job, args=(spec, paths, reporter), kwargs={"isolation": isolation}
+        target=run_with_file_log, args=(spec, paths, reporter), kwargs={"isolation": isolation}
     )
     runner.start()
     deadline = time.monotonic() + 20
@@ -112,3 +114,10 @@ def cancel_when_ready(
     runner.join(spec.cancel_grace_s + 5)
     assert not runner.is_alive()
     return reporter
+
+
+def run_with_file_log(
+    spec: JobSpec, paths: RunnerPaths, reporter: RecordingReporter, **kwargs: Any
+) -> JobResult | None:
+    """`run_job` with its log in a file under `paths`, as the local executor keeps it."""
+    return run_job(spec, paths, reporter, lambda: FileLogSink(paths.log(spec.job_id)), **kwargs)

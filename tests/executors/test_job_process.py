@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.domain.jobs import JobResult, Outcome
-from conveyor.executors.base import RunnerPaths
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import (
     RunnerIdentity,
     job_members,
@@ -19,13 +19,13 @@ from conveyor.executors.processes import (
     snapshot,
     start_time,
 )
-from conveyor.executors.runner import run_job
 from tests.conftest import GitRepo, alive
 from tests.executors.conftest import (
     CLEANS_UP_ON_TERM,
     RecordingReporter,
     cancel_when_ready,
     log_of,
+    run_with_file_log,
     spec_for,
     wait_for,
 )
@@ -59,7 +59,7 @@ def _run_in_thread(
         **overrides,
     )
     out: list[JobResult | None] = []
-    thread = threading.Thread(target=lambda: out.append(run_job(spec, paths, reporter)))
+    thread = threading.Thread(target=lambda: out.append(run_with_file_log(spec, paths, reporter)))
     thread.start()
     return thread, reporter, out
 
@@ -122,7 +122,7 @@ def test_a_cancel_leaves_nothing_behind_within_grace(
 def test_the_output_of_a_script_that_closed_it_still_counts_until_it_exits(
     repo: GitRepo, paths: RunnerPaths
 ) -> None:
-    result = run_job(
+    result = run_with_file_log(
         spec_for(repo, "echo before\nexec > /dev/null\nsleep 0.3\nexit 4"),
         paths,
         RecordingReporter(),
@@ -168,7 +168,7 @@ def test_a_process_that_keeps_re_forking_is_stopped_with_its_group(
         f'if (time>$l) {{ $l=time; open(F, ">>", "{beats}"); print F "$$\\n"; close F }} }}'
     )
     script = f"perl -e '{loop}' </dev/null >/dev/null 2>&1 &\nsleep 1"
-    result = run_job(spec_for(repo, script, cancel_grace_s=1), paths, RecordingReporter())
+    result = run_with_file_log(spec_for(repo, script, cancel_grace_s=1), paths, RecordingReporter())
     assert result is not None and result.outcome is Outcome.PASSED
     seen = beats.read_text()
     ps = subprocess.run(["ps", "-eo", "args="], capture_output=True, text=True, check=True)

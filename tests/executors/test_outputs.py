@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 
 from conveyor.domain.jobs import JobResult, Outcome
-from conveyor.executors.base import RunnerPaths
 from conveyor.executors.outputs import MAX_OUTPUT_BYTES
-from conveyor.executors.runner import run_job
+from conveyor.executors.paths import RunnerPaths
 from tests.conftest import GitRepo
-from tests.executors.conftest import RecordingReporter, log_of, spec_for
+from tests.executors.conftest import RecordingReporter, log_of, run_with_file_log, spec_for
 
 SECRET = "a-secret-of-the-host-0123456789"
 
@@ -23,7 +22,9 @@ def run_build(repo: GitRepo, paths: RunnerPaths, script: str) -> tuple[JobResult
         repo, script, outputs=("IMAGE", "TAG"), secrets={"TOKEN": "masked-token-0123456789"}
     )
     out: list[JobResult | None] = []
-    runner = threading.Thread(target=lambda: out.append(run_job(spec, paths, RecordingReporter())))
+    runner = threading.Thread(
+        target=lambda: out.append(run_with_file_log(spec, paths, RecordingReporter()))
+    )
     runner.start()
     runner.join(30)
     assert not runner.is_alive(), "the runner hung on $CONVEYOR_OUTPUT"

@@ -8,10 +8,16 @@ import pytest
 
 from conveyor.domain.jobs import Outcome
 from conveyor.domain.tasks import ResolvedRepo
-from conveyor.executors.base import RunnerPaths
-from conveyor.executors.runner import run_job
+from conveyor.executors.paths import RunnerPaths
 from tests.conftest import GitRepo, RepoFactory, alive, git
-from tests.executors.conftest import RecordingReporter, log_of, run_claimed, spec_for, wait_for
+from tests.executors.conftest import (
+    RecordingReporter,
+    log_of,
+    run_claimed,
+    run_with_file_log,
+    spec_for,
+    wait_for,
+)
 
 
 def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
@@ -88,7 +94,7 @@ def test_cancel_stops_every_process_within_grace(
     script = f"(trap '' TERM; sleep 1000) & echo $! >> {pids}\nsleep 1000 & echo $! >> {pids}\nwait"
     reporter = RecordingReporter()
     spec = spec_for(repo, script, cancel_grace_s=1)
-    runner = threading.Thread(target=run_job, args=(spec, paths, reporter))
+    runner = threading.Thread(target=run_with_file_log, args=(spec, paths, reporter))
     runner.start()
     wait_for(pids)
     while len(pids.read_text().split()) < 2:
@@ -226,7 +232,7 @@ def test_a_job_claimed_by_another_runner_does_nothing(
     marker = tmp_path / "ran"
     reporter = RecordingReporter()
     reporter.claimable = False
-    assert run_job(spec_for(repo, f"touch {marker}"), paths, reporter) is None
+    assert run_with_file_log(spec_for(repo, f"touch {marker}"), paths, reporter) is None
     assert not marker.exists()
     assert reporter.results == []
     assert not paths.log(7).exists()

@@ -12,10 +12,15 @@ import pytest
 
 from conveyor.domain.jobs import JobResult, Outcome
 from conveyor.executors import retrying, runner
-from conveyor.executors.base import RunnerPaths
-from conveyor.executors.runner import run_job
+from conveyor.executors.paths import RunnerPaths
 from tests.conftest import GitRepo, alive
-from tests.executors.conftest import RecordingReporter, log_of, spec_for, wait_for
+from tests.executors.conftest import (
+    RecordingReporter,
+    log_of,
+    run_with_file_log,
+    spec_for,
+    wait_for,
+)
 
 
 class Outage(Exception):
@@ -67,7 +72,7 @@ def start(
 ) -> tuple[threading.Thread, list[JobResult | None]]:
     spec = spec_for(repo, spec_script, cancel_grace_s=1, **overrides)
     out: list[JobResult | None] = []
-    thread = threading.Thread(target=lambda: out.append(run_job(spec, paths, reporter)))
+    thread = threading.Thread(target=lambda: out.append(run_with_file_log(spec, paths, reporter)))
     thread.start()
     return thread, out
 
@@ -117,7 +122,7 @@ def test_a_claim_that_cannot_be_recorded_raises_and_runs_nothing(
     reporter.down.set()
     marker = tmp_path / "ran"
     with pytest.raises(Outage):
-        run_job(spec_for(repo, f"touch {marker}"), paths, reporter)
+        run_with_file_log(spec_for(repo, f"touch {marker}"), paths, reporter)
     assert not marker.exists() and reporter.results == []
 
 
@@ -132,7 +137,7 @@ def test_a_runner_fault_mid_job_still_stops_its_processes_and_records_it(
 
     monkeypatch.setattr(runner, "_supervise", broken_supervise)
     reporter = RecordingReporter()
-    result = run_job(
+    result = run_with_file_log(
         spec_for(repo, f"sleep 300 & echo $! > {pid_file}\nsleep 300", cancel_grace_s=1),
         paths,
         reporter,
@@ -152,7 +157,7 @@ def test_a_log_that_cannot_be_opened_fails_the_job_and_nothing_beats_on(
     paths.log(7).parent.parent.mkdir(parents=True, exist_ok=True)
     paths.log(7).parent.write_text("not a directory")  # logs/ cannot be made
     reporter = RecordingReporter()
-    result = run_job(spec_for(repo, "true", heartbeat_s=0.05), paths, reporter)
+    result = run_with_file_log(spec_for(repo, "true", heartbeat_s=0.05), paths, reporter)
     assert result is not None and result.outcome is Outcome.FAILED
     assert result.detail.startswith("cannot prepare the job: ")
     beats = reporter.beats
@@ -185,7 +190,7 @@ def test_a_full_disk_fails_the_job_with_the_reason_on_time(
     script = f"sleep 300 & echo $! > {pid_file}\nhead -c 1000000 /dev/zero | tr '\\0' x\nsleep 300"
     reporter = RecordingReporter()
     t0 = time.monotonic()
-    result = run_job(spec_for(repo, script, cancel_grace_s=1), log_paths, reporter)
+    result = run_with_file_log(spec_for(repo, script, cancel_grace_s=1), log_paths, reporter)
     assert time.monotonic() - t0 < 1 + 5
     assert result is not None
     assert (result.outcome, result.detail) == (

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
-from conveyor.executors.base import RunnerPaths
-from conveyor.executors.runner import run_job
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.sandbox import (
     Isolation,
     JobUser,
@@ -29,6 +28,7 @@ from tests.executors.conftest import (
     RecordingReporter,
     cancel_when_ready,
     log_of,
+    run_with_file_log,
     spec_for,
 )
 
@@ -75,7 +75,7 @@ def run_sandboxed(
 def run_claimed_isolated(
     spec: JobSpec, paths: RunnerPaths, reporter: RecordingReporter, isolation: Isolation
 ) -> JobResult:
-    result = run_job(spec, paths, reporter, isolation=isolation)
+    result = run_with_file_log(spec, paths, reporter, isolation=isolation)
     assert result is not None
     return result
 

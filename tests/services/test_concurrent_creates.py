@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from conveyor.domain.errors import InvalidParam
+from conveyor.domain.principals import Principal
 from conveyor.domain.states import TaskState
-from conveyor.domain.tasks import Principal, RepoRequest
+from conveyor.domain.tasks import RepoRequest
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.settings import Config
 from conveyor.storage.db import Database

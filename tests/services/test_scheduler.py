@@ -7,8 +7,9 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobSpec
+from conveyor.domain.principals import Principal
 from conveyor.domain.states import JobState, TaskState
-from conveyor.domain.tasks import Principal, RepoRequest
+from conveyor.domain.tasks import RepoRequest
 from conveyor.services.scheduler import RESEND_AFTER_S, Scheduler
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.settings import Config

@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.domain.errors import LostUpdate, StateConflict
+from conveyor.domain.principals import Principal
 from conveyor.domain.states import TaskState
-from conveyor.domain.tasks import Principal, RepoRequest
+from conveyor.domain.tasks import RepoRequest
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.storage.tables import attempts, jobs
 from conveyor.storage.task_store import SqlTaskStore

@@ -12,7 +12,8 @@ from fastapi import Request
 
 from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
 from conveyor.domain.errors import InvalidParam
-from conveyor.domain.tasks import CommitMatch, Task
+from conveyor.domain.tasks import Task
+from conveyor.domain.views import CommitMatch
 from conveyor.wiring import Container
 
 SECURITY_SCHEMES: dict[str, dict[str, str]] = {

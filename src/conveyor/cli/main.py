@@ -15,9 +15,13 @@ from conveyor.config_file import ConfigError, load_config
 from conveyor.domain.durations import parse_duration
 from conveyor.domain.errors import InvalidParam
 from conveyor.settings import Config
-from conveyor.storage import migrate
-from conveyor.storage.db import Database
-from conveyor.wiring import Container, build_container, runner_problems, runner_warnings
+from conveyor.wiring import (
+    Container,
+    build_container,
+    migrate_database,
+    runner_problems,
+    runner_warnings,
+)
 
 app = typer.Typer(help="Conveyor: CI/CD workflow tasks.", no_args_is_help=True)
 token_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -44,7 +48,7 @@ def _config(path: Path) -> Config:
 def _container(path: Path) -> Iterator[Container]:
     container = build_container(_config(path))
     try:
-        migrate.upgrade(container.db)
+        container.migrate()
         yield container
     finally:
         container.db.dispose()
@@ -62,14 +66,6 @@ def _configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-def _migrate(cfg: Config) -> None:
-    db = Database.from_url(cfg.database_url)
-    try:
-        migrate.upgrade(db)
-    finally:
-        db.dispose()
 
 
 def _when(ts: int | None) -> str:
@@ -105,7 +101,7 @@ def serve(
     if cfg.executor == "local":
         _check_runner(config, cfg)
     container = build_container(cfg, run_jobs=True)
-    migrate.upgrade(container.db)
+    container.migrate()
     url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
     logging.getLogger("conveyor").info(
         "database %s, executor %s, public_url %s",
@@ -181,7 +177,7 @@ def worker(
     if cfg.executor != "celery":
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
     _check_runner(config, cfg)
-    _migrate(cfg)  # as `serve` does: a worker may start first
+    migrate_database(cfg)  # as `serve` does: a worker may start first
     run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency)
 
 

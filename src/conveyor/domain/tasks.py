@@ -1,6 +1,6 @@
-"""Frozen value objects: what a task is made of, and what the stores hand back."""
+"""A task and what it is made of: its request, its resolved repos, its captured spec."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -143,81 +143,3 @@ class Task:
     create_time: int
     start_time: int | None
     end_time: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class CommitMatch:
-    service: str
-    repo_name: str
-    kind: RefKind
-    ref: str
-    commit: str
-
-
-@dataclass(frozen=True, slots=True)
-class TaskWithCommits:
-    """A task found by commit, with the commits of it that matched."""
-
-    task: Task
-    matches: tuple[CommitMatch, ...] = field(default=())
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: the user behind a valid token, and the token's roles."""
-
-    user: str
-    roles: tuple[str, ...]
-    token_id: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    id: int
-    user: str
-    roles: tuple[str, ...]
-    create_time: int
-    expire_time: int | None
-    revoke_time: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    actor: str
-    action: str
-    token_id: int | None = None
-    workflow_name: str | None = None
-    task_id: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class JobView:
-    id: int
-    attempt: int
-    stage: str
-    service: str
-    state: str
-    start_time: int | None
-    end_time: int | None
-    exit_code: int | None
-    detail: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptView:
-    number: int
-    requested_by: str
-    create_time: int
-    start_time: int | None
-    end_time: int | None
-    state: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskDetail:
-    task: Task
-    created_by: str
-    commits: tuple[CommitMatch, ...]
-    jobs: tuple[JobView, ...]
-    attempts: tuple[AttemptView, ...]

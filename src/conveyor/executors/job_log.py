@@ -2,9 +2,19 @@
 
 import threading
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from conveyor.domain.masking import SecretPatterns, StreamMasker
-from conveyor.executors.base import LogSink
+
+
+class LogSink(Protocol):
+    """Where a job's log bytes go, already masked and capped by the runner."""
+
+    def append(self, data: bytes) -> None: ...
+
+    def flush_if_due(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class JobLog:

@@ -6,8 +6,10 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from conveyor.domain.jobs import JobResult, JobSpec
-from conveyor.executors.base import JobReporter, RunnerPaths
+from conveyor.executors.job_log import LogSink
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import RunnerIdentity
+from conveyor.executors.reporting import JobReporter
 from conveyor.executors.runner import run_job
 from conveyor.executors.sandbox import Isolation
 from conveyor.executors.stopping import StoppingReporter
@@ -21,9 +23,11 @@ class LocalExecutor:
         paths: RunnerPaths,
         max_workers: int,
         reporter_for: Callable[[JobSpec], JobReporter],
+        sink_for: Callable[[JobSpec], LogSink],
         runner: Callable[[], RunnerIdentity],
         isolation: Isolation,
     ) -> None:
+        self._sink_for = sink_for
         self._paths = paths
         self._runner = runner
         self._isolation = isolation
@@ -40,6 +44,7 @@ class LocalExecutor:
             job,
             self._paths,
             reporter,
+            lambda: self._sink_for(job),
             runner=self._runner(),
             isolation=self._isolation,
         )

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from conveyor.domain.jobs import JobResult
-from conveyor.executors.base import JobReporter
+from conveyor.executors.reporting import JobReporter
 
 log = logging.getLogger("conveyor.runner")
 

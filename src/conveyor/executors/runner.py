@@ -17,11 +17,12 @@ from pathlib import Path
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.domain.variables import repo_variables
-from conveyor.executors.base import FileLogSink, JobReporter, LogSink, RunnerPaths
-from conveyor.executors.job_log import JobLog
+from conveyor.executors.job_log import JobLog, LogSink
 from conveyor.executors.job_process import JobProcess
 from conveyor.executors.outputs import OutputFile, parse_outputs
+from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import RunnerIdentity, start_time
+from conveyor.executors.reporting import JobReporter
 from conveyor.executors.retrying import RetryingReporter
 from conveyor.executors.sandbox import Isolation, bubblewrap_argv
 from conveyor.scm.mirror import CheckoutError, MirrorCache
@@ -97,7 +98,7 @@ def run_job(
     spec: JobSpec,
     paths: RunnerPaths,
     reporter: JobReporter,
-    sink: Callable[[], LogSink] | None = None,
+    sink: Callable[[], LogSink],
     runner: RunnerIdentity | None = None,
     isolation: Isolation | None = None,
 ) -> JobResult | None:
@@ -114,7 +115,6 @@ def run_job(
     if runner is None:
         pid = os.getpid()
         runner = RunnerIdentity("", socket.gethostname(), pid, start_time(pid))
-    open_sink = sink or (lambda: FileLogSink(paths.log(spec.job_id)))
     secrets = [*spec.secrets.values(), *spec.masked]
     workspace = paths.workspaces / str(spec.job_id)
     beating = threading.Event()
@@ -122,7 +122,7 @@ def run_job(
     output: OutputFile | None = None
     log: JobLog | None = None
     try:
-        log = JobLog(open_sink(), spec.log_max_bytes, secrets)
+        log = JobLog(sink(), spec.log_max_bytes, secrets)
         # Beats only once all it vouches for is open: a runner that could not even
         # start the job must not look alive forever.
         heart = threading.Thread(

@@ -5,7 +5,7 @@ records the job failed with the reason, unless a person had cancelled it anyway.
 import threading
 
 from conveyor.domain.jobs import JobResult, Outcome
-from conveyor.executors.base import JobReporter
+from conveyor.executors.reporting import JobReporter
 
 
 class StoppingReporter:

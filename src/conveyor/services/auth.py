@@ -7,8 +7,9 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 
+from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import AuthFailed, Forbidden, InvalidParam
-from conveyor.domain.tasks import AuditEntry, Principal, TokenInfo
+from conveyor.domain.principals import Principal, TokenInfo
 from conveyor.services.ports import Clock, TokenStore
 from conveyor.settings import RoleConfig
 

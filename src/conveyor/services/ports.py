@@ -4,16 +4,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
+from conveyor.domain.audit import AuditEntry
 from conveyor.domain.jobs import JobResult, JobRow, JobSpec
+from conveyor.domain.principals import TokenInfo
 from conveyor.domain.states import JobState, TaskState
-from conveyor.domain.tasks import (
-    AuditEntry,
-    Task,
-    TaskDetail,
-    TaskSpec,
-    TaskWithCommits,
-    TokenInfo,
-)
+from conveyor.domain.tasks import Task, TaskSpec
+from conveyor.domain.views import TaskDetail, TaskWithCommits
 
 Clock = Callable[[], int]
 """Unix seconds now."""

@@ -4,8 +4,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import InvalidParam, StateConflict, TaskNotFound
 from conveyor.domain.masking import SecretPatterns, mask_window
+from conveyor.domain.principals import Principal
 from conveyor.domain.refs import branch_name_problem, is_commit_prefix
 from conveyor.domain.states import (
     RESTARTABLE_TASK_STATES,
@@ -14,20 +16,9 @@ from conveyor.domain.states import (
     TaskState,
     public_status,
 )
-from conveyor.domain.tasks import (
-    AuditEntry,
-    JobView,
-    Principal,
-    RepoRequest,
-    ResolvedRepo,
-    StepSpec,
-    TargetSpec,
-    Task,
-    TaskDetail,
-    TaskSpec,
-    TaskWithCommits,
-)
+from conveyor.domain.tasks import RepoRequest, ResolvedRepo, StepSpec, TargetSpec, Task, TaskSpec
 from conveyor.domain.variables import variable_value_problem
+from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits
 from conveyor.services.auth import Authorizer
 from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore
 from conveyor.settings import Config, WorkflowConfig

@@ -1,7 +1,11 @@
-"""Job logs in the database, for runners that are not on the server's machine."""
+"""Where job logs are kept: in files on the runner's machine (the local executor), or
+in the database in chunks (celery workers on other machines); written by a sink,
+read from any byte offset by a store."""
 
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -134,3 +138,36 @@ class DbLogStore:
         for start, data in rows:
             out += bytes(data)[max(0, offset - start) :]
         return bytes(out[:limit]), size
+
+
+class FileLogSink:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("ab")
+
+    def append(self, data: bytes) -> None:
+        self._file.write(data)
+        self._file.flush()
+
+    def flush_if_due(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class FileLogStore:
+    """Job logs as the local runner writes them, under the data directory."""
+
+    def __init__(self, path_of: Callable[[int], Path]) -> None:
+        self._path_of = path_of
+
+    def read(self, job_id: int, offset: int, limit: int) -> tuple[bytes, int]:
+        path = self._path_of(job_id)
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, 2)
+                f.seek(min(offset, size))
+                return f.read(limit), size
+        except FileNotFoundError:
+            return b"", 0

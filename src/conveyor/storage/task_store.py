@@ -8,19 +8,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import LostUpdate
 from conveyor.domain.states import JobState, TaskState
-from conveyor.domain.tasks import (
-    AttemptView,
-    AuditEntry,
-    CommitMatch,
-    JobView,
-    RefKind,
-    Task,
-    TaskDetail,
-    TaskSpec,
-    TaskWithCommits,
-)
+from conveyor.domain.tasks import RefKind, Task, TaskSpec
+from conveyor.domain.views import AttemptView, CommitMatch, JobView, TaskDetail, TaskWithCommits
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (

@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 
-from conveyor.domain.tasks import AuditEntry, TokenInfo
+from conveyor.domain.audit import AuditEntry
+from conveyor.domain.principals import TokenInfo
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.tables import api_tokens
 from conveyor.storage.task_store import write_audit

@@ -24,8 +24,10 @@ from conveyor.api.deps import (
 from conveyor.api.errors import describe_validation_errors
 from conveyor.api.schemas import CreateTaskIn, CreateTaskOut, ResultOut, TaskItemOut
 from conveyor.domain.errors import InvalidParam
+from conveyor.domain.principals import Principal
 from conveyor.domain.states import public_status
-from conveyor.domain.tasks import Principal, RepoRequest, Task, TaskWithCommits
+from conveyor.domain.tasks import RepoRequest, Task
+from conveyor.domain.views import TaskWithCommits
 from conveyor.services.tasks import CreateRequest, TargetRequest, TaskService
 
 router = APIRouter(prefix="/api/directory/workflowTask", tags=["workflow tasks"])
