@@ -35,10 +35,11 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
     runner = runner_identity(db)
     isolation = isolation_for(config)
     paths = RunnerPaths(config.data_dir)
-    start_runner_host(config, store, runner, "worker lost: its worker process died")
+    sweeper = start_runner_host(config, store, runner, "worker lost: its worker process died")
     app = celery_app(config.broker_url, config.queue)
     stopping = threading.Event()
-    worker_ready.connect(lambda **_: _stop_jobs_on_signals(stopping), weak=False)
+    asked = threading.Event()  # a signal told the worker to stop
+    worker_ready.connect(lambda **_: _stop_jobs_on_signals(stopping, asked), weak=False)
 
     @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
     def run(message: dict[str, Any]) -> None:
@@ -66,21 +67,37 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
         if result is None:
             log.info("job %s: not ours to run (delivered twice, or cancelled)", spec.job_id)
 
-    app.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={concurrency}",
-            f"--queues={','.join(queues or [config.queue])}",
-            f"--hostname=conveyor-{runner.host}:{runner.pid}@{runner.host}",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-        ]
-    )
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={concurrency}",
+        f"--queues={','.join(queues or [config.queue])}",
+        f"--hostname=conveyor-{runner.host}:{runner.pid}@{runner.host}",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    ]
+    code: object = 0
+    try:
+        app.worker_main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sweeper.stop()
+        db.dispose()
+    if not asked.is_set() and code in (0, None):
+        # Celery ends with 0 after an "Unrecoverable error" (kombu losing its broker
+        # connection mid-acknowledgement): a supervisor that restarts on failure must
+        # see one.
+        log.error(
+            "the worker stopped without being asked to (its broker connection, most "
+            "likely): exiting 1, for a supervisor to start it again"
+        )
+        code = 1
+    raise SystemExit(code)
 
 
-def _stop_jobs_on_signals(stopping: threading.Event) -> None:
+def _stop_jobs_on_signals(stopping: threading.Event, asked: threading.Event) -> None:
     """Celery stops taking jobs at the first SIGTERM and waits for those running (its
     warm shutdown, left as it is: a build may finish). A second SIGTERM, or SIGQUIT,
     stops them now: each runner stops its job's processes within the grace and records
@@ -90,16 +107,18 @@ def _stop_jobs_on_signals(stopping: threading.Event) -> None:
 
     def on_term() -> None:
         nonlocal terms
+        asked.set()
         terms += 1
         if terms >= 2:
             log.warning("second SIGTERM: stopping the running jobs now")
             stopping.set()
 
     def on_quit() -> None:
+        asked.set()
         log.warning("SIGQUIT: stopping the running jobs now")
         stopping.set()
 
-    for name, before in (("SIGTERM", on_term), ("SIGQUIT", on_quit)):
+    for name, before in (("SIGTERM", on_term), ("SIGQUIT", on_quit), ("SIGINT", asked.set)):
         celerys = platforms.signals[name]
 
         def handler(signum: int, frame: Any, before: Any = before, celerys: Any = celerys) -> None:
