@@ -130,3 +130,19 @@ def test_a_redis_restart_mid_job_ends_the_job_recorded_and_no_worker_hangs(
     finally:
         workers.stop()
     assert pids
+
+
+def test_the_api_meets_no_dead_connection_after_a_postgres_restart(
+    engine_factory: EngineFactory, private_db: Database, postgres: PrivatePostgres
+) -> None:
+    """The first request after a restart of the database is answered, not a 503: writes
+    take pinged connections, reads run once more on a dropped one."""
+    engine = engine_factory(db=private_db)
+    first = engine.create(api="")
+    assert engine.wait(first)["status"] == "passed"
+    postgres.stop()
+    postgres.start()
+    second = engine.create(api="")  # a write, first thing after the restart
+    assert second == first + 1
+    assert engine.item(second)["task_id"] == second  # a read
+    assert engine.wait(second)["status"] == "passed"
