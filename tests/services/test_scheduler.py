@@ -6,7 +6,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from conveyor.domain.jobs import JobSpec
+from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.domain.principals import Principal
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import RepoRequest
@@ -238,3 +238,113 @@ def test_a_job_no_worker_took_is_sent_again_every_five_minutes(
     clocks.advance(RESEND_AFTER_S)
     assert scheduler.resend_untaken_jobs(clocks.now) == 1
     assert {j.job_id for j in executor.submitted} == {executor.submitted[0].job_id}
+
+
+def run(store: SqlJobStore, job: JobSpec, outcome: Outcome, now: int) -> None:
+    """What a runner reports: it claims the job, then finishes it with `outcome`."""
+    assert store.claim_job(job.job_id, "host:1:1", now)
+    store.finish_job(job.job_id, JobResult(outcome, 0, outcome.value), now)
+
+
+def task_state(database: Database, task_id: int, workflow: str = WF) -> str:
+    with database.read() as conn:
+        return str(
+            conn.execute(
+                sa.select(tasks.c.state).where(
+                    tasks.c.task_id == task_id, tasks.c.workflow_name == workflow
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_serial_workflow_runs_one_task_at_a_time_first_in_first_out(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    first, second = create(container), create(container)
+    scheduler.tick()
+    assert [task_state(database, t) for t in (first, second)] == ["running", "queued"]
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    scheduler.tick()
+    [_, deploy] = executor.submitted
+    run(store, deploy, Outcome.PASSED, clocks.now)
+    scheduler.tick()
+    assert [task_state(database, t) for t in (first, second)] == ["passed", "running"]
+
+
+def test_max_parallel_tasks_caps_running_tasks_across_workflows(
+    container: Container, config: Config, database: Database, scheduler_for: SchedulerFor
+) -> None:
+    one_slot = config.model_copy(update={"max_parallel_tasks": 1})
+    first = create(container)
+    other = create(container, workflow="team-b-deploy")
+    scheduler_for(one_slot).tick()
+    assert task_state(database, first) == "running"
+    assert task_state(database, other, "team-b-deploy") == "queued"
+
+
+def test_a_failed_build_skips_the_deploy_and_fails_the_task(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    task = create(container)
+    scheduler.tick()
+    run(SqlJobStore(database), executor.submitted[0], Outcome.FAILED, clocks.now)
+    scheduler.tick()
+    assert job_states(database) == ["failed", "skipped"]
+    assert task_state(database, task) == "failed"
+    assert len(executor.submitted) == 1  # no deploy was sent
+
+
+def test_a_runner_that_stops_beating_is_reaped_as_lost(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    task = create(container)
+    scheduler.tick()
+    assert SqlJobStore(database).claim_job(executor.submitted[0].job_id, "host:1:1", clocks.now)
+    clocks.advance(config.heartbeat_timeout + 1)
+    scheduler.reap_lost_jobs(clocks.now)
+    scheduler.tick()
+    with database.read() as conn:
+        detail = conn.execute(sa.select(jobs.c.detail).order_by(jobs.c.id)).scalars().first()
+    assert (detail, task_state(database, task)) == ("worker lost: no heartbeat", "failed")
+
+
+def test_a_restart_waits_until_the_attempt_it_replaces_has_stopped(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    old = executor.submitted[0]
+    assert store.claim_job(old.job_id, "host:1:1", clocks.now)
+    container.tasks.cancel(ADMIN, WF, task)  # cancelling: the runner still stops it
+    container.tasks.restart(ADMIN, WF, task)
+    scheduler.tick()
+    assert task_state(database, task) == "queued"  # held: attempt 1 still runs
+    store.finish_job(old.job_id, JobResult(Outcome.CANCELLED, None, "cancelled"), clocks.now)
+    scheduler.tick()
+    assert task_state(database, task) == "running"
+    assert executor.submitted[-1].attempt == 2
