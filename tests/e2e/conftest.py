@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PG_URL
 from tests.e2e.services import PrivatePostgres, PrivateRedis
 from tests.engine.conftest import engine_factory
 
 __all__ = ["engine_factory"]  # the engine tests' fixture, on services of a test's own
+
+
+@pytest.fixture(autouse=True)
+def _once_per_suite() -> None:
+    # These tests bring their own PostgreSQL: the run of the suite on the shared one
+    # would only repeat them.
+    if PG_URL:
+        pytest.skip("fault tests run on services of their own; covered by the SQLite run")
 
 
 @pytest.fixture
