@@ -50,10 +50,25 @@ FORBIDDEN = {
         "conveyor.cli",
         "conveyor.wiring",
     ),
+    "outbound": (
+        "conveyor.services",
+        "conveyor.storage",
+        "conveyor.executors",
+        "conveyor.scm",
+        "conveyor.api",
+        "conveyor.cli",
+        "conveyor.wiring",
+    ),
     # The outer layers reach storage, executors and scm only through the services and
     # the composition root (wiring), never directly.
-    "api": ("conveyor.storage", "conveyor.executors", "conveyor.scm", "conveyor.cli"),
-    "cli": ("conveyor.storage", "conveyor.executors", "conveyor.scm"),
+    "api": (
+        "conveyor.storage",
+        "conveyor.executors",
+        "conveyor.scm",
+        "conveyor.outbound",
+        "conveyor.cli",
+    ),
+    "cli": ("conveyor.storage", "conveyor.executors", "conveyor.scm", "conveyor.outbound"),
     "web": (
         "conveyor.storage",
         "conveyor.executors",
@@ -95,3 +110,8 @@ def test_nothing_but_the_cli_imports_the_api() -> None:
         if any(name.startswith("conveyor.api") for name in imports_of(path))
     ]
     assert broken == []
+
+
+def test_every_package_is_held_to_a_rule() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(FORBIDDEN)

@@ -246,3 +246,91 @@ def test_one_run_reports_every_problem_at_once() -> None:
 def test_what_refers_to_a_broken_part_is_not_reported_twice() -> None:
     text = GOOD.replace("script: make build, ", "")  # redis3 has no script: set aside
     assert problems_of(text) == ["services.redis3.build.script: required key is missing"]
+
+
+GITLAB = """
+gitlab: {url: "https://gitlab.example.com/", token: env:GL_TOKEN, webhook_secret: env:GL_HOOK}
+notifications:
+  - {url: "https://chat.example.com/hook", secret: env:GL_HOOK, events: [task.failed]}
+"""
+WITH_TRIGGERS = GITLAB + GOOD.replace(
+    "default_branch: master}", "default_branch: master, gitlab_project: demo/voting-app}"
+).replace(
+    "autoproject-workflow-dev: {env: dev, envs: [staging], services: [redis3]}",
+    """autoproject-workflow-dev:
+    env: dev
+    services: [redis3]
+    auto_cancel: true
+    triggers:
+      - {event: push, repo: voting-app, branches: ["master", "release/*"]}
+      - {event: merge_request, repo: voting-app, target_branches: [master]}
+      - {event: tag, repo: voting-app}""",
+)
+
+
+@pytest.fixture
+def gitlab_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GL_TOKEN", "glpat-0123456789abcdef")
+    monkeypatch.setenv("GL_HOOK", "hook-secret-0123456789")
+
+
+@pytest.mark.usefixtures("gitlab_env")
+def test_gitlab_triggers_and_notifications_load() -> None:
+    cfg = parse_config(WITH_TRIGGERS, base=Path("/cfg"))
+    assert cfg.gitlab is not None
+    assert cfg.gitlab.url == "https://gitlab.example.com"
+    assert cfg.gitlab.resolved_token() == "glpat-0123456789abcdef"
+    wf = cfg.workflows["autoproject-workflow-dev"]
+    assert wf.auto_cancel is True
+    assert [t.patterns for t in wf.triggers] == [["master", "release/*"], ["master"], ["*"]]
+    assert cfg.notifications[0].events == ["task.failed"]
+    # Hook secrets and the token are masked in job logs like any secret.
+    assert {"glpat-0123456789abcdef", "hook-secret-0123456789"} <= set(cfg.secret_values())
+
+
+@pytest.mark.usefixtures("gitlab_env")
+def test_trigger_mistakes_are_reported_at_once_naming_their_key() -> None:
+    text = (
+        WITH_TRIGGERS.replace("{event: tag, repo: voting-app}", "{event: tag, repo: nope}")
+        .replace("target_branches: [master]}", "target_branches: [master], branches: [x]}")
+        .replace('branches: ["master", "release/*"]}', "branches: [master], services: [web]}")
+    )
+    assert problems_of(text) == [
+        "workflows.autoproject-workflow-dev.triggers[0].services[0]: 'web' is not a service "
+        "of the workflow",
+        "workflows.autoproject-workflow-dev.triggers[1].branches: not for a merge_request "
+        "trigger (it takes target_branches)",
+        "workflows.autoproject-workflow-dev.triggers[2].repo: unknown repo 'nope'",
+    ]
+
+
+def test_triggers_need_the_hook_secret_and_a_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GL_TOKEN", "short")
+    text = WITH_TRIGGERS.replace(", gitlab_project: demo/voting-app", "")
+    assert problems_of(text) == [
+        "gitlab.token: must be at least 8 characters long, or it could not be masked in job "
+        "logs (this one has 5)",
+        "gitlab.webhook_secret: environment variable 'GL_HOOK' is not set",
+        "notifications[0].secret: environment variable 'GL_HOOK' is not set",
+        *[
+            f"workflows.autoproject-workflow-dev.triggers[{i}].repo: repo 'voting-app' has no "
+            "gitlab_project, so no hook names it"
+            for i in range(3)
+        ],
+    ]
+
+
+def test_a_gitlab_project_needs_the_gitlab_section() -> None:
+    text = GOOD.replace("default_branch: master}", "default_branch: master, gitlab_project: a b}")
+    assert problems_of(text) == [
+        "repos.voting-app.gitlab_project: needs a gitlab section (its url)",
+        "repos.voting-app.gitlab_project: 'a b' is neither a path_with_namespace "
+        "(group/project) nor a numeric id",
+    ]
+
+
+@pytest.mark.usefixtures("gitlab_env")
+def test_unknown_notification_events_are_refused() -> None:
+    text = WITH_TRIGGERS.replace("events: [task.failed]", "events: [task.exploded]")
+    (problem,) = problems_of(text)
+    assert problem.startswith("notifications[0].events[0]: Input should be 'task.created'")

@@ -10,7 +10,7 @@ from conveyor.domain.variables import (
     variable_name_problem,
     variable_value_problem,
 )
-from conveyor.settings import Config
+from conveyor.settings import Config, TriggerConfig
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -78,6 +78,87 @@ def cross_reference_problems(cfg: Config) -> list[str]:
             )
     if cfg.executor == "celery" and not cfg.broker_url:
         problems.append("broker_url: required when executor is 'celery'")
+    problems += gitlab_problems(cfg)
+    return problems
+
+
+def _secret_problem(where: str, value: str | None) -> str | None:
+    """Why a secret written as `value` (maybe `env:NAME`) cannot be used."""
+    if value is None:
+        return None
+    name = value.removeprefix("env:")
+    if value.startswith("env:") and name not in os.environ:
+        return f"{where}: environment variable {name!r} is not set"
+    resolved = os.environ[name] if value.startswith("env:") else value
+    if len(resolved) < MIN_SECRET_CHARS:
+        return (
+            f"{where}: must be at least {MIN_SECRET_CHARS} characters long, or it could not "
+            f"be masked in job logs (this one has {len(resolved)})"
+        )
+    return None
+
+
+def gitlab_problems(cfg: Config) -> list[str]:
+    """Hooks in and statuses out need GitLab's address, a project per repo they name,
+    and services that build the trigger's repo."""
+    problems = []
+    if cfg.gitlab is not None:
+        for key in ("token", "webhook_secret"):
+            problem = _secret_problem(f"gitlab.{key}", getattr(cfg.gitlab, key))
+            if problem:
+                problems.append(problem)
+    for i, note in enumerate(cfg.notifications):
+        problem = _secret_problem(f"notifications[{i}].secret", note.secret)
+        if problem:
+            problems.append(problem)
+    for rname, repo in cfg.repos.items():
+        if repo.gitlab_project is not None and cfg.gitlab is None:
+            problems.append(f"repos.{rname}.gitlab_project: needs a gitlab section (its url)")
+        if isinstance(repo.gitlab_project, str) and not _PROJECT.fullmatch(repo.gitlab_project):
+            problems.append(
+                f"repos.{rname}.gitlab_project: {repo.gitlab_project!r} is neither a "
+                "path_with_namespace (group/project) nor a numeric id"
+            )
+    for wname, wf in cfg.workflows.items():
+        for i, trigger in enumerate(wf.triggers):
+            where = f"workflows.{wname}.triggers[{i}]"
+            problems += _trigger_problems(cfg, where, wf.services, trigger)
+            if cfg.gitlab is None or cfg.gitlab.webhook_secret is None:
+                problems.append(f"{where}: hooks need gitlab.url and gitlab.webhook_secret")
+    return problems
+
+
+_PROJECT = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+|[0-9]+")
+_PATTERNS_OF = {"push": "branches", "merge_request": "target_branches", "tag": "tags"}
+
+
+def _trigger_problems(
+    cfg: Config, where: str, workflow_services: list[str], trigger: TriggerConfig
+) -> list[str]:
+    problems = []
+    for key in set(_PATTERNS_OF.values()) - {_PATTERNS_OF[trigger.event]}:
+        if getattr(trigger, key) is not None:
+            problems.append(
+                f"{where}.{key}: not for a {trigger.event} trigger "
+                f"(it takes {_PATTERNS_OF[trigger.event]})"
+            )
+    repo = cfg.repos.get(trigger.repo)
+    if repo is None:
+        return [*problems, f"{where}.repo: unknown repo {trigger.repo!r}"]
+    if repo.gitlab_project is None:
+        problems.append(
+            f"{where}.repo: repo {trigger.repo!r} has no gitlab_project, so no hook names it"
+        )
+    building = [
+        s
+        for s in workflow_services
+        if s in cfg.services and trigger.repo in cfg.services[s].build.repos
+    ]
+    if trigger.services is None and not building:
+        problems.append(f"{where}.repo: no service of the workflow builds repo {trigger.repo!r}")
+    for j, name in enumerate(trigger.services or []):
+        if name not in workflow_services:
+            problems.append(f"{where}.services[{j}]: {name!r} is not a service of the workflow")
     return problems
 
 

@@ -56,6 +56,11 @@ class _Strict(BaseModel):
 class RepoConfig(_Strict):
     url: StrictStr = Field(min_length=1, description="git URL or local path of the repository")
     default_branch: BranchName = Field("main", description="branch built when a request omits it")
+    gitlab_project: StrictStr | StrictInt | None = Field(
+        None,
+        description="the repo's GitLab project (path_with_namespace, or the numeric id): "
+        "hooks from it start tasks, and tasks report commit statuses to it",
+    )
 
 
 class BuildConfig(_Strict):
@@ -108,11 +113,50 @@ class EnvConfig(_Strict):
         }
 
 
+HookEvent = Literal["push", "merge_request", "tag"]
+
+
+class TriggerConfig(_Strict):
+    event: HookEvent = Field(description="push, merge_request or tag")
+    repo: StrictStr = Field(description="the repo whose GitLab hook starts a task")
+    branches: list[StrictStr] | None = Field(
+        None, min_length=1, description="push: glob patterns of branch names (default: all)"
+    )
+    target_branches: list[StrictStr] | None = Field(
+        None,
+        min_length=1,
+        description="merge_request: glob patterns of target branches (default: all)",
+    )
+    tags: list[StrictStr] | None = Field(
+        None, min_length=1, description="tag: glob patterns of tag names (default: all)"
+    )
+    services: list[StrictStr] | None = Field(
+        None,
+        min_length=1,
+        description="the services to build; default: every service of the workflow whose "
+        "build uses the repo",
+    )
+
+    @property
+    def patterns(self) -> list[str]:
+        """The glob patterns the event's branch, target branch or tag must match."""
+        given = {"push": self.branches, "merge_request": self.target_branches, "tag": self.tags}
+        return given[self.event] or ["*"]
+
+
 class WorkflowConfig(_Strict):
     env: StrictStr = Field(description="the workflow's default environment")
     envs: list[StrictStr] = Field(default_factory=list, description="other allowed environments")
     services: list[StrictStr] = Field(min_length=1)
     parallel: StrictBool = Field(False, description="run this workflow's tasks at once")
+    auto_cancel: StrictBool = Field(
+        False,
+        description="a task a hook starts cancels the created or running tasks hooks "
+        "started before it for the same branch or merge request",
+    )
+    triggers: list[TriggerConfig] = Field(
+        default_factory=list, description="GitLab events that start a task (docs/gitlab.md)"
+    )
 
     @property
     def allowed_envs(self) -> frozenset[str]:
@@ -122,6 +166,68 @@ class WorkflowConfig(_Strict):
 class RoleConfig(_Strict):
     permissions: list[Permission] = Field(min_length=1)
     workflows: list[StrictStr] = Field(min_length=1, description="glob patterns of workflow names")
+
+
+class GitlabConfig(_Strict):
+    url: Annotated[StrictStr, AfterValidator(_check_public_url)] = Field(
+        description="GitLab's address; its API is at <url>/api/v4"
+    )
+    token: StrictStr | None = Field(
+        None,
+        description="a token with the api scope, to post commit statuses; `env:NAME` "
+        "reads it from the server's environment; none: no statuses are posted",
+    )
+    webhook_secret: StrictStr | None = Field(
+        None,
+        description="what GitLab sends as X-Gitlab-Token; `env:NAME` reads it from the "
+        "environment; none: POST /api/hooks/gitlab is refused",
+    )
+
+    def resolved_token(self) -> str | None:
+        return resolve_secret(self.token)
+
+    def resolved_webhook_secret(self) -> str | None:
+        return resolve_secret(self.webhook_secret)
+
+
+TaskEventName = Literal[
+    "task.created", "task.running", "task.passed", "task.failed", "task.timeout", "task.cancelled"
+]
+TASK_EVENTS: tuple[TaskEventName, ...] = (
+    "task.created",
+    "task.running",
+    "task.passed",
+    "task.failed",
+    "task.timeout",
+    "task.cancelled",
+)
+
+
+class NotificationConfig(_Strict):
+    url: Annotated[StrictStr, AfterValidator(_check_public_url)] = Field(
+        description="where each event is POSTed as JSON"
+    )
+    secret: StrictStr | None = Field(
+        None,
+        description="signs each body: X-Conveyor-Signature: sha256=<HMAC-SHA256 of the "
+        "body>; `env:NAME` reads it from the environment",
+    )
+    events: list[TaskEventName] = Field(
+        default_factory=lambda: list(TASK_EVENTS), min_length=1, description="which events"
+    )
+    workflows: list[StrictStr] = Field(
+        default_factory=lambda: ["*"], min_length=1, description="glob patterns of workflows"
+    )
+
+    def resolved_secret(self) -> str | None:
+        return resolve_secret(self.secret)
+
+
+def resolve_secret(value: str | None) -> str | None:
+    """A secret as written (`env:NAME` read from this process's environment)."""
+    if value is None or not value.startswith("env:"):
+        return value
+    return os.environ.get(value.removeprefix("env:"))
 
 
 class Config(_Strict):
@@ -154,6 +260,10 @@ class Config(_Strict):
     envs: dict[StrictStr, EnvConfig] = Field(default_factory=dict)
     workflows: dict[StrictStr, WorkflowConfig] = Field(default_factory=dict)
     roles: dict[StrictStr, RoleConfig] = Field(default_factory=dict)
+    gitlab: GitlabConfig | None = Field(None, description="hooks in, commit statuses out")
+    notifications: list[NotificationConfig] = Field(
+        default_factory=list, description="HTTP endpoints told of task events"
+    )
     # The file this config was read from, if any: a sandboxed job must not see it.
     _source: Path | None = PrivateAttr(None)
 
@@ -173,6 +283,13 @@ class Config(_Strict):
         """Every secret of every env, and the credentials in repo URLs: masked in every
         job's log, whatever its env."""
         values = [v for env in self.envs.values() for v in env.resolved_secrets().values()]
+        if self.gitlab is not None:
+            values += [
+                v
+                for v in (self.gitlab.resolved_token(), self.gitlab.resolved_webhook_secret())
+                if v
+            ]
+        values += [v for n in self.notifications if (v := n.resolved_secret())]
         return values + [s for repo in self.repos.values() for s in url_secrets(repo.url)]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from conveyor.domain.jobs import JobSpec
+from conveyor.domain.notifications import Endpoint, NotifyPolicy
 from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.paths import RunnerPaths
@@ -23,8 +24,12 @@ from conveyor.executors.sandbox import (
     sandbox_problem,
     user_problem,
 )
+from conveyor.outbound.http_poster import HttpPoster
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
+from conveyor.services.delivery import NotificationSender
+from conveyor.services.hooks import HookService
+from conveyor.services.notifications import NotificationService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
 from conveyor.services.reconciler import OrphanSweeper, reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
@@ -36,6 +41,7 @@ from conveyor.storage.installation import installation_id
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogStore, FileLogSink, FileLogStore
 from conveyor.storage.notify import JobListener
+from conveyor.storage.outbox import Outbox, SqlOutboxStore
 from conveyor.storage.task_store import SqlTaskStore
 from conveyor.storage.token_store import SqlTokenStore
 
@@ -60,9 +66,15 @@ class Container:
     runner: Callable[[], RunnerIdentity] | None = None
     broker_check: Callable[[], str | None] | None = None
     sweeper: OrphanSweeper | None = None
+    hooks: HookService | None = None
+    notifications: NotificationService | None = None
+    sender: NotificationSender | None = None
 
     def start(self) -> None:
-        """Reconcile what a previous server left running, then start scheduling."""
+        """Reconcile what a previous server left running, then start scheduling and
+        sending notifications (those a previous server left undelivered first)."""
+        if self.sender is not None:
+            self.sender.start()
         if self.scheduler is None:
             return
         if self.config.executor == "celery":
@@ -100,6 +112,8 @@ class Container:
         migrate.upgrade(self.db)
 
     def stop(self) -> None:
+        if self.sender is not None:
+            self.sender.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
         if self.listener is not None:
@@ -121,7 +135,9 @@ def build_container(
     """Services for `config`; with `run_jobs`, also the scheduler and the executor."""
     db = db or Database.from_url(config.database_url)
     authorizer = Authorizer(config.roles, list(config.workflows))
-    jobs = SqlJobStore(db)
+    policy = notify_policy(config)
+    outbox = Outbox(policy)
+    jobs = SqlJobStore(db, outbox)
     scheduler: Scheduler | None = None
     executor: Executor | None = None
     listener: JobListener | None = None
@@ -158,13 +174,22 @@ def build_container(
         )
         scheduler = Scheduler(config, jobs, executor, clock)
         wake.append(scheduler)
+    sender = None
+    if run_jobs and policy is not None:
+        sender = NotificationSender(SqlOutboxStore(db), http_poster(config), time.time)
+    wakes = [w.wake for w in (scheduler, sender) if w is not None]
+
+    def on_change() -> None:
+        for wake in wakes:
+            wake()
+
     tasks = TaskService(
         config,
-        SqlTaskStore(db),
+        SqlTaskStore(db, outbox),
         resolver or GitCli(),
         authorizer,
         clock,
-        on_change=scheduler.wake if scheduler else lambda: None,
+        on_change=on_change,
         logs=logs,
     )
     return Container(
@@ -178,7 +203,34 @@ def build_container(
         listener=listener,
         runner=runner,
         broker_check=executor.broker_problem if isinstance(executor, CeleryExecutor) else None,
+        hooks=HookService(config, tasks),
+        notifications=NotificationService(
+            SqlOutboxStore(db), authorizer, clock, sender.wake if sender else lambda: None
+        ),
+        sender=sender,
     )
+
+
+def notify_policy(config: Config) -> NotifyPolicy | None:
+    """Who hears of task changes, from the config; None if nobody does."""
+    gitlab = config.gitlab
+    api = f"{gitlab.url}/api/v4" if gitlab is not None and gitlab.token else None
+    projects = {
+        name: repo.gitlab_project
+        for name, repo in config.repos.items()
+        if repo.gitlab_project is not None
+    }
+    endpoints = tuple(
+        Endpoint(n.url, frozenset(n.events), tuple(n.workflows)) for n in config.notifications
+    )
+    if not (api and projects) and not endpoints:
+        return None
+    return NotifyPolicy(config.public_url, api, projects, endpoints)
+
+
+def http_poster(config: Config) -> HttpPoster:
+    token = config.gitlab.resolved_token() if config.gitlab is not None else None
+    return HttpPoster(token, {n.url: n.resolved_secret() for n in config.notifications})
 
 
 def isolation_for(config: Config) -> Isolation:

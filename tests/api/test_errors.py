@@ -86,6 +86,9 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
         f"{BASE}/create",
         f"{BASE}/id/{{id}}/pipelines/{{name}}/cancel",
         f"{BASE}/id/{{id}}/pipelines/{{name}}/restart",
+        "/api/hooks/gitlab",
+        "/api/notifications",
+        "/api/notifications/{id}/retry",
     }
     get = paths[BASE]["get"]
     assert {p["name"] for p in get["parameters"]} == {"commitId", "limit"}

@@ -22,6 +22,11 @@ STATUSES = {
         "200", "400", "401", "403", "404", "500", "503",
     },
     ("get", LOG): {"200", "400", "401", "403", "404", "500", "503"},
+    ("post", "/api/hooks/gitlab"): {"200", "400", "401", "413", "415", "500", "503"},
+    ("get", "/api/notifications"): {"200", "400", "401", "500", "503"},
+    ("post", "/api/notifications/{id}/retry"): {
+        "200", "400", "401", "403", "404", "409", "500", "503",
+    },
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
 }  # fmt: skip
@@ -67,10 +72,24 @@ def test_authentication_is_a_security_scheme_on_every_api_operation(
             "name": "Authorization",
             "description": "`Authorization: X-API-KEY <token>`: the whole header value",
         },
+        "gitlab-token": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "X-Gitlab-Token",
+            "description": "the hook's secret token, as configured in gitlab.webhook_secret",
+        },
     }
     for (_, path), op in operations(doc).items():
         if path in ("/healthz", "/readyz"):
             assert "security" not in op
+            continue
+        if path == "/api/hooks/gitlab":
+            # GitLab's own token; its event and delivery headers are parameters.
+            assert op["security"] == [{"gitlab-token": []}]
+            assert {p["name"] for p in op["parameters"]} == {
+                "X-Gitlab-Event",
+                "X-Gitlab-Event-UUID",
+            }
             continue
         assert op["security"] == [{"bearer": []}, {"x-api-key": []}], path
         assert all(p["in"] != "header" for p in op.get("parameters", [])), path

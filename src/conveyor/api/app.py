@@ -12,9 +12,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.api.deps import SECURITY_SCHEMES
+from conveyor.api.deps import GITLAB_TOKEN_SCHEME, SECURITY_SCHEMES
 from conveyor.api.errors import install_error_handlers
-from conveyor.api.routes import tasks, workflow_tasks
+from conveyor.api.routes import hooks, notifications, tasks, workflow_tasks
 from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
@@ -77,6 +77,8 @@ def create_app(container: Container) -> FastAPI:
     app.state.container = container
     app.include_router(workflow_tasks.router)
     app.include_router(tasks.router)
+    app.include_router(hooks.router)
+    app.include_router(notifications.router)
     app.include_router(web_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
@@ -112,7 +114,10 @@ def create_app(container: Container) -> FastAPI:
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(body.pop("$defs", {}))
                 schemas[model.__name__] = body
-            components["securitySchemes"] = SECURITY_SCHEMES
+            components["securitySchemes"] = {
+                **SECURITY_SCHEMES,
+                "gitlab-token": GITLAB_TOKEN_SCHEME,
+            }
             app.openapi_schema = schema
         return app.openapi_schema
 

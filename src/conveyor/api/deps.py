@@ -29,6 +29,13 @@ SECURITY_SCHEMES: dict[str, dict[str, str]] = {
         "description": "`Authorization: X-API-KEY <token>`: the whole header value",
     },
 }
+# GitLab's hooks authenticate with the hook's secret token instead (api/routes/hooks.py).
+GITLAB_TOKEN_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-Gitlab-Token",
+    "description": "the hook's secret token, as configured in gitlab.webhook_secret",
+}
 # Either scheme will do (each entry of an OpenAPI `security` list is an alternative).
 SECURED: dict[str, Any] = {"security": [{name: []} for name in SECURITY_SCHEMES]}
 

@@ -173,3 +173,32 @@ class ReadinessOut(BaseModel):
     checks: dict[str, str] = Field(
         description="database, migrations and (celery) broker: `ok`, or what is wrong"
     )
+
+
+class HookTaskOut(BaseModel):
+    workflow_name: str
+    task_id: int
+
+
+class HookOut(ResultOut):
+    tasks: list[HookTaskOut] = Field(
+        description="the tasks the hook started (or, for a redelivery, started the first time)"
+    )
+    detail: str = Field(description="what matched and what was created, or why nothing was")
+
+
+class NotificationOut(BaseModel):
+    id: int
+    channel: str = Field(description="gitlab (a commit status) or webhook (a task event)")
+    event: str = Field(description="task.created, task.running, task.passed, ...")
+    url: str
+    workflow_name: str
+    task_id: int
+    state: str = Field(description="waiting, delivered, superseded or dropped")
+    attempts: int
+    create_time: int
+    next_time: int = Field(description="when a waiting one is tried next (unix seconds)")
+    end_time: int | None
+    last_error: str | None = Field(description="why the last attempt failed, or was dropped")
+    delivery_id: str
+    body: str = Field(description="the JSON sent")

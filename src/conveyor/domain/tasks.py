@@ -19,6 +19,9 @@ class RepoRequest:
     repo_name: str
     branch: str
     pr: int = 0
+    commit: str | None = None
+    """Pinned by a hook: the pushed commit, or the merge request's head; None: resolved
+    from `branch` (and the merge request) when the task is created."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,26 @@ class TaskWriter(Protocol):
         spec: TaskSpec,
         created_by: str,
         create_time: int,
+        trigger_key: str | None = None,
     ) -> Task: ...
+
+    def claim_delivery(self, delivery: str, now: int) -> bool:
+        """Record a hook delivery's id; False if it was recorded before (a redelivery:
+        the caller creates nothing)."""
+        ...
+
+    def record_delivery(self, delivery: str, tasks: list[tuple[str, int]]) -> None:
+        """The tasks the claimed delivery created, for its redeliveries' answers."""
+        ...
+
+    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None: ...
+
+    def active_tasks_with_trigger(
+        self, workflow_name: str, trigger_key: str, before_pk: int
+    ) -> list[Task]:
+        """Created or running tasks of the workflow that hooks started for the same
+        branch or merge request, stored before `before_pk`."""
+        ...
 
     def get_task(self, workflow_name: str, task_id: int) -> Task | None: ...
 

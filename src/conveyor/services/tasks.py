@@ -20,7 +20,7 @@ from conveyor.domain.tasks import RepoRequest, ResolvedRepo, StepSpec, TargetSpe
 from conveyor.domain.variables import variable_value_problem
 from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits
 from conveyor.services.auth import Authorizer
-from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore
+from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore, TaskWriter
 from conveyor.settings import Config, WorkflowConfig
 
 MAX_LOOKUP_LIMIT = 1000
@@ -52,6 +52,16 @@ class CreateRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class HookTask:
+    """A task a hook asks for, planned: `trigger_key` names its branch or merge request
+    for auto_cancel; `detail` goes to the audit log."""
+
+    spec: TaskSpec
+    trigger_key: str | None
+    detail: dict[str, object]
+
+
+@dataclass(frozen=True, slots=True)
 class _PlannedRepo:
     """A repo of a target before its refs are resolved; `where` names it for errors."""
 
@@ -61,9 +71,14 @@ class _PlannedRepo:
 
     @property
     def refs(self) -> list[str]:
-        refs = [f"refs/heads/{self.request.branch}"]
-        if self.request.pr > 0:
-            refs.append(f"refs/merge-requests/{self.request.pr}/head")
+        """What must be read from the remote: nothing for a pinned push; the branch to
+        merge onto for a pinned merge request."""
+        req = self.request
+        if req.commit is not None and req.pr == 0:
+            return []
+        refs = [f"refs/heads/{req.branch}"]
+        if req.pr > 0 and req.commit is None:
+            refs.append(f"refs/merge-requests/{req.pr}/head")
         return refs
 
 
@@ -91,6 +106,14 @@ class TaskService:
 
     def create(self, principal: Principal, request: CreateRequest) -> Task:
         self._auth.require(principal, "task:create", request.workflow_name)
+        spec = self.plan(request)
+        with self._store.write() as tx:
+            task = self._add(tx, principal, spec)
+        self._on_change()
+        return task
+
+    def plan(self, request: CreateRequest) -> TaskSpec:
+        """The task `request` asks for, checked and pinned to commits; nothing stored."""
         workflow = self._workflow(request.workflow_name, "workflow_name")
         if not request.targets:
             raise InvalidParam("targets: give at least one target")
@@ -106,36 +129,86 @@ class TaskService:
             seen.add(target.name)
         planned = [self._plan_target(i, t, workflow) for i, t in enumerate(request.targets)]
         commits = self._resolve([repo for _, repos in planned for repo in repos])
-        spec = TaskSpec(
+        return TaskSpec(
             workflow_name=request.workflow_name,
             env_name=request.env_name,
             env_vars=tuple(sorted(self._config.envs[request.env_name].vars.items())),
             targets=tuple(self._target_spec(target, repos, commits) for target, repos in planned),
         )
-        with self._store.write() as tx:
-            task_id = tx.next_task_id(request.workflow_name)
-            # Read the clock only now, holding the workflow's counter: ids and creation
-            # times then agree, whatever order concurrent requests arrived in.
-            now = self._clock()
-            task = tx.add_task(
-                task_id=task_id, spec=spec, created_by=principal.user, create_time=now
-            )
-            tx.audit(
-                AuditEntry(
-                    actor=principal.user,
-                    action="task.create",
-                    token_id=principal.token_id,
-                    workflow_name=task.workflow_name,
-                    task_id=task.task_id,
-                    detail={
-                        "env_name": spec.env_name,
-                        "targets": [t.service for t in spec.targets],
-                    },
-                ),
-                now,
-            )
-        self._on_change()
+
+    def _add(
+        self,
+        tx: TaskWriter,
+        principal: Principal,
+        spec: TaskSpec,
+        trigger_key: str | None = None,
+        **detail: object,
+    ) -> Task:
+        task_id = tx.next_task_id(spec.workflow_name)
+        # Read the clock only now, holding the workflow's counter: ids and creation
+        # times then agree, whatever order concurrent requests arrived in.
+        now = self._clock()
+        task = tx.add_task(
+            task_id=task_id,
+            spec=spec,
+            created_by=principal.user,
+            create_time=now,
+            trigger_key=trigger_key,
+        )
+        tx.audit(
+            AuditEntry(
+                actor=principal.user,
+                action="task.create",
+                token_id=principal.token_id,
+                workflow_name=task.workflow_name,
+                task_id=task.task_id,
+                detail={
+                    "env_name": spec.env_name,
+                    "targets": [t.service for t in spec.targets],
+                    **detail,
+                },
+            ),
+            now,
+        )
         return task
+
+    def create_for_hook(
+        self, principal: Principal, delivery: str | None, planned: Sequence[HookTask]
+    ) -> list[Task] | None:
+        """Store the tasks a hook delivery asks for, all or none, with the delivery's id:
+        None if that delivery was stored before (a redelivery creates nothing). The
+        hook's secret authorised it; `planned` went through `plan()` like any create.
+        With the workflow's auto_cancel, each cancels the tasks hooks started before it
+        for the same branch or merge request."""
+        with self._store.write() as tx:
+            if delivery is not None and not tx.claim_delivery(delivery, self._clock()):
+                return None
+            created = []
+            for hook_task in planned:
+                spec = hook_task.spec
+                task = self._add(tx, principal, spec, hook_task.trigger_key, **hook_task.detail)
+                created.append(task)
+                workflow = self._config.workflows[spec.workflow_name]
+                if workflow.auto_cancel and hook_task.trigger_key is not None:
+                    for older in tx.active_tasks_with_trigger(
+                        spec.workflow_name, hook_task.trigger_key, task.pk
+                    ):
+                        self._cancel_in(
+                            tx,
+                            principal,
+                            older,
+                            reason="auto_cancel",
+                            superseded_by=task.task_id,
+                        )
+            if delivery is not None:
+                tx.record_delivery(delivery, [(t.workflow_name, t.task_id) for t in created])
+        self._on_change()
+        return created
+
+    def delivered_tasks(self, delivery: str) -> list[tuple[str, int]]:
+        """The tasks a hook delivery created, when it was received before."""
+        with self._store.write() as tx:
+            return tx.delivery_tasks(delivery) or []
 
     def _workflow(self, name: str, where: str) -> WorkflowConfig:
         workflow = self._config.workflows.get(name)
@@ -169,6 +242,10 @@ class TaskService:
             problem = branch_name_problem(repo.branch)
             if problem:
                 raise InvalidParam(f"{rwhere}.branch: {repo.branch!r} {problem}")
+            if repo.commit is not None and not (
+                len(repo.commit) == 40 and is_commit_prefix(repo.commit)
+            ):
+                raise InvalidParam(f"{rwhere}.commit: {repo.commit!r} is not a full commit id")
             url = self._config.repos[repo.repo_name].url
             asked[repo.repo_name] = _PlannedRepo(rwhere, repo, url)
         planned = []
@@ -203,7 +280,10 @@ class TaskService:
         """(url, ref) -> commit for every ref the repos need, one ls-remote per url."""
         wanted: dict[str, set[str]] = {}
         for repo in repos:
-            wanted.setdefault(repo.url, set()).update(repo.refs)
+            if repo.refs:
+                wanted.setdefault(repo.url, set()).update(repo.refs)
+        if not wanted:
+            return {}
         with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
             answers = pool.map(lambda url: self._resolver.resolve(url, sorted(wanted[url])), wanted)
             found = {
@@ -213,11 +293,14 @@ class TaskService:
             }
         for repo in repos:
             req = repo.request
+            if req.commit is not None and req.pr == 0:
+                continue
             if (repo.url, f"refs/heads/{req.branch}") not in found:
                 raise InvalidParam(
                     f"{repo.where}: branch {req.branch!r} not found in repo {req.repo_name!r}"
                 )
-            if req.pr > 0 and (repo.url, f"refs/merge-requests/{req.pr}/head") not in found:
+            mr_ref = f"refs/merge-requests/{req.pr}/head"
+            if req.pr > 0 and req.commit is None and (repo.url, mr_ref) not in found:
                 raise InvalidParam(
                     f"{repo.where}.pr: merge request {req.pr} not found in repo {req.repo_name!r}"
                 )
@@ -233,9 +316,12 @@ class TaskService:
         resolved = []
         for repo in repos:
             req = repo.request
+            if req.commit is not None and req.pr == 0:
+                resolved.append(ResolvedRepo(req.repo_name, repo.url, req.branch, 0, req.commit))
+                continue
             branch_head = commits[(repo.url, f"refs/heads/{req.branch}")]
             if req.pr > 0:
-                mr_head = commits[(repo.url, f"refs/merge-requests/{req.pr}/head")]
+                mr_head = req.commit or commits[(repo.url, f"refs/merge-requests/{req.pr}/head")]
                 resolved.append(
                     ResolvedRepo(req.repo_name, repo.url, req.branch, req.pr, mr_head, branch_head)
                 )
@@ -317,20 +403,27 @@ class TaskService:
             task = self._get(tx.get_task(workflow_name, task_id), workflow_name, task_id)
             if task.state in (TaskState.CANCELLED, TaskState.CANCELLING):
                 return task
-            now = self._clock()
-            if task.state is TaskState.QUEUED:
-                new = tx.move_task(task, TaskState.CANCELLED, now)
-                tx.cancel_pending_jobs(task, now)
-            elif task.state is TaskState.RUNNING:
-                # Durable now: runners see the flag and stop the task's processes.
-                new = tx.move_task(task, TaskState.CANCELLING, now)
-            else:
+            if task.state not in (TaskState.QUEUED, TaskState.RUNNING):
                 raise StateConflict(
                     f"task {workflow_name}#{task_id} is {public_status(task.state)}; "
                     "only created or running tasks can be cancelled"
                 )
-            tx.audit(self._entry(principal, "task.cancel", task), now)
+            new = self._cancel_in(tx, principal, task)
         self._on_change()
+        return new
+
+    def _cancel_in(
+        self, tx: TaskWriter, principal: Principal, task: Task, **detail: object
+    ) -> Task:
+        """Cancel a created or running `task` inside `tx`, audited."""
+        now = self._clock()
+        if task.state is TaskState.QUEUED:
+            new = tx.move_task(task, TaskState.CANCELLED, now)
+            tx.cancel_pending_jobs(task, now)
+        else:
+            # Durable now: runners see the flag and stop the task's processes.
+            new = tx.move_task(task, TaskState.CANCELLING, now)
+        tx.audit(self._entry(principal, "task.cancel", task, **detail), now)
         return new
 
     def restart(self, principal: Principal, workflow_name: str, task_id: int) -> Task:

@@ -14,6 +14,7 @@ from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
 from conveyor.storage.db import Database
 from conveyor.storage.notify import notify_in
+from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task
 from conveyor.storage.tables import jobs, tasks
 from conveyor.storage.task_store import TASK_COLUMNS, latest_jobs, task_from_row
@@ -42,8 +43,9 @@ def _job(row: Any) -> JobRow:
 
 
 class SqlJobStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: Outbox = NO_OUTBOX) -> None:
         self._db = db
+        self._outbox = outbox
 
     # -- tasks ------------------------------------------------------------------------
 
@@ -62,11 +64,11 @@ class SqlJobStore:
     def claim_task(self, task: Task, now: int) -> bool:
         """QUEUED -> RUNNING, unless someone else got there first."""
         with self._db.write() as conn:
-            return move_task(conn, task, TaskState.RUNNING, now)
+            return move_task(conn, task, TaskState.RUNNING, now, self._outbox)
 
     def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool:
         with self._db.write() as conn:
-            return move_task(conn, task, outcome, now)
+            return move_task(conn, task, outcome, now, self._outbox)
 
     def task_of(self, task_pk: int) -> Task:
         with self._db.read() as conn:

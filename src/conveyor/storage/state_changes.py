@@ -11,18 +11,33 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor.domain.states import TERMINAL_JOB_STATES, TERMINAL_TASK_STATES, JobState, TaskState
+from conveyor.domain.states import (
+    TERMINAL_JOB_STATES,
+    TERMINAL_TASK_STATES,
+    JobState,
+    TaskState,
+    public_status,
+)
 from conveyor.domain.tasks import Task
 from conveyor.domain.transitions import transition
+from conveyor.storage.outbox import Outbox
 from conveyor.storage.tables import attempts, jobs, tasks
 
 
 def move_task(
-    conn: Connection, task: Task, target: TaskState, now: int, *, attempt: int | None = None
+    conn: Connection,
+    task: Task,
+    target: TaskState,
+    now: int,
+    outbox: Outbox,
+    *,
+    attempt: int | None = None,
 ) -> bool:
     """Move `task` from the state it was read in to `target`; False if another writer
     moved it first. `attempt`: a restart, which opens that attempt (its row is the
-    caller's to add) and closes the one it replaces if it was still being stopped."""
+    caller's to add) and closes the one it replaces if it was still being stopped.
+    What the change tells GitLab and notification URLs goes into `outbox` in the same
+    transaction."""
     new = transition(task.state, target)
     values: dict[str, Any] = {"state": new}
     if attempt is not None:
@@ -44,6 +59,8 @@ def move_task(
         conn.execute(this_attempt.values(state=new, **times))
     elif task.state is TaskState.CANCELLING:
         conn.execute(this_attempt.values(state=TaskState.CANCELLED, end_time=now))
+    if attempt is not None or public_status(task.state) is not public_status(new):
+        outbox.task_changed(conn, task.pk, now)
     return True
 
 

@@ -40,8 +40,12 @@ tasks = sa.Table(
     sa.Column("created_by", Name, nullable=False),
     # The inputs captured at create time: resolved commits and step definitions.
     sa.Column("spec", sa.JSON, nullable=False),
+    # A hook's task: its branch or merge request ("push:repo:main", "merge_request:repo:!7"),
+    # which a newer one cancels with the workflow's auto_cancel.
+    sa.Column("trigger_key", sa.String(600), nullable=True),
     sa.UniqueConstraint("workflow_name", "task_id"),
     sa.Index(None, "state", "id"),
+    sa.Index(None, "workflow_name", "trigger_key"),
 )
 
 task_commits = sa.Table(
@@ -149,4 +153,41 @@ installation = sa.Table(
     sa.Column("singleton", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("id", sa.String(32), nullable=False),
     sa.CheckConstraint("singleton = 1", name="one_row"),
+)
+
+# Hook deliveries received (X-Gitlab-Event-UUID): a redelivery creates nothing new.
+hook_deliveries = sa.Table(
+    "hook_deliveries",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),
+    sa.Column("receive_time", sa.BigInteger, nullable=False),
+    # [[workflow_name, task_id], ...]: the answer to a redelivery.
+    sa.Column("tasks", sa.JSON, nullable=True),
+)
+
+# Notifications of task state changes, written in the transaction of the change and
+# delivered by the server's sender (docs/adr/0013).
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    # "gitlab" (a commit status) or "webhook" (a task event to a notification URL).
+    sa.Column("channel", sa.String(20), nullable=False),
+    # Messages with one key are delivered in order; a GitLab status only at its latest.
+    sa.Column("key", sa.String(700), nullable=False),
+    sa.Column("coalesce", sa.Boolean, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("delivery_id", sa.String(40), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("workflow_name", Name, nullable=False),
+    sa.Column("task_id", sa.BigInteger, nullable=False),
+    # waiting, delivered, superseded (a later state of its key was sent instead), dropped.
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("next_time", sa.BigInteger, nullable=False),
+    sa.Column("end_time", sa.BigInteger, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Index(None, "state", "id"),
 )

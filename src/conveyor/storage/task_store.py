@@ -14,10 +14,12 @@ from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import RefKind, Task, TaskSpec
 from conveyor.domain.views import AttemptView, CommitMatch, JobView, TaskDetail, TaskWithCommits
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
+from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
     attempts,
     audit_log,
+    hook_deliveries,
     jobs,
     task_commits,
     tasks,
@@ -78,8 +80,9 @@ def latest_jobs(task_pk: int, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]
 
 
 class SqlTaskWriter:
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, outbox: Outbox) -> None:
         self._conn = conn
+        self._outbox = outbox
         self._dialect = conn.dialect.name
 
     def next_task_id(self, workflow_name: str) -> int:
@@ -97,7 +100,15 @@ class SqlTaskWriter:
         )
         return int(self._conn.execute(upsert).scalar_one())
 
-    def add_task(self, *, task_id: int, spec: TaskSpec, created_by: str, create_time: int) -> Task:
+    def add_task(
+        self,
+        *,
+        task_id: int,
+        spec: TaskSpec,
+        created_by: str,
+        create_time: int,
+        trigger_key: str | None = None,
+    ) -> Task:
         row = self._conn.execute(
             tasks.insert()
             .values(
@@ -109,6 +120,7 @@ class SqlTaskWriter:
                 create_time=create_time,
                 created_by=created_by,
                 spec=spec.to_json(),
+                trigger_key=trigger_key,
             )
             .returning(*TASK_COLUMNS)
         ).one()
@@ -144,7 +156,51 @@ class SqlTaskWriter:
                 for target in spec.targets
             ],
         )
+        self._outbox.task_changed(self._conn, task.pk, create_time)
         return task
+
+    def claim_delivery(self, delivery: str, now: int) -> bool:
+        # Inserted first: a concurrent redelivery waits on this row's key, then inserts
+        # nothing and creates nothing.
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        stmt = (
+            insert(hook_deliveries)
+            .values(id=delivery, receive_time=now)
+            .on_conflict_do_nothing(index_elements=[hook_deliveries.c.id])
+        )
+        return bool(self._conn.execute(stmt).rowcount)
+
+    def record_delivery(self, delivery: str, tasks: list[tuple[str, int]]) -> None:
+        self._conn.execute(
+            hook_deliveries.update()
+            .where(hook_deliveries.c.id == delivery)
+            .values(tasks=[list(t) for t in tasks])
+        )
+
+    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None:
+        found = self._conn.execute(
+            sa.select(hook_deliveries.c.tasks).where(hook_deliveries.c.id == delivery)
+        ).one_or_none()
+        if found is None:
+            return None
+        return [(wf, task_id) for wf, task_id in found.tasks or []]
+
+    def active_tasks_with_trigger(
+        self, workflow_name: str, trigger_key: str, before_pk: int
+    ) -> list[Task]:
+        stmt = (
+            sa.select(*TASK_COLUMNS)
+            .where(
+                tasks.c.workflow_name == workflow_name,
+                tasks.c.trigger_key == trigger_key,
+                tasks.c.id < before_pk,
+                tasks.c.state.in_([TaskState.QUEUED, TaskState.RUNNING]),
+            )
+            .order_by(tasks.c.id)
+        )
+        if self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        return [task_from_row(r) for r in self._conn.execute(stmt)]
 
     def get_task(self, workflow_name: str, task_id: int) -> Task | None:
         stmt = sa.select(*TASK_COLUMNS).where(
@@ -158,7 +214,7 @@ class SqlTaskWriter:
     def move_task(
         self, task: Task, target: TaskState, now: int, *, attempt: int | None = None
     ) -> Task:
-        if not move_task(self._conn, task, target, now, attempt=attempt):
+        if not move_task(self._conn, task, target, now, self._outbox, attempt=attempt):
             raise LostUpdate(
                 f"task {task.workflow_name}#{task.task_id} changed meanwhile; try again"
             )
@@ -269,8 +325,9 @@ def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
 
 
 class SqlTaskStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, outbox: Outbox = NO_OUTBOX) -> None:
         self._db = db
+        self._outbox = outbox
         # Compiled once per (exact id or prefix, how many workflows the caller may view).
         self._lookups: dict[tuple[bool, int | None], PreparedQuery] = {}
 
@@ -286,7 +343,7 @@ class SqlTaskStore:
     @contextmanager
     def write(self) -> Iterator[SqlTaskWriter]:
         with self._db.write() as conn:
-            yield SqlTaskWriter(conn)
+            yield SqlTaskWriter(conn, self._outbox)
 
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int

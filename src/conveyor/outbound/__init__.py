@@ -1,0 +1,1 @@
+"""Adapters for what Conveyor sends out: HTTP notifications."""

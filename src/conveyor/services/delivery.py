@@ -1,0 +1,154 @@
+"""The sender: delivers the outbox's notifications, at least once, in order per key,
+never blocking the API or the scheduler (docs/adr/0013)."""
+
+import functools
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Protocol
+
+from conveyor.domain.notifications import Judgement, Verdict, backoff_s, judge
+from conveyor.domain.outbox import HttpAnswer, NoAnswer, OutboxEntry, Undeliverable
+
+log = logging.getLogger("conveyor.notifications")
+
+DELIVERED = "delivered"
+DROPPED = "dropped"
+BATCH = 500
+
+
+class Poster(Protocol):
+    def post(self, entry: OutboxEntry) -> HttpAnswer:
+        """POST the message; raises NoAnswer or Undeliverable."""
+        ...
+
+
+class OutboxPort(Protocol):
+    def waiting(self, limit: int) -> list[OutboxEntry]: ...
+
+    def supersede(
+        self, ids: Sequence[int], by: int, attempts: int, next_time: int, now: int
+    ) -> None: ...
+
+    def finish(self, msg_id: int, state: str, now: int, error: str | None = None) -> None: ...
+
+    def retry_later(self, msg_id: int, attempts: int, next_time: int, error: str) -> None: ...
+
+
+class NotificationSender:
+    """Each pass sends, per key, the message due now: a GitLab status at its latest (the
+    ones before it superseded), a webhook event in order. A key with a request in
+    flight waits for its answer, so nothing overtakes; other keys go on meanwhile."""
+
+    def __init__(
+        self,
+        store: OutboxPort,
+        poster: Poster,
+        clock: Callable[[], float],
+        *,
+        poll_s: float = 0.5,
+        workers: int = 4,
+    ) -> None:
+        self._store = store
+        self._poster = poster
+        self._clock = clock
+        self._poll_s = poll_s
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="notify")
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def deliver_due(self) -> list["Future[None]"]:
+        """One pass: start sending what is due; the futures end with their attempts."""
+        now = self._clock()
+        groups: dict[str, list[OutboxEntry]] = {}
+        for entry in self._store.waiting(BATCH):
+            groups.setdefault(entry.key, []).append(entry)
+        started = []
+        for key, entries in groups.items():
+            with self._lock:
+                if key in self._inflight:
+                    continue
+            entry = entries[0]
+            if entry.coalesce and len(entries) > 1:
+                entry, older = entries[-1], entries[:-1]
+                attempts = max(e.attempts for e in entries)
+                next_time = max(e.next_time for e in entries)
+                self._store.supersede(
+                    [e.id for e in older], entry.id, attempts, next_time, int(now)
+                )
+                entry = replace(entry, attempts=attempts, next_time=next_time)
+            if entry.next_time > now:
+                continue
+            with self._lock:
+                self._inflight.add(key)
+            future = self._pool.submit(self._attempt, entry)
+            future.add_done_callback(functools.partial(self._done, key))
+            started.append(future)
+        return started
+
+    def _done(self, key: str, _future: "Future[None]") -> None:
+        with self._lock:
+            self._inflight.discard(key)
+        self._wake.set()
+
+    def _attempt(self, entry: OutboxEntry) -> None:
+        try:
+            answer = self._poster.post(entry)
+        except NoAnswer as exc:
+            verdict = Judgement(Verdict.RETRY, f"no answer: {exc}")
+        except Undeliverable as exc:
+            verdict = Judgement(Verdict.DROP, str(exc))
+        else:
+            verdict = judge(entry.channel, answer.status, answer.headers, answer.text)
+        now = self._clock()
+        what = f"{entry.event} of {entry.workflow_name}#{entry.task_id} to {entry.url}"
+        if verdict.verdict is Verdict.DELIVERED:
+            self._store.finish(entry.id, DELIVERED, int(now), verdict.reason or None)
+        elif verdict.verdict is Verdict.RETRY:
+            attempts = entry.attempts + 1
+            wait = backoff_s(attempts, verdict.retry_after_s)
+            self._store.retry_later(entry.id, attempts, math.ceil(now + wait), verdict.reason)
+            log.warning(
+                "notification %s: %s; attempt %d, next in %.0fs",
+                what,
+                verdict.reason,
+                attempts,
+                wait,
+            )
+        else:
+            self._store.finish(entry.id, DROPPED, int(now), verdict.reason)
+            log.warning("notification %s dropped: %s", what, verdict.reason)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="notify-sender", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.deliver_due()
+            except Exception as exc:
+                # The database away: the messages wait in it; try again next pass.
+                log.warning("notifications: cannot read the outbox: %s", exc)
+            self._wake.wait(self._poll_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        # A request in flight is not waited for: its message stays waiting in the
+        # outbox, and the next server sends it again (at least once).
+        self._pool.shutdown(wait=False, cancel_futures=True)

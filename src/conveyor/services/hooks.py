@@ -1,0 +1,209 @@
+"""GitLab's Push, Tag Push and Merge Request hooks: which triggers they match, and the
+tasks they start through the same create path as the API (docs/gitlab.md)."""
+
+import fnmatch
+import hmac
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.domain.errors import AuthFailed, InvalidParam, RequestError, UpstreamError
+from conveyor.domain.principals import Principal
+from conveyor.domain.tasks import RepoRequest
+from conveyor.services.tasks import CreateRequest, HookTask, TargetRequest, TaskService
+from conveyor.settings import Config, TriggerConfig
+
+log = logging.getLogger("conveyor.hooks")
+
+ZERO_SHA = "0" * 40
+# Merge request actions that bring code to build; `update` only with new commits.
+_MR_BUILDS = ("open", "reopen", "update")
+
+
+@dataclass(frozen=True, slots=True)
+class HookEvent:
+    """What a hook says happened, in the terms triggers match on."""
+
+    event: str  # push, tag, merge_request
+    project_path: str
+    project_id: int | None
+    ref: str  # the branch pushed, the tag, or the merge request's target branch
+    commit: str
+    pr: int = 0
+
+    @property
+    def what(self) -> str:
+        if self.event == "merge_request":
+            return f"merge request !{self.pr} of {self.project_path} into {self.ref}"
+        kind = "tag" if self.event == "tag" else "branch"
+        return f"{kind} {self.ref} of {self.project_path} at {self.commit[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HookAnswer:
+    tasks: list[tuple[str, int]]
+    detail: str
+
+
+def _field(payload: Mapping[str, Any], path: str, kind: type) -> Any:
+    """payload['a']['b'] for 'a.b', of type `kind`, or a 400 naming the field."""
+    value: Any = payload
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise InvalidParam(f"{path}: required")
+        value = value[part]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InvalidParam(f"{path}: must be a {kind.__name__}")
+    return value
+
+
+def _project(payload: Mapping[str, Any]) -> tuple[str, int | None]:
+    path = _field(payload, "project.path_with_namespace", str)
+    project_id = payload["project"].get("id")
+    return path, project_id if isinstance(project_id, int) else None
+
+
+def parse_hook(event_header: str | None, payload: Mapping[str, Any]) -> HookEvent | str:
+    """The event a GitLab hook body describes, or why it starts nothing."""
+    kind = payload.get("object_kind")
+    if kind == "push":
+        ref = _field(payload, "ref", str)
+        if not ref.startswith("refs/heads/"):
+            return f"push to {ref!r}: not a branch"
+        checkout = payload.get("checkout_sha")
+        if payload.get("after") == ZERO_SHA or not isinstance(checkout, str):
+            return f"branch {ref.removeprefix('refs/heads/')} deleted: nothing to build"
+        path, pid = _project(payload)
+        return HookEvent("push", path, pid, ref.removeprefix("refs/heads/"), checkout)
+    if kind == "tag_push":
+        ref = _field(payload, "ref", str)
+        checkout = payload.get("checkout_sha")
+        if payload.get("after") == ZERO_SHA or not isinstance(checkout, str):
+            return f"tag {ref.removeprefix('refs/tags/')} deleted: nothing to build"
+        path, pid = _project(payload)
+        return HookEvent("tag", path, pid, ref.removeprefix("refs/tags/"), checkout)
+    if kind == "merge_request":
+        attrs = _field(payload, "object_attributes", Mapping)
+        action = attrs.get("action")
+        iid = _field(payload, "object_attributes.iid", int)
+        if action not in _MR_BUILDS or (action == "update" and not attrs.get("oldrev")):
+            shown = "update without new commits" if action == "update" else repr(action)
+            return f"merge request !{iid} {shown}: nothing new to build"
+        path, pid = _project(payload)
+        return HookEvent(
+            "merge_request",
+            path,
+            pid,
+            _field(payload, "object_attributes.target_branch", str),
+            _field(payload, "object_attributes.last_commit.id", str),
+            iid,
+        )
+    return f"{event_header or kind!r} events start nothing"
+
+
+def trigger_key(trigger: TriggerConfig, event: HookEvent) -> str | None:
+    """What a newer task of the same workflow supersedes, with auto_cancel: the same
+    branch, or the same merge request. A tag is built once."""
+    if event.event == "push":
+        return f"push:{trigger.repo}:{event.ref}"
+    if event.event == "merge_request":
+        return f"merge_request:{trigger.repo}:!{event.pr}"
+    return None
+
+
+class HookService:
+    def __init__(self, config: Config, tasks: TaskService) -> None:
+        self._config = config
+        self._tasks = tasks
+        gitlab = config.gitlab
+        secret = gitlab.resolved_webhook_secret() if gitlab is not None else None
+        self._secret = secret.encode() if secret else None
+
+    def check_secret(self, given: str | None) -> None:
+        if self._secret is None:
+            raise AuthFailed("GitLab hooks are off here: gitlab.webhook_secret is not set")
+        if given is None:
+            raise AuthFailed("X-Gitlab-Token: required (the hook's secret token)")
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret):
+            raise AuthFailed("X-Gitlab-Token: not this server's webhook secret")
+
+    def _projects_match(self, repo: str, event: HookEvent) -> bool:
+        project = self._config.repos[repo].gitlab_project
+        if isinstance(project, int) or (isinstance(project, str) and project.isdigit()):
+            return event.project_id is not None and int(project) == event.project_id
+        return project is not None and project.lower() == event.project_path.lower()
+
+    def matches(self, event: HookEvent) -> list[tuple[str, int, TriggerConfig]]:
+        """(workflow, trigger index, trigger) of every trigger the event matches."""
+        wanted = {"push": "push", "tag": "tag", "merge_request": "merge_request"}[event.event]
+        found = []
+        for wname in sorted(self._config.workflows):
+            for i, trigger in enumerate(self._config.workflows[wname].triggers):
+                if (
+                    trigger.event == wanted
+                    and self._projects_match(trigger.repo, event)
+                    and any(fnmatch.fnmatchcase(event.ref, p) for p in trigger.patterns)
+                ):
+                    found.append((wname, i, trigger))
+        return found
+
+    def _request(self, wname: str, trigger: TriggerConfig, event: HookEvent) -> CreateRequest:
+        workflow = self._config.workflows[wname]
+        services = trigger.services or [
+            s for s in workflow.services if trigger.repo in self._config.services[s].build.repos
+        ]
+        repo = RepoRequest(trigger.repo, event.ref, event.pr, event.commit)
+        targets = []
+        for name in services:
+            built = trigger.repo in self._config.services[name].build.repos
+            targets.append(TargetRequest(name, (repo,) if built else ()))
+        return CreateRequest(wname, workflow.env, tuple(targets))
+
+    def receive(
+        self, event_header: str | None, delivery: str | None, payload: Mapping[str, Any]
+    ) -> HookAnswer:
+        """Start a task for every trigger the hook matches; a redelivery (same
+        X-Gitlab-Event-UUID) starts nothing and answers the tasks of the first one."""
+        parsed = parse_hook(event_header, payload)
+        if isinstance(parsed, str):
+            return HookAnswer([], parsed)
+        if delivery is not None:
+            before = self._tasks.delivered_tasks(delivery)
+            if before:
+                return HookAnswer(before, f"delivery {delivery} was received before")
+        event = parsed
+        matched = self.matches(event)
+        if not matched:
+            return HookAnswer([], f"{event.what}: no trigger of any workflow matches")
+        planned: list[HookTask] = []
+        problems: list[str] = []
+        for wname, index, trigger in matched:
+            try:
+                spec = self._tasks.plan(self._request(wname, trigger, event))
+            except (RequestError, UpstreamError) as exc:
+                why = exc.detail if isinstance(exc, RequestError) else str(exc)
+                problems.append(f"workflows.{wname}.triggers[{index}]: {why}")
+                log.warning("hook for %s: workflow %s: %s", event.what, wname, why)
+                continue
+            planned.append(
+                HookTask(
+                    spec,
+                    trigger_key(trigger, event),
+                    {"hook": event.event, "delivery": delivery, "trigger": index},
+                )
+            )
+        created = []
+        if planned:
+            principal = Principal(user=f"gitlab:{event.project_path}", roles=())
+            tasks = self._tasks.create_for_hook(principal, delivery, planned)
+            if tasks is None:
+                assert delivery is not None
+                found = self._tasks.delivered_tasks(delivery)
+                return HookAnswer(found, f"delivery {delivery} was received before")
+            created = [(t.workflow_name, t.task_id) for t in tasks]
+        shown = ", ".join(f"{w}#{t}" for w, t in created) or "no task"
+        detail = f"{event.what}: created {shown}"
+        if problems:
+            detail += "; not created: " + "; ".join(problems)
+        return HookAnswer(created, detail)
