@@ -17,7 +17,7 @@ from conveyor.storage.tables import metadata
 
 PG_URL = os.environ.get("CONVEYOR_TEST_DATABASE_URL")
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.hooks.fake_gitlab"]
 
 
 def backend_name() -> str:

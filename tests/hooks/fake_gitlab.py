@@ -57,6 +57,11 @@ class FakeGitlab:
                 if answer.hang is not None:
                     answer.hang.wait(30)
                 body = answer.body.encode()
+                # Recorded before the answer leaves, so a test that saw the client get
+                # it sees it here too.
+                with outer._changed:
+                    outer.answered.append((got, answer.status))
+                    outer._changed.notify_all()
                 try:
                     self.send_response(answer.status)
                     self.send_header("Content-Type", "application/json")
@@ -67,9 +72,6 @@ class FakeGitlab:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     return
-                with outer._changed:
-                    outer.answered.append((got, answer.status))
-                    outer._changed.notify_all()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -106,6 +108,7 @@ class FakeGitlab:
 
 @pytest.fixture
 def fake_gitlab() -> Iterator[FakeGitlab]:
+    """A fake GitLab on 127.0.0.1 and a free port, stopped after the test."""
     gitlab = FakeGitlab()
     gitlab.start()
     yield gitlab

@@ -66,14 +66,17 @@ class NotificationSender:
     def deliver_due(self) -> list["Future[None]"]:
         """One pass: start sending what is due; the futures end with their attempts."""
         now = self._clock()
+        # Keys in flight are taken before the read: one that ends in between was read
+        # still waiting, and must not be sent again.
+        with self._lock:
+            busy = set(self._inflight)
         groups: dict[str, list[OutboxEntry]] = {}
         for entry in self._store.waiting(BATCH):
             groups.setdefault(entry.key, []).append(entry)
         started = []
         for key, entries in groups.items():
-            with self._lock:
-                if key in self._inflight:
-                    continue
+            if key in busy:
+                continue
             entry = entries[0]
             if entry.coalesce and len(entries) > 1:
                 entry, older = entries[-1], entries[:-1]
