@@ -1,6 +1,8 @@
 """POST /api/hooks/gitlab with bodies and headers shaped as GitLab sends them: which
 events start tasks, at which commits, and what a bad secret or a redelivery does."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from conveyor.config_file import parse_config
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.tables import audit_log, tasks
+from conveyor.wiring import Container
 from tests.fixtures import CONFIG, WF, Headers, Repos
 from tests.hooks import gitlab_payloads as gl
 
@@ -335,3 +338,22 @@ def test_a_body_missing_what_the_event_needs_is_a_400_naming_the_field(
     )
     assert r.status_code == 400
     assert r.json()["detail"] == "project.path_with_namespace: required"
+
+
+def test_a_redelivery_racing_the_first_delivery_creates_one_task(
+    container: Container, repos: Repos, database: Database
+) -> None:
+    assert container.hooks is not None
+    hooks = container.hooks
+    uuid = "5f0c3a7e-0000-4000-8000-00000000race"
+    body = push_body(repos)
+    start = threading.Barrier(4)
+
+    def deliver() -> list[tuple[str, int]]:
+        start.wait()
+        return hooks.receive(gl.PUSH_HOOK, uuid, body).tasks
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: deliver(), range(4)))
+    assert task_count(database) == 1
+    assert all(a == [(WF, 1)] for a in answers), answers

@@ -349,3 +349,19 @@ def test_nothing_is_written_for_a_workflow_nobody_listens_to(
     )
     container.tasks.create(Principal("alice", ("admin",)), request)
     assert states_in_outbox(database) == [("task.created", "waiting")]
+
+
+def test_a_restart_reports_again_from_pending(
+    container: Container, sender: NotificationSender, fake_gitlab: FakeGitlab, repos: Repos,
+    clock: Clock,
+) -> None:  # fmt: skip
+    from conveyor.domain.principals import Principal
+
+    task = create(container)
+    run_to(container, task, TaskState.FAILED, clock())
+    deliver(sender)
+    container.tasks.restart(Principal("alice", ("admin",)), WF, task.task_id)
+    deliver(sender)
+    statuses = fake_gitlab.statuses(repos.voting.head("master"))
+    assert [s["state"] for s in statuses] == ["failed", "pending"]
+    assert statuses[-1]["description"] == "waiting to run (attempt 2)"

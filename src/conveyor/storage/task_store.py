@@ -167,8 +167,10 @@ class SqlTaskWriter:
             insert(hook_deliveries)
             .values(id=delivery, receive_time=now)
             .on_conflict_do_nothing(index_elements=[hook_deliveries.c.id])
+            # RETURNING, not rowcount: psycopg reports -1 for this statement.
+            .returning(hook_deliveries.c.id)
         )
-        return bool(self._conn.execute(stmt).rowcount)
+        return self._conn.execute(stmt).first() is not None
 
     def record_delivery(self, delivery: str, tasks: list[tuple[str, int]]) -> None:
         self._conn.execute(
