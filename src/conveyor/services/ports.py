@@ -39,8 +39,6 @@ class TaskWriter(Protocol):
         """The tasks the claimed delivery created, for its redeliveries' answers."""
         ...
 
-    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None: ...
-
     def active_tasks_with_trigger(
         self, workflow_name: str, trigger_key: str, before_pk: int
     ) -> list[Task]:
@@ -70,6 +68,10 @@ class TaskWriter(Protocol):
 
 class TaskStore(Protocol):
     def write(self) -> AbstractContextManager[TaskWriter]: ...
+
+    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None:
+        """The tasks a hook delivery created; None if it was never received."""
+        ...
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None: ...
 

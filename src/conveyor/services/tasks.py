@@ -207,8 +207,7 @@ class TaskService:
 
     def delivered_tasks(self, delivery: str) -> list[tuple[str, int]]:
         """The tasks a hook delivery created, when it was received before."""
-        with self._store.write() as tx:
-            return tx.delivery_tasks(delivery) or []
+        return self._store.delivery_tasks(delivery) or []
 
     def _workflow(self, name: str, where: str) -> WorkflowConfig:
         workflow = self._config.workflows.get(name)

@@ -179,14 +179,6 @@ class SqlTaskWriter:
             .values(tasks=[list(t) for t in tasks])
         )
 
-    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None:
-        found = self._conn.execute(
-            sa.select(hook_deliveries.c.tasks).where(hook_deliveries.c.id == delivery)
-        ).one_or_none()
-        if found is None:
-            return None
-        return [(wf, task_id) for wf, task_id in found.tasks or []]
-
     def active_tasks_with_trigger(
         self, workflow_name: str, trigger_key: str, before_pk: int
     ) -> list[Task]:
@@ -346,6 +338,15 @@ class SqlTaskStore:
     def write(self) -> Iterator[SqlTaskWriter]:
         with self._db.write() as conn:
             yield SqlTaskWriter(conn, self._outbox)
+
+    def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None:
+        with self._db.read() as conn:
+            found = conn.execute(
+                sa.select(hook_deliveries.c.tasks).where(hook_deliveries.c.id == delivery)
+            ).one_or_none()
+        if found is None:
+            return None
+        return [(wf, task_id) for wf, task_id in found.tasks or []]
 
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
