@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -40,8 +41,17 @@ def _check_branch(value: str) -> str:
 
 
 def _check_public_url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"must be an http(s) URL, not {value!r}")
+    problem = f"must be an http(s) URL, not {value!r}"
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value) or len(value) > 2000:
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        (parts.hostname or "").encode("idna")
+    except (ValueError, UnicodeError) as exc:
+        raise ValueError(f"{problem}: {exc}") from exc
+    if not parts.hostname:
+        raise ValueError(problem)
     return value.rstrip("/")
 
 

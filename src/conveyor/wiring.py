@@ -229,8 +229,10 @@ def notify_policy(config: Config) -> NotifyPolicy | None:
 
 
 def http_poster(config: Config) -> HttpPoster:
-    token = config.gitlab.resolved_token() if config.gitlab is not None else None
-    return HttpPoster(token, {n.url: n.resolved_secret() for n in config.notifications})
+    gitlab = config.gitlab
+    api = f"{gitlab.url}/api/v4" if gitlab is not None else None
+    token = gitlab.resolved_token() if gitlab is not None else None
+    return HttpPoster(api, token, {n.url: n.resolved_secret() for n in config.notifications})
 
 
 def isolation_for(config: Config) -> Isolation:

@@ -141,7 +141,7 @@ def test_a_merge_request_builds_its_head_merged_onto_the_target_and_reports_on_t
     assert hook(server, gl.MERGE_REQUEST_HOOK, body) == [1]
     final_status(fake_gitlab, head)
     assert fake_gitlab.statuses(head)[-1]["state"] == "success"
-    assert "ref" not in fake_gitlab.statuses(head)[-1]
+    assert fake_gitlab.statuses(head)[-1]["ref"] == "refs/merge-requests/4/head"
     # What ran was a merge commit of the target's head and the merge request's head.
     merge, *parents = (tmp_path / "built").read_text().split()
     assert parents == [base, head]

@@ -295,7 +295,9 @@ def test_a_gitlab_that_hangs_on_one_commit_does_not_hold_the_others(
         return Answer(hang=release) if r.path.endswith(hung) else Answer()
 
     fake_gitlab.responder = answer
-    poster = HttpPoster(TOKEN, {f"{fake_gitlab.url}/chat": CHAT_SECRET}, timeout_s=30)
+    poster = HttpPoster(
+        f"{fake_gitlab.url}/api/v4", TOKEN, {f"{fake_gitlab.url}/chat": CHAT_SECRET}, timeout_s=30
+    )
     sender = NotificationSender(SqlOutboxStore(database), poster, sender_clock.sender)
     try:
         create(container)
@@ -365,3 +367,144 @@ def test_a_restart_reports_again_from_pending(
     statuses = fake_gitlab.statuses(repos.voting.head("master"))
     assert [s["state"] for s in statuses] == ["failed", "pending"]
     assert statuses[-1]["description"] == "waiting to run (attempt 2)"
+
+
+def test_an_older_status_is_never_sent_again_over_a_newer_one(
+    container: Container, sender: NotificationSender, fake_gitlab: FakeGitlab, repos: Repos,
+    clock: Clock,
+) -> None:  # fmt: skip
+    from conveyor.domain.errors import StateConflict
+    from conveyor.domain.principals import Principal
+
+    fake_gitlab.responder = lambda r: Answer(403, '{"message":"403 Forbidden"}')
+    task = create(container)
+    deliver(sender)  # pending: dropped
+    fake_gitlab.responder = lambda r: Answer()
+    run_to(container, task, TaskState.PASSED, clock())
+    deliver(sender)
+    alice = Principal("alice", ("admin",))
+    assert container.notifications is not None
+    dropped = [
+        e for e in container.notifications.list(alice, "dropped", 100) if e.channel == "gitlab"
+    ]
+    assert len(dropped) == 2
+    with pytest.raises(StateConflict, match="is older than notification"):
+        container.notifications.send_again(alice, dropped[0].id)
+    assert gitlab_states(fake_gitlab, repos.voting.head("master")) == ["success"]
+
+
+def test_keys_in_backoff_never_hide_a_message_that_is_due(
+    container: Container, sender: NotificationSender, fake_gitlab: FakeGitlab, repos: Repos,
+    database: Database, sender_clock: Clock,
+) -> None:  # fmt: skip
+    now = int(sender_clock.now)
+    row = {
+        "channel": "webhook", "coalesce": False, "url": f"{fake_gitlab.url}/chat",
+        "event": "task.failed", "delivery_id": "d", "body": "{}", "workflow_name": WF,
+        "task_id": 1, "state": "waiting", "attempts": 9, "create_time": now,
+        "next_time": now + 300,
+    }  # fmt: skip
+    with database.write() as conn:
+        conn.execute(outbox.insert(), [{**row, "key": f"{i:064x}"} for i in range(600)])
+    create(container)  # its statuses are due now
+    deliver(sender)
+    assert gitlab_states(fake_gitlab, repos.voting.head("master")) == ["pending"]
+    assert not [r for r in fake_gitlab.received if r.path == "/chat" and r.json == {}]
+
+
+def test_webhooks_that_hang_do_not_hold_gitlabs_statuses(
+    container: Container, database: Database, fake_gitlab: FakeGitlab, repos: Repos,
+    sender_clock: Clock, clock: Clock,
+) -> None:  # fmt: skip
+    from conveyor.outbound.http_poster import HttpPoster
+
+    release = threading.Event()
+    fake_gitlab.responder = lambda r: Answer(hang=release) if r.path == "/chat" else Answer()
+    chat = f"{fake_gitlab.url}/chat"
+    poster = HttpPoster(f"{fake_gitlab.url}/api/v4", TOKEN, {chat: CHAT_SECRET}, timeout_s=30)
+    sender = NotificationSender(SqlOutboxStore(database), poster, sender_clock.sender)
+    try:
+        tasks = [create(container) for _ in range(6)]  # six chat keys, all hanging
+        started = sender.deliver_due()
+        # Two requests at most to the hanging URL; GitLab's statuses all go through.
+        fake_gitlab.wait_for(lambda: len(fake_gitlab.statuses()) == 2)
+        fake_gitlab.wait_for(
+            lambda: len([r for r in fake_gitlab.received if r.path == "/chat"]) >= 2
+        )
+        assert len([r for r in fake_gitlab.received if r.path == "/chat"]) == 2
+        assert len(tasks) == 6
+    finally:
+        release.set()
+        wait(started, timeout=30)
+        sender.stop()
+
+
+def test_a_url_that_cannot_be_sent_to_is_dropped_once_not_retried_in_a_loop(
+    container: Container, database: Database, sender_clock: Clock, fake_gitlab: FakeGitlab,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from conveyor.outbound.http_poster import HttpPoster
+
+    bad = "http://[::1/x"
+    poster = HttpPoster(f"{fake_gitlab.url}/api/v4", TOKEN, {bad: None})
+    sender = NotificationSender(SqlOutboxStore(database), poster, sender_clock.sender)
+    now = int(sender_clock.now)
+    with database.write() as conn:
+        conn.execute(
+            outbox.insert().values(
+                channel="webhook", key="k" * 64, coalesce=False, url=bad, event="task.failed",
+                delivery_id="d", body="{}", workflow_name=WF, task_id=1, state="waiting",
+                attempts=0, create_time=now, next_time=now,
+            )
+        )  # fmt: skip
+    try:
+        with caplog.at_level(logging.WARNING, "conveyor.notifications"):
+            started = sender.deliver_due()
+            assert len(started) == 1
+            wait(started, timeout=30)
+            assert sender.deliver_due() == []
+        assert states_in_outbox(database) == [("task.failed", "dropped")]
+        assert "invalid URL" in caplog.text
+    finally:
+        sender.stop()
+
+
+def test_a_poster_that_breaks_unexpectedly_is_retried_with_backoff_not_at_once(
+    container: Container, database: Database, sender_clock: Clock,
+) -> None:  # fmt: skip
+    from conveyor.domain.outbox import HttpAnswer, OutboxEntry
+
+    calls: list[int] = []
+
+    class Broken:
+        def post(self, entry: OutboxEntry) -> HttpAnswer:
+            calls.append(entry.id)
+            raise RuntimeError("a bug")
+
+    sender = NotificationSender(SqlOutboxStore(database), Broken(), sender_clock.sender)
+    try:
+        create(container)
+        wait(sender.deliver_due(), timeout=30)
+        assert len(calls) == 3  # two statuses and a chat event, once each
+        assert sender.deliver_due() == []  # in backoff, not hammered
+        sender_clock.now += 1
+        wait(sender.deliver_due(), timeout=30)
+        assert len(calls) == 6
+    finally:
+        sender.stop()
+
+
+def test_the_token_never_goes_to_a_gitlab_the_config_no_longer_names(
+    container: Container, database: Database, sender_clock: Clock, fake_gitlab: FakeGitlab,
+) -> None:  # fmt: skip
+    from conveyor.outbound.http_poster import HttpPoster
+
+    create(container)  # statuses written for fake_gitlab.url
+    moved = HttpPoster("https://gitlab.new.example.com/api/v4", TOKEN, {})
+    sender = NotificationSender(SqlOutboxStore(database), moved, sender_clock.sender)
+    try:
+        wait(sender.deliver_due(), timeout=30)
+    finally:
+        sender.stop()
+    assert fake_gitlab.received == []
+    assert ("task.created", "dropped") in states_in_outbox(database)

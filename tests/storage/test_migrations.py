@@ -41,3 +41,37 @@ def test_downgrade_to_empty_and_back(empty_database_url: str) -> None:
         assert migrate.current_revision(db) == migrate.heads()[0]
     finally:
         db.dispose()
+
+
+def test_stepping_back_from_the_outbox_keeps_every_tasks_rows(empty_database_url: str) -> None:
+    """0006 adds a column to `tasks`: undoing it must not copy the table (on SQLite a
+    copy with foreign keys on cascades to each task's commits, attempts and jobs)."""
+    import sqlalchemy as sa
+
+    from conveyor.storage.tables import task_commits, tasks
+
+    db = Database.from_url(empty_database_url)
+    try:
+        migrate.upgrade(db)
+        with db.write() as conn:
+            pk = conn.execute(
+                tasks.insert()
+                .values(
+                    workflow_name="wf", task_id=1, env_name="dev", state="queued", attempt=1,
+                    create_time=1, created_by="alice", spec={},
+                )
+                .returning(tasks.c.id)
+            ).scalar_one()  # fmt: skip
+            conn.execute(
+                task_commits.insert().values(
+                    task_pk=pk, service="s", repo_name="r", kind="branch", ref="main", pr=0,
+                    commit_sha="a" * 40,
+                )
+            )  # fmt: skip
+        migrate.downgrade(db, "0005")
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM task_commits")).scalar_one() == 1
+            assert conn.execute(sa.text("SELECT count(*) FROM tasks")).scalar_one() == 1
+        migrate.upgrade(db)
+    finally:
+        db.dispose()

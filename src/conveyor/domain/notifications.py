@@ -4,13 +4,14 @@ attempt's answer is judged. Pure rules: storage writes the messages, a sender se
 
 import email.utils
 import fnmatch
+import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from conveyor.domain.states import PublicStatus
 from conveyor.domain.tasks import RefKind
@@ -120,16 +121,18 @@ class NotifyPolicy:
             # it is merged onto.
             if project is None or (c.kind is RefKind.BRANCH and c.pr > 0):
                 continue
-            ref = {"ref": c.ref} if c.kind is RefKind.BRANCH else {}
             path = quote(str(project), safe="")
             if (str(project), c.commit) in out:
                 continue
             out[(str(project), c.commit)] = Message(
                 GITLAB,
-                f"{project}|{c.commit}|{name}",
+                key_of(GITLAB, str(project), c.commit, name),
                 f"{self.gitlab_api}/projects/{path}/statuses/{c.commit}",
                 event,
-                json.dumps({**body, **ref}, separators=(",", ":")),
+                # For a merge request, its head ref (refs/merge-requests/N/head): its
+                # head may be in no branch of the target (a fork's), and GitLab needs a
+                # ref to file the status under, as its own MR pipelines do.
+                json.dumps({**body, "ref": c.ref}, separators=(",", ":")),
                 coalesce=True,
                 delivery_id=new_id(),
             )
@@ -146,7 +149,7 @@ class NotifyPolicy:
             out.append(
                 Message(
                     WEBHOOK,
-                    f"{endpoint.url}|{facts.workflow_name}#{facts.task_id}",
+                    key_of(WEBHOOK, endpoint.url, facts.workflow_name, str(facts.task_id)),
                     endpoint.url,
                     event,
                     json.dumps(body, separators=(",", ":")),
@@ -155,6 +158,23 @@ class NotifyPolicy:
                 )
             )
         return out
+
+
+def key_of(*parts: str) -> str:
+    """The ordering key of a message, of bounded length whatever a URL or a project
+    path holds: GitLab's (project, sha, name), or a webhook's (URL, task)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def shown_url(url: str) -> str:
+    """A notification URL fit for logs and listings: no credentials, and no path
+    (chat services put their secret there)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an invalid URL)"
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}/…" if parts.path.strip("/") else f"{parts.scheme}://{host}"
 
 
 def event_body(
@@ -243,7 +263,8 @@ def judge(
     reason = f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}"
     if channel == GITLAB and status == 400 and _ALREADY in text:
         return Judgement(Verdict.DELIVERED, "GitLab has this state already")
-    if status in (408, 425, 429) or status >= 500:
+    # 409: GitLab timed out waiting for its lock on the commit's statuses; retry.
+    if status in (408, 409, 425, 429) or status >= 500:
         return Judgement(Verdict.RETRY, reason, retry_after(headers, now))
     return Judgement(Verdict.DROP, reason)
 

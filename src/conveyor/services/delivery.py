@@ -5,19 +5,33 @@ import functools
 import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
 
-from conveyor.domain.notifications import Judgement, Verdict, backoff_s, judge
+from conveyor.domain.notifications import (
+    GITLAB,
+    Judgement,
+    Verdict,
+    backoff_s,
+    judge,
+    shown_url,
+)
 from conveyor.domain.outbox import HttpAnswer, NoAnswer, OutboxEntry, Undeliverable
 
 log = logging.getLogger("conveyor.notifications")
 
 DELIVERED = "delivered"
 DROPPED = "dropped"
-BATCH = 500
+KEYS_PER_PASS = 500
+# Retrying a message this long after it was written gives up, with the last reason.
+MAX_AGE_S = 24 * 3600
+# Requests at once: GitLab's statuses and webhook events apart, so endpoints that hang
+# cannot hold GitLab's; and at most this many per webhook URL.
+WORKERS = 4
+PER_URL = 2
 
 
 class Poster(Protocol):
@@ -27,7 +41,7 @@ class Poster(Protocol):
 
 
 class OutboxPort(Protocol):
-    def waiting(self, limit: int) -> list[OutboxEntry]: ...
+    def waiting(self, now: int, limit: int) -> list[OutboxEntry]: ...
 
     def supersede(
         self, ids: Sequence[int], by: int, attempts: int, next_time: int, now: int
@@ -50,14 +64,19 @@ class NotificationSender:
         clock: Callable[[], float],
         *,
         poll_s: float = 0.5,
-        workers: int = 4,
     ) -> None:
         self._store = store
         self._poster = poster
         self._clock = clock
         self._poll_s = poll_s
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="notify")
+        self._pools = {
+            GITLAB: ThreadPoolExecutor(WORKERS, thread_name_prefix="notify-gitlab"),
+            "webhook": ThreadPoolExecutor(WORKERS, thread_name_prefix="notify-webhook"),
+        }
         self._inflight: set[str] = set()
+        self._per_url: Counter[str] = Counter()
+        # Keys whose last attempt could not be recorded (the database away): not before.
+        self._cooling: dict[str, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -70,12 +89,13 @@ class NotificationSender:
         # still waiting, and must not be sent again.
         with self._lock:
             busy = set(self._inflight)
+            per_url = Counter(self._per_url)
         groups: dict[str, list[OutboxEntry]] = {}
-        for entry in self._store.waiting(BATCH):
+        for entry in self._store.waiting(int(now), KEYS_PER_PASS):
             groups.setdefault(entry.key, []).append(entry)
         started = []
         for key, entries in groups.items():
-            if key in busy:
+            if key in busy or self._cooling.get(key, 0) > now:
                 continue
             entry = entries[0]
             if entry.coalesce and len(entries) > 1:
@@ -88,29 +108,51 @@ class NotificationSender:
                 entry = replace(entry, attempts=attempts, next_time=next_time)
             if entry.next_time > now:
                 continue
+            if entry.channel != GITLAB and per_url[entry.url] >= PER_URL:
+                continue
+            per_url[entry.url] += 1
             with self._lock:
                 self._inflight.add(key)
-            future = self._pool.submit(self._attempt, entry)
-            future.add_done_callback(functools.partial(self._done, key))
+                self._per_url[entry.url] += 1
+            pool = self._pools[GITLAB if entry.channel == GITLAB else "webhook"]
+            future = pool.submit(self._attempt, entry)
+            future.add_done_callback(functools.partial(self._done, entry))
             started.append(future)
         return started
 
-    def _done(self, key: str, _future: "Future[None]") -> None:
+    def _done(self, entry: OutboxEntry, _future: "Future[None]") -> None:
         with self._lock:
-            self._inflight.discard(key)
+            self._inflight.discard(entry.key)
+            self._per_url[entry.url] -= 1
         self._wake.set()
 
     def _attempt(self, entry: OutboxEntry) -> None:
         try:
+            verdict = self._send(entry)
+            self._record(entry, verdict)
+        except Exception as exc:
+            # The outbox could not take the result: the message stays waiting; its key
+            # rests a while rather than being sent again at once.
+            self._cooling[entry.key] = self._clock() + backoff_s(entry.attempts + 1)
+            log.warning("notification %d: cannot record its delivery: %s", entry.id, exc)
+
+    def _send(self, entry: OutboxEntry) -> Judgement:
+        try:
             answer = self._poster.post(entry)
         except NoAnswer as exc:
-            verdict = Judgement(Verdict.RETRY, f"no answer: {exc}")
+            return Judgement(Verdict.RETRY, f"no answer: {exc}")
         except Undeliverable as exc:
-            verdict = Judgement(Verdict.DROP, str(exc))
-        else:
-            verdict = judge(entry.channel, answer.status, answer.headers, answer.text)
+            return Judgement(Verdict.DROP, str(exc))
+        except Exception as exc:
+            log.exception("notification %d: sending failed", entry.id)
+            return Judgement(Verdict.RETRY, f"internal error: {exc.__class__.__name__}: {exc}")
+        return judge(entry.channel, answer.status, answer.headers, answer.text)
+
+    def _record(self, entry: OutboxEntry, verdict: Judgement) -> None:
         now = self._clock()
-        what = f"{entry.event} of {entry.workflow_name}#{entry.task_id} to {entry.url}"
+        what = f"{entry.event} of {entry.workflow_name}#{entry.task_id} to {shown_url(entry.url)}"
+        if verdict.verdict is Verdict.RETRY and now - entry.create_time >= MAX_AGE_S:
+            verdict = Judgement(Verdict.DROP, f"gave up after 24h: {verdict.reason}")
         if verdict.verdict is Verdict.DELIVERED:
             self._store.finish(entry.id, DELIVERED, int(now), verdict.reason or None)
         elif verdict.verdict is Verdict.RETRY:
@@ -154,4 +196,5 @@ class NotificationSender:
             self._thread.join(timeout=10)
         # A request in flight is not waited for: its message stays waiting in the
         # outbox, and the next server sends it again (at least once).
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)

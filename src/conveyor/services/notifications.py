@@ -23,6 +23,8 @@ class OutboxListing(Protocol):
 
     def send_again(self, msg_id: int, now: int) -> bool: ...
 
+    def newer_of_key(self, entry: OutboxEntry) -> int | None: ...
+
 
 class NotificationService:
     def __init__(
@@ -57,6 +59,13 @@ class NotificationService:
         if found is None or not self._auth.allows(principal, "task:view", found.workflow_name):
             raise TaskNotFound(f"no notification {msg_id}")
         self._auth.require(principal, "task:restart", found.workflow_name)
+        newer = self._store.newer_of_key(found)
+        if found.coalesce and newer is not None:
+            # Sending it now would put an older state on the commit than GitLab has.
+            raise StateConflict(
+                f"notification {msg_id} ({found.event}) is older than notification {newer} "
+                "of the same commit status; send that one again instead"
+            )
         if not self._store.send_again(msg_id, self._clock()):
             raise StateConflict(
                 f"notification {msg_id} is {found.state}; "

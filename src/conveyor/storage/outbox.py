@@ -135,8 +135,23 @@ class SqlOutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def waiting(self, limit: int) -> list[OutboxEntry]:
-        stmt = sa.select(outbox).where(outbox.c.state == WAITING).order_by(outbox.c.id).limit(limit)
+    def waiting(self, now: int, limit: int) -> list[OutboxEntry]:
+        """Every waiting message of up to `limit` keys that may have one due now, in id
+        order: a key whose messages all wait for a later time is not read, so keys in
+        backoff never hide the ones behind them."""
+        keys = (
+            sa.select(outbox.c.key)
+            .where(outbox.c.state == WAITING)
+            .group_by(outbox.c.key)
+            .having(sa.func.min(outbox.c.next_time) <= now)
+            .order_by(sa.func.min(outbox.c.id))
+            .limit(limit)
+        )
+        stmt = (
+            sa.select(outbox)
+            .where(outbox.c.state == WAITING, outbox.c.key.in_(keys.scalar_subquery()))
+            .order_by(outbox.c.id)
+        )
         with self._db.read() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
 
@@ -187,6 +202,16 @@ class SqlOutboxStore:
         with self._db.read() as conn:
             row = conn.execute(sa.select(outbox).where(outbox.c.id == msg_id)).one_or_none()
         return _entry(row) if row is not None else None
+
+    def newer_of_key(self, entry: OutboxEntry) -> int | None:
+        """The newest message of `entry`'s key written after it, if any."""
+        with self._db.read() as conn:
+            found = conn.execute(
+                sa.select(sa.func.max(outbox.c.id)).where(
+                    outbox.c.key == entry.key, outbox.c.id > entry.id
+                )
+            ).scalar_one()
+        return int(found) if found is not None else None
 
     def send_again(self, msg_id: int, now: int) -> bool:
         """A dropped (or waiting) message back to waiting, due now; False otherwise."""

@@ -174,7 +174,8 @@ outbox = sa.Table(
     # "gitlab" (a commit status) or "webhook" (a task event to a notification URL).
     sa.Column("channel", sa.String(20), nullable=False),
     # Messages with one key are delivered in order; a GitLab status only at its latest.
-    sa.Column("key", sa.String(700), nullable=False),
+    # A sha256 of (project, sha, name) or (URL, task): bounded, whatever they hold.
+    sa.Column("key", sa.String(64), nullable=False),
     sa.Column("coalesce", sa.Boolean, nullable=False),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("event", sa.String(40), nullable=False),
@@ -190,4 +191,5 @@ outbox = sa.Table(
     sa.Column("end_time", sa.BigInteger, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index(None, "state", "id"),
+    sa.Index(None, "state", "key", "id"),
 )

@@ -19,11 +19,11 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
+    with op.batch_alter_table("tasks", recreate="never") as batch:
         batch.add_column(sa.Column("trigger_key", sa.String(length=600), nullable=True))
-        batch.create_index(
-            op.f("ix_tasks_workflow_name_trigger_key"), ["workflow_name", "trigger_key"]
-        )
+    op.create_index(
+        op.f("ix_tasks_workflow_name_trigger_key"), "tasks", ["workflow_name", "trigger_key"]
+    )
     op.create_table(
         "hook_deliveries",
         sa.Column("id", sa.String(length=100), nullable=False),
@@ -35,7 +35,7 @@ def upgrade() -> None:
         "outbox",
         sa.Column("id", BigId, autoincrement=True, nullable=False),
         sa.Column("channel", sa.String(length=20), nullable=False),
-        sa.Column("key", sa.String(length=700), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("coalesce", sa.Boolean(), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
         sa.Column("event", sa.String(length=40), nullable=False),
@@ -52,12 +52,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     op.create_index(op.f("ix_outbox_state_id"), "outbox", ["state", "id"])
+    op.create_index(op.f("ix_outbox_state_key_id"), "outbox", ["state", "key", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_outbox_state_key_id"), table_name="outbox")
     op.drop_index(op.f("ix_outbox_state_id"), table_name="outbox")
     op.drop_table("outbox")
     op.drop_table("hook_deliveries")
-    with op.batch_alter_table("tasks") as batch:
-        batch.drop_index(op.f("ix_tasks_workflow_name_trigger_key"))
+    # Never recreate `tasks` on SQLite: copying it with foreign keys on would cascade
+    # the delete of the old table to every task's commits, attempts and jobs. SQLite
+    # drops a column in place since 3.35.
+    op.drop_index(op.f("ix_tasks_workflow_name_trigger_key"), table_name="tasks")
+    with op.batch_alter_table("tasks", recreate="never") as batch:
         batch.drop_column("trigger_key")
