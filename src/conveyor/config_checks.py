@@ -142,6 +142,8 @@ def _trigger_problems(
                 f"{where}.{key}: not for a {trigger.event} trigger "
                 f"(it takes {_PATTERNS_OF[trigger.event]})"
             )
+    if trigger.forks is not None and trigger.event != "merge_request":
+        problems.append(f"{where}.forks: only a merge_request trigger builds forks")
     repo = cfg.repos.get(trigger.repo)
     if repo is None:
         return [*problems, f"{where}.repo: unknown repo {trigger.repo!r}"]

@@ -146,6 +146,11 @@ class TriggerConfig(_Strict):
         description="the services to build; default: every service of the workflow whose "
         "build uses the repo",
     )
+    forks: StrictBool | None = Field(
+        None,
+        description="merge_request: also build merge requests from forks (their code "
+        "runs with the env's secrets); default false",
+    )
 
     @property
     def patterns(self) -> list[str]:
@@ -300,6 +305,8 @@ class Config(_Strict):
                 if v
             ]
         values += [v for n in self.notifications if (v := n.resolved_secret())]
+        # A chat service's hook URL is its own credential (in its path or user part).
+        values += [s for n in self.notifications for s in [*url_secrets(n.url), n.url]]
         return values + [s for repo in self.repos.values() for s in url_secrets(repo.url)]
 
 

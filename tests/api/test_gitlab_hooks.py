@@ -113,14 +113,14 @@ def test_a_push_starts_the_matching_workflow_at_exactly_the_pushed_commit(
 def test_a_hooks_task_is_in_the_audit_log_under_the_hooks_name(
     client: TestClient, repos: Repos, database: Database
 ) -> None:
-    uuid = "8d4c1d1e-1111-2222-3333-444455556666"
-    assert send(client, gl.PUSH_HOOK, push_body(repos), uuid=uuid).status_code == 200
+    headers = gl.headers(gl.PUSH_HOOK, SECRET, idempotency_key="a1b2c3")
+    assert client.post(HOOK, json=push_body(repos), headers=headers).status_code == 200
     with database.read() as conn:
         row = conn.execute(sa.select(audit_log).where(audit_log.c.action == "task.create")).one()
     assert row.actor == f"gitlab:{PROJECT}"
     assert (row.workflow_name, row.task_id) == (WF, 1)
     assert row.detail["hook"] == "push"
-    assert row.detail["delivery"] == uuid
+    assert row.detail["delivery"] == "key:a1b2c3"
 
 
 @pytest.mark.parametrize(
@@ -166,6 +166,7 @@ def test_a_project_named_by_its_numeric_id_matches_by_the_hooks_project_id(
         checkout_sha=sha,
     )
     r = send(client, gl.PUSH_HOOK, body)
+    assert r.status_code == 200, r.text
     assert r.json()["tasks"] == [{"workflow_name": "team-b-deploy", "task_id": 1}]
     assert detail(client, admin, "team-b-deploy", 1)["commits"][0]["commit"] == sha
 
@@ -257,17 +258,58 @@ def test_the_hook_needs_no_conveyor_token_and_ignores_one(
     assert r.status_code == 401
 
 
-def test_a_redelivery_starts_nothing_new_and_answers_the_same_tasks(
+def test_a_retry_with_the_same_idempotency_key_starts_nothing_new(
     client: TestClient, repos: Repos, database: Database
 ) -> None:
-    uuid = "2b7e7b7a-0000-4000-8000-000000000001"
-    first = send(client, gl.PUSH_HOOK, push_body(repos), uuid=uuid).json()
-    again = send(client, gl.PUSH_HOOK, push_body(repos), uuid=uuid).json()
+    # GitLab's retries and its Resend keep Idempotency-Key; each execution of a hook
+    # gets an X-Gitlab-Event-UUID of its own.
+    key = "7f9b2c3e-0000-4000-8000-000000000001"
+    first = client.post(
+        HOOK, json=push_body(repos), headers=gl.headers(gl.PUSH_HOOK, SECRET, idempotency_key=key)
+    ).json()
+    again = client.post(
+        HOOK, json=push_body(repos), headers=gl.headers(gl.PUSH_HOOK, SECRET, idempotency_key=key)
+    ).json()
     assert again["tasks"] == first["tasks"] == [{"workflow_name": WF, "task_id": 1}]
     assert "received before" in again["detail"]
     assert task_count(database) == 1
     other = send(client, gl.PUSH_HOOK, push_body(repos)).json()  # a new delivery
     assert other["tasks"] == [{"workflow_name": WF, "task_id": 2}]
+
+
+def without_idempotency_key(event: str, uuid: str) -> dict[str, str]:
+    headers = gl.headers(event, SECRET, uuid)
+    del headers["Idempotency-Key"]
+    return headers
+
+
+def test_without_an_idempotency_key_the_same_uuid_and_body_again_is_a_redelivery(
+    client: TestClient, repos: Repos, database: Database
+) -> None:
+    uuid = "2b7e7b7a-0000-4000-8000-000000000001"
+    headers = without_idempotency_key(gl.PUSH_HOOK, uuid)
+    first = client.post(HOOK, json=push_body(repos), headers=headers).json()
+    again = client.post(HOOK, json=push_body(repos), headers=headers).json()
+    assert again["tasks"] == first["tasks"] == [{"workflow_name": WF, "task_id": 1}]
+    assert task_count(database) == 1
+
+
+def test_hooks_one_gitlab_request_fires_under_one_uuid_are_each_handled(
+    client: TestClient, repos: Repos, database: Database
+) -> None:
+    # A push to a merge request's source branch fires a Push Hook and a Merge Request
+    # Hook (update) from one request: one X-Gitlab-Event-UUID, two events.
+    uuid = "3c8d8c8b-0000-4000-8000-000000000002"
+    push = client.post(
+        HOOK, json=push_body(repos), headers=without_idempotency_key(gl.PUSH_HOOK, uuid)
+    )
+    head = repos.voting.merge_request(2, "mr")
+    body = gl.merge_request(
+        action="update", iid=2, last_commit=head, oldrev=repos.voting.head("master")
+    )
+    mr = client.post(HOOK, json=body, headers=without_idempotency_key(gl.MERGE_REQUEST_HOOK, uuid))
+    assert push.json()["tasks"] == [{"workflow_name": WF, "task_id": 1}]
+    assert mr.json()["tasks"] == [{"workflow_name": WF, "task_id": 2}]
 
 
 def test_auto_cancel_a_newer_push_cancels_the_older_task_of_that_branch_only(
@@ -345,15 +387,83 @@ def test_a_redelivery_racing_the_first_delivery_creates_one_task(
 ) -> None:
     assert container.hooks is not None
     hooks = container.hooks
-    uuid = "5f0c3a7e-0000-4000-8000-00000000race"
+    delivery = "key:5f0c3a7e-0000-4000-8000-00000000race"
     body = push_body(repos)
     start = threading.Barrier(4)
 
     def deliver() -> list[tuple[str, int]]:
         start.wait()
-        return hooks.receive(gl.PUSH_HOOK, uuid, body).tasks
+        return hooks.receive(gl.PUSH_HOOK, delivery, body).tasks
 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: deliver(), range(4)))
     assert task_count(database) == 1
     assert all(a == [(WF, 1)] for a in answers), answers
+
+
+def test_a_late_hook_for_an_older_commit_cancels_nothing(
+    client: TestClient, repos: Repos, admin: Headers
+) -> None:
+    older = repos.voting.commit("first", branch="master")
+    newer = repos.voting.commit("second", branch="master")
+    # GitLab delivered the newer push first; the older one arrives late.
+    assert (
+        send(client, gl.PUSH_HOOK, push_body(repos, sha=newer)).json()["tasks"][0]["task_id"] == 1
+    )
+    late = send(client, gl.PUSH_HOOK, push_body(repos, sha=older)).json()
+    assert late["tasks"] == [{"workflow_name": WF, "task_id": 2}]
+    assert "is no longer the head: nothing auto-cancelled" in late["detail"]
+    assert detail(client, admin, WF, 1)["status"] == "created"
+
+
+def test_a_merge_request_from_a_fork_is_not_built_unless_the_trigger_says_forks(
+    client: TestClient, repos: Repos, database: Database
+) -> None:
+    head = repos.voting.merge_request(6, "from a fork")
+    body = gl.merge_request(
+        action="open", iid=6, last_commit=head, source_project="mallory/voting-app",
+        source_project_id=99,
+    )  # fmt: skip
+    r = send(client, gl.MERGE_REQUEST_HOOK, body)
+    assert r.json()["tasks"] == []
+    assert "comes from the fork mallory/voting-app (forks: false)" in r.json()["detail"]
+    assert task_count(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"iid": 2**31}, "pr: must be at most 2147483647"),
+        ({"iid": 2**63}, "pr: must be at most 2147483647"),
+        ({"target_branch": "b" * 300}, "branch: longer than 255 characters"),
+    ],
+)
+def test_a_hook_is_held_to_the_apis_limits_and_says_which(
+    client: TestClient, repos: Repos, database: Database, change: dict[str, Any], why: str
+) -> None:
+    head = repos.voting.merge_request(1, "mr")
+    body = gl.merge_request(action="open", last_commit=head, target_branch="master")
+    body["object_attributes"].update(change)
+    trigger_matches_all = "target_branch" not in change
+    r = send(client, gl.MERGE_REQUEST_HOOK, body)
+    assert r.status_code == 200
+    assert r.json()["tasks"] == []
+    if trigger_matches_all:
+        assert why in r.json()["detail"]
+    assert task_count(database) == 0
+
+
+def test_a_long_project_path_still_makes_a_task_its_creator_cut_to_fit(
+    client: TestClient, repos: Repos, admin: Headers
+) -> None:
+    sha = repos.dyliu.head()
+    long_path = "group/" + "x" * 300
+    body = gl.push(
+        project=long_path, project_id=42, ref="refs/heads/main", before=gl.ZERO_SHA,
+        after=sha, checkout_sha=sha,
+    )  # fmt: skip
+    r = send(client, gl.PUSH_HOOK, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["tasks"] == [{"workflow_name": "team-b-deploy", "task_id": 1}]
+    created_by = detail(client, admin, "team-b-deploy", 1)["created_by"]
+    assert created_by == f"gitlab:{long_path}"[:200]

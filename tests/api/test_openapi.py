@@ -89,6 +89,7 @@ def test_authentication_is_a_security_scheme_on_every_api_operation(
             assert {p["name"] for p in op["parameters"]} == {
                 "X-Gitlab-Event",
                 "X-Gitlab-Event-UUID",
+                "Idempotency-Key",
             }
             continue
         assert op["security"] == [{"bearer": []}, {"x-api-key": []}], path

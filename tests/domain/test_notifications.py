@@ -158,3 +158,11 @@ def test_backoff_doubles_to_a_ceiling_and_yields_to_a_longer_retry_after() -> No
     assert backoff_s(40) == BACKOFF_MAX_S
     assert backoff_s(1, retry_after_s=120) == 120
     assert backoff_s(9, retry_after_s=3) == 256
+
+
+def test_a_webhook_url_is_shown_without_the_credential_it_may_hold() -> None:
+    from conveyor.domain.notifications import shown_url
+
+    assert shown_url("https://hooks.slack.com/services/T0/B0/secret") == "https://hooks.slack.com/…"
+    assert shown_url("https://user:pw@chat.example.com") == "https://chat.example.com"
+    assert shown_url("http://[::1/x") == "(an invalid URL)"

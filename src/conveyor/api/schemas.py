@@ -6,13 +6,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, St
 from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
+from conveyor.domain.refs import MAX_BRANCH, MAX_PR
 from conveyor.domain.states import PublicStatus
 from conveyor.domain.variables import MAX_VALUE_BYTES, variable_value_problem
 
 # The limits of the create body (docs/api.md, docs/adr/0009-input-limits.md). Names are
 # stored in String(200) columns; a branch is one argument of `git ls-remote`.
 MAX_NAME = 200
-MAX_BRANCH = 255
 MAX_TARGETS = 100
 MAX_REPOS = 50
 MAX_ENVS = 100
@@ -63,7 +63,7 @@ class RepoIn(_In):
         max_length=MAX_BRANCH, description="branch to build (a valid git ref name)"
     )
     pr: StrictInt = Field(
-        0, ge=0, le=2**31 - 1, description="GitLab merge request iid; 0 builds the branch"
+        0, ge=0, le=MAX_PR, description="GitLab merge request iid; 0 builds the branch"
     )
 
 

@@ -13,6 +13,8 @@ _SHELL_FORBIDDEN = frozenset(";&|$`<>()'\"")
 # Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: a branch
 # name reaches logs and a job's environment, where they would forge lines or escapes.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+MAX_BRANCH = 255
+MAX_PR = 2**31 - 1
 _COMMIT_PREFIX = re.compile(r"[0-9a-fA-F]{8,40}")
 _FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 

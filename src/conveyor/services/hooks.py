@@ -17,6 +17,7 @@ from conveyor.settings import Config, TriggerConfig
 log = logging.getLogger("conveyor.hooks")
 
 ZERO_SHA = "0" * 40
+MAX_USER = 200  # a task's created_by
 # Merge request actions that bring code to build; `update` only with new commits.
 _MR_BUILDS = ("open", "reopen", "update")
 
@@ -31,6 +32,14 @@ class HookEvent:
     ref: str  # the branch pushed, the tag, or the merge request's target branch
     commit: str
     pr: int = 0
+    fork: str | None = None  # a merge request's source project, when not the target
+
+    @property
+    def head_ref(self) -> str:
+        """The ref whose head this event's commit should be, if the event is current."""
+        if self.event == "merge_request":
+            return f"refs/merge-requests/{self.pr}/head"
+        return f"refs/{'tags' if self.event == 'tag' else 'heads'}/{self.ref}"
 
     @property
     def what(self) -> str:
@@ -91,6 +100,10 @@ def parse_hook(event_header: str | None, payload: Mapping[str, Any]) -> HookEven
             shown = "update without new commits" if action == "update" else repr(action)
             return f"merge request !{iid} {shown}: nothing new to build"
         path, pid = _project(payload)
+        source, target = attrs.get("source_project_id"), attrs.get("target_project_id")
+        fork = None
+        if source != target:
+            fork = str(_field(payload, "object_attributes.source.path_with_namespace", str))
         return HookEvent(
             "merge_request",
             path,
@@ -98,6 +111,7 @@ def parse_hook(event_header: str | None, payload: Mapping[str, Any]) -> HookEven
             _field(payload, "object_attributes.target_branch", str),
             _field(payload, "object_attributes.last_commit.id", str),
             iid,
+            fork,
         )
     return f"{event_header or kind!r} events start nothing"
 
@@ -134,10 +148,11 @@ class HookService:
             return event.project_id is not None and int(project) == event.project_id
         return project is not None and project.lower() == event.project_path.lower()
 
-    def matches(self, event: HookEvent) -> list[tuple[str, int, TriggerConfig]]:
-        """(workflow, trigger index, trigger) of every trigger the event matches."""
+    def matches(self, event: HookEvent) -> tuple[list[tuple[str, int, TriggerConfig]], list[str]]:
+        """(workflow, trigger index, trigger) of every trigger the event matches, and
+        why triggers that would otherwise have matched did not."""
         wanted = {"push": "push", "tag": "tag", "merge_request": "merge_request"}[event.event]
-        found = []
+        found, skipped = [], []
         for wname in sorted(self._config.workflows):
             for i, trigger in enumerate(self._config.workflows[wname].triggers):
                 if (
@@ -145,8 +160,14 @@ class HookService:
                     and self._projects_match(trigger.repo, event)
                     and any(fnmatch.fnmatchcase(event.ref, p) for p in trigger.patterns)
                 ):
+                    if event.fork is not None and not trigger.forks:
+                        skipped.append(
+                            f"workflows.{wname}.triggers[{i}]: the merge request comes from "
+                            f"the fork {event.fork} (forks: false)"
+                        )
+                        continue
                     found.append((wname, i, trigger))
-        return found
+        return found, skipped
 
     def _request(self, wname: str, trigger: TriggerConfig, event: HookEvent) -> CreateRequest:
         workflow = self._config.workflows[wname]
@@ -173,11 +194,13 @@ class HookService:
             if before:
                 return HookAnswer(before, f"delivery {delivery} was received before")
         event = parsed
-        matched = self.matches(event)
+        matched, skipped = self.matches(event)
         if not matched:
-            return HookAnswer([], f"{event.what}: no trigger of any workflow matches")
+            why = "; ".join(skipped) or "no trigger of any workflow matches"
+            return HookAnswer([], f"{event.what}: {why}")
         planned: list[HookTask] = []
         problems: list[str] = []
+        current: bool | None = None
         for wname, index, trigger in matched:
             try:
                 spec = self._tasks.plan(self._request(wname, trigger, event))
@@ -186,16 +209,26 @@ class HookService:
                 problems.append(f"workflows.{wname}.triggers[{index}]: {why}")
                 log.warning("hook for %s: workflow %s: %s", event.what, wname, why)
                 continue
+            key = trigger_key(trigger, event)
+            supersedes = False
+            if key is not None and self._config.workflows[wname].auto_cancel:
+                # Hooks may arrive out of order: only the branch's (or the merge
+                # request's) head now cancels what came before it, never a late one.
+                if current is None:
+                    current = self._is_current(trigger.repo, event)
+                supersedes = current
             planned.append(
                 HookTask(
                     spec,
-                    trigger_key(trigger, event),
+                    key,
                     {"hook": event.event, "delivery": delivery, "trigger": index},
+                    supersedes,
                 )
             )
         created = []
         if planned:
-            principal = Principal(user=f"gitlab:{event.project_path}", roles=())
+            user = f"gitlab:{event.project_path}"[:MAX_USER]
+            principal = Principal(user=user, roles=())
             tasks = self._tasks.create_for_hook(principal, delivery, planned)
             if tasks is None:
                 assert delivery is not None
@@ -204,6 +237,15 @@ class HookService:
             created = [(t.workflow_name, t.task_id) for t in tasks]
         shown = ", ".join(f"{w}#{t}" for w, t in created) or "no task"
         detail = f"{event.what}: created {shown}"
-        if problems:
-            detail += "; not created: " + "; ".join(problems)
+        if current is False:
+            detail += f" ({event.commit[:12]} is no longer the head: nothing auto-cancelled)"
+        if problems or skipped:
+            detail += "; not created: " + "; ".join(problems + skipped)
         return HookAnswer(created, detail)
+
+    def _is_current(self, repo: str, event: HookEvent) -> bool:
+        try:
+            return self._tasks.is_head(repo, event.head_ref, event.commit)
+        except UpstreamError as exc:
+            log.warning("hook for %s: cannot read the head: %s", event.what, exc)
+            return False

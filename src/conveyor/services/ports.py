@@ -39,11 +39,9 @@ class TaskWriter(Protocol):
         """The tasks the claimed delivery created, for its redeliveries' answers."""
         ...
 
-    def active_tasks_with_trigger(
-        self, workflow_name: str, trigger_key: str, before_pk: int
-    ) -> list[Task]:
+    def active_tasks_with_trigger(self, workflow_name: str, trigger_key: str) -> list[Task]:
         """Created or running tasks of the workflow that hooks started for the same
-        branch or merge request, stored before `before_pk`."""
+        branch or merge request."""
         ...
 
     def get_task(self, workflow_name: str, task_id: int) -> Task | None: ...

@@ -8,7 +8,13 @@ from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import InvalidParam, StateConflict, TaskNotFound
 from conveyor.domain.masking import SecretPatterns, mask_window
 from conveyor.domain.principals import Principal
-from conveyor.domain.refs import branch_name_problem, is_commit_prefix
+from conveyor.domain.refs import (
+    MAX_BRANCH,
+    MAX_PR,
+    branch_name_problem,
+    is_commit_prefix,
+    is_full_commit,
+)
 from conveyor.domain.states import (
     RESTARTABLE_TASK_STATES,
     TERMINAL_JOB_STATES,
@@ -59,6 +65,8 @@ class HookTask:
     spec: TaskSpec
     trigger_key: str | None
     detail: dict[str, object]
+    supersedes: bool = False
+    """Its commit is the head of its branch or merge request now: it may auto-cancel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +150,11 @@ class TaskService:
         principal: Principal,
         spec: TaskSpec,
         trigger_key: str | None = None,
+        task_id: int | None = None,
         **detail: object,
     ) -> Task:
-        task_id = tx.next_task_id(spec.workflow_name)
+        if task_id is None:
+            task_id = tx.next_task_id(spec.workflow_name)
         # Read the clock only now, holding the workflow's counter: ids and creation
         # times then agree, whatever order concurrent requests arrived in.
         now = self._clock()
@@ -178,32 +188,40 @@ class TaskService:
         """Store the tasks a hook delivery asks for, all or none, with the delivery's id:
         None if that delivery was stored before (a redelivery creates nothing). The
         hook's secret authorised it; `planned` went through `plan()` like any create.
-        With the workflow's auto_cancel, each cancels the tasks hooks started before it
-        for the same branch or merge request."""
+        A task that `supersedes`, in a workflow with auto_cancel, first cancels the
+        tasks hooks started before this delivery for the same branch or merge request
+        (first: their `canceled` statuses then come before the new task's `pending`)."""
         with self._store.write() as tx:
             if delivery is not None and not tx.claim_delivery(delivery, self._clock()):
                 return None
-            created = []
-            for hook_task in planned:
-                spec = hook_task.spec
-                task = self._add(tx, principal, spec, hook_task.trigger_key, **hook_task.detail)
-                created.append(task)
-                workflow = self._config.workflows[spec.workflow_name]
-                if workflow.auto_cancel and hook_task.trigger_key is not None:
-                    for older in tx.active_tasks_with_trigger(
-                        spec.workflow_name, hook_task.trigger_key, task.pk
-                    ):
+            # Ids first, so a cancelled task's audit names the task that superseded it.
+            ids = [tx.next_task_id(t.spec.workflow_name) for t in planned]
+            cancelled: set[int] = set()
+            for hook_task, new_id in zip(planned, ids, strict=True):
+                spec, key = hook_task.spec, hook_task.trigger_key
+                if key is None or not hook_task.supersedes:
+                    continue
+                if not self._config.workflows[spec.workflow_name].auto_cancel:
+                    continue
+                for older in tx.active_tasks_with_trigger(spec.workflow_name, key):
+                    if older.pk not in cancelled:
+                        cancelled.add(older.pk)
                         self._cancel_in(
-                            tx,
-                            principal,
-                            older,
-                            reason="auto_cancel",
-                            superseded_by=task.task_id,
+                            tx, principal, older, reason="auto_cancel", superseded_by=new_id
                         )
+            created = [
+                self._add(tx, principal, t.spec, t.trigger_key, task_id, **t.detail)
+                for t, task_id in zip(planned, ids, strict=True)
+            ]
             if delivery is not None:
                 tx.record_delivery(delivery, [(t.workflow_name, t.task_id) for t in created])
         self._on_change()
         return created
+
+    def is_head(self, repo_name: str, ref: str, commit: str) -> bool:
+        """Whether `ref` of the repo points at `commit` now (a hook may arrive late)."""
+        url = self._config.repos[repo_name].url
+        return self._resolver.resolve(url, [ref]).get(ref) == commit
 
     def delivered_tasks(self, delivery: str) -> list[tuple[str, int]]:
         """The tasks a hook delivery created, when it was received before."""
@@ -238,12 +256,15 @@ class TaskService:
                 )
             if repo.repo_name in asked:
                 raise InvalidParam(f"{rwhere}.repo_name: repo {repo.repo_name!r} given twice")
+            # The API's schema holds its requests to these bounds; a hook's come here.
+            if len(repo.branch) > MAX_BRANCH:
+                raise InvalidParam(f"{rwhere}.branch: longer than {MAX_BRANCH} characters")
+            if repo.pr > MAX_PR:
+                raise InvalidParam(f"{rwhere}.pr: must be at most {MAX_PR}")
             problem = branch_name_problem(repo.branch)
             if problem:
                 raise InvalidParam(f"{rwhere}.branch: {repo.branch!r} {problem}")
-            if repo.commit is not None and not (
-                len(repo.commit) == 40 and is_commit_prefix(repo.commit)
-            ):
+            if repo.commit is not None and not is_full_commit(repo.commit):
                 raise InvalidParam(f"{rwhere}.commit: {repo.commit!r} is not a full commit id")
             url = self._config.repos[repo.repo_name].url
             asked[repo.repo_name] = _PlannedRepo(rwhere, repo, url)

@@ -179,15 +179,12 @@ class SqlTaskWriter:
             .values(tasks=[list(t) for t in tasks])
         )
 
-    def active_tasks_with_trigger(
-        self, workflow_name: str, trigger_key: str, before_pk: int
-    ) -> list[Task]:
+    def active_tasks_with_trigger(self, workflow_name: str, trigger_key: str) -> list[Task]:
         stmt = (
             sa.select(*TASK_COLUMNS)
             .where(
                 tasks.c.workflow_name == workflow_name,
                 tasks.c.trigger_key == trigger_key,
-                tasks.c.id < before_pk,
                 tasks.c.state.in_([TaskState.QUEUED, TaskState.RUNNING]),
             )
             .order_by(tasks.c.id)

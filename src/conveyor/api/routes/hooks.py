@@ -1,6 +1,8 @@
 """POST /api/hooks/gitlab: GitLab's Push, Tag Push and Merge Request hooks."""
 
+import hashlib
 import json
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -26,9 +28,34 @@ _UUID = {
     "name": "X-Gitlab-Event-UUID",
     "in": "header",
     "required": False,
-    "description": "a redelivery with the same value starts nothing new",
-    "schema": {"type": "string", "maxLength": 100},
+    "description": "without an Idempotency-Key: the same value and body again start nothing new",
+    "schema": {"type": "string", "maxLength": 64},
 }
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "GitLab 17.4+: the same value again (a retry, a Resend) starts nothing new",
+    "schema": {"type": "string", "maxLength": 90},
+}
+
+
+def delivery_id(headers: Mapping[str, str], body: bytes) -> str | None:
+    """What makes two requests one delivery: GitLab's Idempotency-Key (17.4+; the same
+    across its retries and a Resend), else X-Gitlab-Event-UUID with the body (one
+    GitLab request can fire several hooks under one UUID: a push and the merge request
+    updates it causes)."""
+    key = headers.get("idempotency-key")
+    if key:
+        if len(key) > 90:
+            raise InvalidParam("Idempotency-Key: longer than 90 characters")
+        return f"key:{key}"
+    uuid = headers.get("x-gitlab-event-uuid")
+    if uuid:
+        if len(uuid) > 64:
+            raise InvalidParam("X-Gitlab-Event-UUID: longer than 64 characters")
+        return f"uuid:{uuid}:{hashlib.sha256(body).hexdigest()[:16]}"
+    return None
 
 
 @router.post(
@@ -37,7 +64,7 @@ _UUID = {
     responses=error_responses(400, 401, 413, 415, 500, 503),
     summary="Start the tasks whose triggers a GitLab push, tag or merge request matches",
     openapi_extra={
-        "parameters": [_EVENT, _UUID],
+        "parameters": [_EVENT, _UUID, _IDEMPOTENCY],
         "security": [{"gitlab-token": []}],
         "requestBody": {
             "required": True,
@@ -56,9 +83,7 @@ async def gitlab_hook(request: Request) -> JSONResponse:
     payload = json.loads(raw)
     if not isinstance(payload, dict):
         raise InvalidParam("body: a GitLab hook body is a JSON object")
-    delivery = request.headers.get("x-gitlab-event-uuid") or None
-    if delivery is not None and len(delivery) > 100:
-        raise InvalidParam("X-Gitlab-Event-UUID: longer than 100 characters")
+    delivery = delivery_id(request.headers, raw)
     answer = await run_in_threadpool(
         hooks.receive, request.headers.get("x-gitlab-event"), delivery, payload
     )

@@ -16,6 +16,7 @@ from conveyor.api.deps import (
     whole_number_schema,
 )
 from conveyor.api.schemas import NotificationOut
+from conveyor.domain.notifications import GITLAB, shown_url
 from conveyor.domain.outbox import OutboxEntry
 
 router = APIRouter(prefix="/api/notifications", tags=["notifications"])
@@ -42,7 +43,8 @@ def _json(entry: OutboxEntry) -> dict[str, Any]:
         "id": entry.id,
         "channel": entry.channel,
         "event": entry.event,
-        "url": entry.url,
+        # A webhook URL may hold its credential (Slack's, say): shown without its path.
+        "url": entry.url if entry.channel == GITLAB else shown_url(entry.url),
         "workflow_name": entry.workflow_name,
         "task_id": entry.task_id,
         "state": entry.state,
