@@ -20,8 +20,17 @@ run: $(STAMP)
 	$(BIN)/conveyor demo --dir $(DEMO_DIR) --port $(PORT)
 	$(BIN)/conveyor serve -c $(DEMO_DIR)/conveyor.yaml --host $(HOST) --port $(PORT)
 
-## The whole suite: lint, then tests on SQLite, then again on PostgreSQL.
-test: $(STAMP) lint test-sqlite test-postgres
+## The whole suite: lint, then tests on SQLite, then again on PostgreSQL. When the
+## PostgreSQL run follows, the celery tests wait for it (a fleet runs celery there).
+test: $(STAMP) lint
+	@mode=$$(CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/python scripts/postgres_gate.py) || exit 1; \
+	if [ "$$mode" = run ]; then \
+	  CONVEYOR_TEST_POSTGRES_RUN_FOLLOWS=1 $(BIN)/pytest -q && \
+	  echo "== the same suite on PostgreSQL" && \
+	  CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/pytest -q; \
+	else \
+	  $(BIN)/pytest -q; \
+	fi
 
 test-sqlite: $(STAMP)
 	$(BIN)/pytest -q

@@ -17,7 +17,7 @@ from conveyor.domain.jobs import JobSpec
 from conveyor.services.ports import Executor
 from conveyor.storage.tables import jobs
 from conveyor.wiring import ORPHAN_SWEEP_S
-from tests.conftest import alive
+from tests.conftest import PG_URL, alive
 from tests.engine.conftest import Engine
 from tests.engine.test_sandbox import assert_confined, require_bubblewrap
 
@@ -97,6 +97,13 @@ CeleryFactory = Callable[..., tuple[Engine, Workers]]
 def celery_factory(
     request: pytest.FixtureRequest, engine_factory: Callable[..., Engine], tmp_path: Path
 ) -> Iterator[CeleryFactory]:
+    if (
+        not PG_URL
+        and os.environ.get("CONVEYOR_TEST_POSTGRES_RUN_FOLLOWS") == "1"
+        and request.node.get_closest_marker("celery_on_sqlite_too") is None
+    ):
+        # A fleet runs celery with PostgreSQL: `make test` runs these there, once.
+        pytest.skip("celery tests run in this suite's PostgreSQL run, as on a fleet")
     made: list[Workers] = []
 
     def factory(timeout: str = "1h") -> tuple[Engine, Workers]:
@@ -119,6 +126,7 @@ def celery_engine(celery_factory: CeleryFactory) -> tuple[Engine, Workers]:
     return celery_factory()
 
 
+@pytest.mark.celery_on_sqlite_too
 def test_pass_fail_and_the_deploy_sees_the_build_output(
     celery_engine: tuple[Engine, Workers],
 ) -> None:
