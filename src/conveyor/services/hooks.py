@@ -73,25 +73,24 @@ def _project(payload: Mapping[str, Any]) -> tuple[str, int | None]:
     return path, project_id if isinstance(project_id, int) else None
 
 
+# object_kind -> (the trigger event, the ref prefix, what it names)
+_PUSHES = {"push": ("push", "refs/heads/", "branch"), "tag_push": ("tag", "refs/tags/", "tag")}
+
+
 def parse_hook(event_header: str | None, payload: Mapping[str, Any]) -> HookEvent | str:
     """The event a GitLab hook body describes, or why it starts nothing."""
     kind = payload.get("object_kind")
-    if kind == "push":
+    if kind in _PUSHES:
+        event, prefix, noun = _PUSHES[kind]
         ref = _field(payload, "ref", str)
-        if not ref.startswith("refs/heads/"):
-            return f"push to {ref!r}: not a branch"
+        if not ref.startswith(prefix):
+            return f"{kind} to {ref!r}: not a {noun}"
+        name = ref.removeprefix(prefix)
         checkout = payload.get("checkout_sha")
         if payload.get("after") == ZERO_SHA or not isinstance(checkout, str):
-            return f"branch {ref.removeprefix('refs/heads/')} deleted: nothing to build"
+            return f"{noun} {name} deleted: nothing to build"
         path, pid = _project(payload)
-        return HookEvent("push", path, pid, ref.removeprefix("refs/heads/"), checkout)
-    if kind == "tag_push":
-        ref = _field(payload, "ref", str)
-        checkout = payload.get("checkout_sha")
-        if payload.get("after") == ZERO_SHA or not isinstance(checkout, str):
-            return f"tag {ref.removeprefix('refs/tags/')} deleted: nothing to build"
-        path, pid = _project(payload)
-        return HookEvent("tag", path, pid, ref.removeprefix("refs/tags/"), checkout)
+        return HookEvent(event, path, pid, name, checkout)
     if kind == "merge_request":
         attrs = _field(payload, "object_attributes", Mapping)
         action = attrs.get("action")
