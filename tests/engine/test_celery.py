@@ -104,6 +104,8 @@ def celery_factory(
     ):
         # A fleet runs celery with PostgreSQL: `make test` runs these there, once.
         pytest.skip("celery tests run in this suite's PostgreSQL run, as on a fleet")
+    if request.node.get_closest_marker("one_broker") is not None and request.param != "redis":
+        pytest.skip("what it tests happens in the runner and the database: run on Redis")
     made: list[Workers] = []
 
     def factory(timeout: str = "1h") -> tuple[Engine, Workers]:
@@ -147,6 +149,7 @@ def test_pass_fail_and_the_deploy_sees_the_build_output(
     assert states[("deploy", "api")] == states[("deploy", "web")] == "skipped"
 
 
+@pytest.mark.one_broker
 def test_restart_reruns_only_what_did_not_pass(celery_engine: tuple[Engine, Workers]) -> None:
     engine, workers = celery_engine
     workers.start()
@@ -162,6 +165,7 @@ def test_restart_reruns_only_what_did_not_pass(celery_engine: tuple[Engine, Work
     assert sorted(builds) == [(1, "api", "passed"), (1, "web", "failed"), (2, "web", "passed")]
 
 
+@pytest.mark.one_broker
 def test_timeout_ends_the_task_and_its_processes(celery_factory: CeleryFactory) -> None:
     engine, workers = celery_factory(timeout="1s")
     workers.start()
@@ -173,6 +177,7 @@ def test_timeout_ends_the_task_and_its_processes(celery_factory: CeleryFactory) 
     assert [p for p in pids if alive(p)] == []
 
 
+@pytest.mark.one_broker
 def test_cancel_while_queued_and_while_running_leaves_no_process(
     celery_engine: tuple[Engine, Workers],
 ) -> None:
@@ -295,6 +300,7 @@ def test_a_step_with_a_queue_runs_only_on_workers_that_listen_there(
     assert "built on the gpu queue" in engine.log(build, "parallel")
 
 
+@pytest.mark.one_broker
 def test_a_worker_stops_what_escaped_a_job_at_its_end_and_on_cancel(
     celery_engine: tuple[Engine, Workers],
 ) -> None:
@@ -313,6 +319,7 @@ def test_a_worker_stops_what_escaped_a_job_at_its_end_and_on_cancel(
     assert [p for p in pids if alive(p)] == []
 
 
+@pytest.mark.one_broker
 def test_a_worker_records_a_timeout_on_time_though_an_escaped_child_holds_the_output(
     celery_factory: CeleryFactory,
 ) -> None:
@@ -326,6 +333,7 @@ def test_a_worker_records_a_timeout_on_time_though_an_escaped_child_holds_the_ou
     assert [p for p in pids if alive(p)] == []
 
 
+@pytest.mark.one_broker
 def test_a_worker_runs_a_sandboxed_service_confined(celery_engine: tuple[Engine, Workers]) -> None:
     require_bubblewrap()
     engine, workers = celery_engine
@@ -335,6 +343,7 @@ def test_a_worker_runs_a_sandboxed_service_confined(celery_engine: tuple[Engine,
     assert_confined(engine, task)
 
 
+@pytest.mark.one_broker
 def test_a_live_worker_stops_what_a_killed_one_left_at_once(
     celery_engine: tuple[Engine, Workers],
 ) -> None:
