@@ -334,3 +334,23 @@ def test_unknown_notification_events_are_refused() -> None:
     text = WITH_TRIGGERS.replace("events: [task.failed]", "events: [task.exploded]")
     (problem,) = problems_of(text)
     assert problem.startswith("notifications[0].events[0]: Input should be 'task.created'")
+
+
+def test_a_repo_may_have_a_webhook_secret_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GL_TOKEN", "glpat-0123456789abcdef")
+    monkeypatch.setenv("GL_HOOK", "hook-secret-0123456789")
+    own = WITH_TRIGGERS.replace(
+        "gitlab_project: demo/voting-app}",
+        "gitlab_project: demo/voting-app, gitlab_webhook_secret: voting-own-secret}",
+    ).replace(", webhook_secret: env:GL_HOOK}", "}")
+    # Triggers of that repo need no config-wide secret, and its own is masked in logs.
+    cfg = parse_config(own, base=Path("/cfg"))
+    assert "voting-own-secret" in cfg.secret_values()
+    broken = GOOD.replace(
+        "dyliu: {url: /srv/dyliu.git}", "dyliu: {url: /srv/dyliu.git, gitlab_webhook_secret: x}"
+    )
+    assert problems_of(broken) == [
+        "repos.dyliu.gitlab_webhook_secret: must be at least 8 characters long, or it could "
+        "not be masked in job logs (this one has 1)",
+        "repos.dyliu.gitlab_webhook_secret: needs the repo's gitlab_project",
+    ]

@@ -112,6 +112,12 @@ def gitlab_problems(cfg: Config) -> list[str]:
         if problem:
             problems.append(problem)
     for rname, repo in cfg.repos.items():
+        where = f"repos.{rname}.gitlab_webhook_secret"
+        problem = _secret_problem(where, repo.gitlab_webhook_secret)
+        if problem:
+            problems.append(problem)
+        if repo.gitlab_webhook_secret is not None and repo.gitlab_project is None:
+            problems.append(f"{where}: needs the repo's gitlab_project")
         if repo.gitlab_project is not None and cfg.gitlab is None:
             problems.append(f"repos.{rname}.gitlab_project: needs a gitlab section (its url)")
         if isinstance(repo.gitlab_project, str) and not _PROJECT.fullmatch(repo.gitlab_project):
@@ -123,8 +129,13 @@ def gitlab_problems(cfg: Config) -> list[str]:
         for i, trigger in enumerate(wf.triggers):
             where = f"workflows.{wname}.triggers[{i}]"
             problems += _trigger_problems(cfg, where, wf.services, trigger)
-            if cfg.gitlab is None or cfg.gitlab.webhook_secret is None:
-                problems.append(f"{where}: hooks need gitlab.url and gitlab.webhook_secret")
+            named = cfg.repos.get(trigger.repo)
+            own = named is not None and named.gitlab_webhook_secret is not None
+            if cfg.gitlab is None or (cfg.gitlab.webhook_secret is None and not own):
+                problems.append(
+                    f"{where}: hooks need gitlab.url and a webhook secret "
+                    "(gitlab.webhook_secret, or the repo's gitlab_webhook_secret)"
+                )
     return problems
 
 

@@ -71,6 +71,12 @@ class RepoConfig(_Strict):
         description="the repo's GitLab project (path_with_namespace, or the numeric id): "
         "hooks from it start tasks, and tasks report commit statuses to it",
     )
+    gitlab_webhook_secret: StrictStr | None = Field(
+        None,
+        description="a webhook secret for this repo's project alone: its hooks must carry "
+        "it, and gitlab.webhook_secret no longer starts its tasks; `env:NAME` reads it "
+        "from the environment",
+    )
 
 
 class BuildConfig(_Strict):
@@ -305,6 +311,7 @@ class Config(_Strict):
                 if v
             ]
         values += [v for n in self.notifications if (v := n.resolved_secret())]
+        values += [v for r in self.repos.values() if (v := resolve_secret(r.gitlab_webhook_secret))]
         # A chat service's hook URL is its own credential (in its path or user part).
         values += [s for n in self.notifications for s in [*url_secrets(n.url), n.url]]
         return values + [s for repo in self.repos.values() for s in url_secrets(repo.url)]

@@ -12,7 +12,7 @@ from conveyor.domain.errors import AuthFailed, InvalidParam, RequestError, Upstr
 from conveyor.domain.principals import Principal
 from conveyor.domain.tasks import RepoRequest
 from conveyor.services.tasks import CreateRequest, HookTask, TargetRequest, TaskService
-from conveyor.settings import Config, TriggerConfig
+from conveyor.settings import Config, TriggerConfig, resolve_secret
 
 log = logging.getLogger("conveyor.hooks")
 
@@ -47,6 +47,19 @@ class HookEvent:
             return f"merge request !{self.pr} of {self.project_path} into {self.ref}"
         kind = "tag" if self.event == "tag" else "branch"
         return f"{kind} {self.ref} of {self.project_path} at {self.commit[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class HookGrant:
+    """What a hook's secret lets it start: with the config-wide secret, tasks of repos
+    without a secret of their own; with a repo's own secret, that repo's."""
+
+    wide: bool
+    repos: frozenset[str]
+    guarded: frozenset[str]
+
+    def allows(self, repo: str) -> bool:
+        return repo in self.repos if repo in self.guarded else self.wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +145,27 @@ class HookService:
         gitlab = config.gitlab
         secret = gitlab.resolved_webhook_secret() if gitlab is not None else None
         self._secret = secret.encode() if secret else None
+        # Repos with a secret of their own: only it lets a hook start their tasks.
+        self._own: dict[str, bytes] = {
+            name: own.encode()
+            for name, repo in config.repos.items()
+            if (own := resolve_secret(repo.gitlab_webhook_secret))
+        }
 
-    def check_secret(self, given: str | None) -> None:
-        if self._secret is None:
+    def check_secret(self, given: str | None) -> HookGrant:
+        """Which secret the hook carries: the config-wide one, or repos' own. Checked
+        before its body is read; `HookGrant.allows` checks it against the project."""
+        if self._secret is None and not self._own:
             raise AuthFailed("GitLab hooks are off here: gitlab.webhook_secret is not set")
         if given is None:
             raise AuthFailed("X-Gitlab-Token: required (the hook's secret token)")
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._secret):
+        token = given.encode("utf-8", "surrogateescape")
+        # Every comparison is made, whichever matches, so the time says nothing.
+        wide = self._secret is not None and hmac.compare_digest(token, self._secret)
+        repos = frozenset(n for n, own in self._own.items() if hmac.compare_digest(token, own))
+        if not wide and not repos:
             raise AuthFailed("X-Gitlab-Token: not this server's webhook secret")
+        return HookGrant(wide, repos, frozenset(self._own))
 
     def _projects_match(self, repo: str, event: HookEvent) -> bool:
         project = self._config.repos[repo].gitlab_project
@@ -147,7 +173,9 @@ class HookService:
             return event.project_id is not None and int(project) == event.project_id
         return project is not None and project.lower() == event.project_path.lower()
 
-    def matches(self, event: HookEvent) -> tuple[list[tuple[str, int, TriggerConfig]], list[str]]:
+    def matches(
+        self, event: HookEvent, grant: HookGrant
+    ) -> tuple[list[tuple[str, int, TriggerConfig]], list[str]]:
         """(workflow, trigger index, trigger) of every trigger the event matches, and
         why triggers that would otherwise have matched did not."""
         wanted = {"push": "push", "tag": "tag", "merge_request": "merge_request"}[event.event]
@@ -159,6 +187,15 @@ class HookService:
                     and self._projects_match(trigger.repo, event)
                     and any(fnmatch.fnmatchcase(event.ref, p) for p in trigger.patterns)
                 ):
+                    if not grant.allows(trigger.repo):
+                        why = (
+                            f"repo {trigger.repo!r} has a webhook secret of its own, and the "
+                            "hook did not carry it"
+                            if trigger.repo in grant.guarded
+                            else "the hook carried another repo's own secret"
+                        )
+                        skipped.append(f"workflows.{wname}.triggers[{i}]: {why}")
+                        continue
                     if event.fork is not None and not trigger.forks:
                         skipped.append(
                             f"workflows.{wname}.triggers[{i}]: the merge request comes from "
@@ -181,7 +218,11 @@ class HookService:
         return CreateRequest(wname, workflow.env, tuple(targets))
 
     def receive(
-        self, event_header: str | None, delivery: str | None, payload: Mapping[str, Any]
+        self,
+        event_header: str | None,
+        delivery: str | None,
+        payload: Mapping[str, Any],
+        grant: HookGrant | None = None,
     ) -> HookAnswer:
         """Start a task for every trigger the hook matches; a redelivery (same
         X-Gitlab-Event-UUID) starts nothing and answers the tasks of the first one."""
@@ -193,7 +234,9 @@ class HookService:
             if before:
                 return HookAnswer(before, f"delivery {delivery} was received before")
         event = parsed
-        matched, skipped = self.matches(event)
+        if grant is None:  # called from inside, already authorised as a whole
+            grant = HookGrant(True, frozenset(self._own), frozenset(self._own))
+        matched, skipped = self.matches(event, grant)
         if not matched:
             why = "; ".join(skipped) or "no trigger of any workflow matches"
             return HookAnswer([], f"{event.what}: {why}")

@@ -76,7 +76,7 @@ async def gitlab_hook(request: Request) -> JSONResponse:
     hooks = container(request).hooks
     assert hooks is not None
     # The secret first, so nobody without it gets a body parsed (docs/adr/0002).
-    hooks.check_secret(request.headers.get("x-gitlab-token"))
+    grant = hooks.check_secret(request.headers.get("x-gitlab-token"))
     require_json_media_type(request.headers.get("content-type"))
     raw = await read_body(request, HOOK_MAX_BYTES)
     check_json_document(raw)
@@ -85,7 +85,7 @@ async def gitlab_hook(request: Request) -> JSONResponse:
         raise InvalidParam("body: a GitLab hook body is a JSON object")
     delivery = delivery_id(request.headers, raw)
     answer = await run_in_threadpool(
-        hooks.receive, request.headers.get("x-gitlab-event"), delivery, payload
+        hooks.receive, request.headers.get("x-gitlab-event"), delivery, payload, grant
     )
     return JSONResponse(
         {
