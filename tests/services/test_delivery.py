@@ -508,3 +508,29 @@ def test_the_token_never_goes_to_a_gitlab_the_config_no_longer_names(
         sender.stop()
     assert fake_gitlab.received == []
     assert ("task.created", "dropped") in states_in_outbox(database)
+
+
+def test_what_ended_a_month_ago_is_forgotten_what_waits_never(
+    container: Container, sender: NotificationSender, database: Database, sender_clock: Clock,
+    repos: Repos, fake_gitlab: FakeGitlab,
+) -> None:  # fmt: skip
+    from conveyor.storage.tables import hook_deliveries
+
+    create(container)
+    deliver(sender)  # delivered now
+    fake_gitlab.responder = lambda r: Answer(503, "down")
+    create(container)
+    deliver(sender)  # waiting, in backoff
+    with database.write() as conn:
+        conn.execute(
+            hook_deliveries.insert().values(id="key:old", receive_time=int(sender_clock.now))
+        )
+    sender_clock.now += 29 * 24 * 3600
+    assert sender.prune() == 0
+    sender_clock.now += 2 * 24 * 3600
+    assert sender.prune() == 3  # two statuses and a chat event, delivered a month ago
+    assert {s for _, s in states_in_outbox(database)} == {"waiting", "superseded"} - {
+        "superseded"
+    } | {"waiting"}
+    with database.read() as conn:
+        assert conn.execute(sa.select(hook_deliveries)).all() == []

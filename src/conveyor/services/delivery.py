@@ -28,6 +28,9 @@ DROPPED = "dropped"
 KEYS_PER_PASS = 500
 # Retrying a message this long after it was written gives up, with the last reason.
 MAX_AGE_S = 24 * 3600
+# Delivered, superseded and dropped messages, and hook delivery ids, are kept this long.
+RETENTION_S = 30 * 24 * 3600
+PRUNE_EVERY_S = 3600.0
 # Requests at once: GitLab's statuses and webhook events apart, so endpoints that hang
 # cannot hold GitLab's; and at most this many per webhook URL.
 WORKERS = 4
@@ -50,6 +53,8 @@ class OutboxPort(Protocol):
     def finish(self, msg_id: int, state: str, now: int, error: str | None = None) -> None: ...
 
     def retry_later(self, msg_id: int, attempts: int, next_time: int, error: str) -> None: ...
+
+    def prune(self, before: int) -> int: ...
 
 
 class NotificationSender:
@@ -179,10 +184,18 @@ class NotificationSender:
         self._thread = threading.Thread(target=self._run, name="notify-sender", daemon=True)
         self._thread.start()
 
+    def prune(self) -> int:
+        """Forget what ended more than RETENTION_S ago (hourly, from the loop)."""
+        return self._store.prune(int(self._clock() - RETENTION_S))
+
     def _run(self) -> None:
+        next_prune = 0.0
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                if self._clock() >= next_prune:
+                    next_prune = self._clock() + PRUNE_EVERY_S
+                    self.prune()
                 self.deliver_due()
             except Exception as exc:
                 # The database away: the messages wait in it; try again next pass.

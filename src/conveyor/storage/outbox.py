@@ -13,7 +13,7 @@ from conveyor.domain.outbox import OutboxEntry
 from conveyor.domain.states import JobState, TaskState, public_status
 from conveyor.domain.tasks import RefKind
 from conveyor.storage.db import Database
-from conveyor.storage.tables import jobs, outbox, task_commits, tasks
+from conveyor.storage.tables import hook_deliveries, jobs, outbox, task_commits, tasks
 
 WAITING = "waiting"
 DELIVERED = "delivered"
@@ -223,3 +223,12 @@ class SqlOutboxStore:
                     .values(state=WAITING, attempts=0, next_time=now, end_time=None)
                 ).rowcount
             )
+
+    def prune(self, before: int) -> int:
+        """Forget messages that ended, and hook deliveries received, before `before`."""
+        with self._db.write() as conn:
+            ended = conn.execute(
+                outbox.delete().where(outbox.c.state != WAITING, outbox.c.end_time < before)
+            ).rowcount
+            conn.execute(hook_deliveries.delete().where(hook_deliveries.c.receive_time < before))
+        return int(ended)
