@@ -27,6 +27,8 @@ STATUSES = {
     ("post", "/api/notifications/{id}/retry"): {
         "200", "400", "401", "403", "404", "409", "500", "503",
     },
+    ("get", "/api/workflows"): {"200", "401", "500", "503"},
+    ("get", "/api/workflows/{name}/tasks"): {"200", "400", "401", "403", "500", "503"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
 }  # fmt: skip

@@ -202,3 +202,34 @@ class NotificationOut(BaseModel):
     last_error: str | None = Field(description="why the last attempt failed, or was dropped")
     delivery_id: str
     body: str = Field(description="the JSON sent")
+
+
+class TaskListItemOut(BaseModel):
+    task_id: int
+    url: str
+    status: PublicStatus
+    attempt: int
+    create_time: int
+    start_time: int = Field(description="create_time until the task starts")
+    end_time: int = Field(description="create_time until the task ends")
+    workflow_name: str
+    env_name: str
+    repos: list[MatchedRepoOut] = Field(description="every commit the task builds")
+
+
+class TaskListOut(BaseModel):
+    tasks: list[TaskListItemOut] = Field(description="newest first")
+    next_before: int | None = Field(
+        description="pass as `before` for the next page; null on the last page"
+    )
+
+
+class WorkflowOut(BaseModel):
+    name: str
+    env: str = Field(description="the environment its tasks deploy to by default")
+    envs: list[str] = Field(description="other environments a task may name")
+    services: list[str]
+    parallel: bool
+    latest: TaskListItemOut | None = Field(description="its newest task, if any")
+    running: int = Field(description="tasks running (or being cancelled)")
+    waiting: int = Field(description="tasks created, waiting to run")

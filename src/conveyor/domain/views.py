@@ -52,3 +52,13 @@ class TaskDetail:
     commits: tuple[CommitMatch, ...]
     jobs: tuple[JobView, ...]
     attempts: tuple[AttemptView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSummary:
+    """A workflow as its list shows it: its newest task, and how many run and wait."""
+
+    name: str
+    latest: Task | None
+    running: int
+    waiting: int

@@ -9,7 +9,7 @@ from conveyor.domain.jobs import JobResult, JobRow, JobSpec
 from conveyor.domain.principals import TokenInfo
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
-from conveyor.domain.views import TaskDetail, TaskWithCommits
+from conveyor.domain.views import TaskDetail, TaskWithCommits, WorkflowSummary
 
 Clock = Callable[[], int]
 """Unix seconds now."""
@@ -66,6 +66,21 @@ class TaskWriter(Protocol):
 
 class TaskStore(Protocol):
     def write(self) -> AbstractContextManager[TaskWriter]: ...
+
+    def workflow_summaries(self, names: list[str]) -> list[WorkflowSummary]: ...
+
+    def list_tasks(
+        self,
+        workflow_name: str,
+        limit: int,
+        before: int | None,
+        states: list[TaskState] | None,
+        branch: str | None,
+        commit_prefix: str | None,
+    ) -> list[TaskWithCommits]:
+        """The workflow's tasks, newest first, with all their commits; `before` (a task
+        id) pages on."""
+        ...
 
     def delivery_tasks(self, delivery: str) -> list[tuple[str, int]] | None:
         """The tasks a hook delivery created; None if it was never received."""

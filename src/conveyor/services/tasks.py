@@ -19,17 +19,19 @@ from conveyor.domain.states import (
     RESTARTABLE_TASK_STATES,
     TERMINAL_JOB_STATES,
     JobState,
+    PublicStatus,
     TaskState,
     public_status,
 )
 from conveyor.domain.tasks import RepoRequest, ResolvedRepo, StepSpec, TargetSpec, Task, TaskSpec
 from conveyor.domain.variables import variable_value_problem
-from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits
+from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits, WorkflowSummary
 from conveyor.services.auth import Authorizer
 from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore, TaskWriter
 from conveyor.settings import Config, WorkflowConfig
 
 MAX_LOOKUP_LIMIT = 1000
+MAX_LIST = 200
 LOG_CHUNK = 1024 * 1024
 
 
@@ -376,6 +378,49 @@ class TaskService:
         if viewable is not None and not viewable:
             return []
         return self._store.find_by_commit(commit_id.lower(), viewable, limit)
+
+    # -- lists ----------------------------------------------------------------------
+
+    def workflows(self, principal: Principal) -> list[WorkflowSummary]:
+        """Every configured workflow the caller may view, by name, with its newest task."""
+        viewable = self._auth.viewable_workflows(principal)
+        names = sorted(n for n in self._config.workflows if viewable is None or n in viewable)
+        return self._store.workflow_summaries(names) if names else []
+
+    def tasks_of(
+        self,
+        principal: Principal,
+        workflow_name: str,
+        *,
+        limit: int = 50,
+        before: int | None = None,
+        status: str | None = None,
+        branch: str | None = None,
+        commit: str | None = None,
+    ) -> list[TaskWithCommits]:
+        """A workflow's tasks, newest first; `before` (a task id) pages on; filtered by
+        public status, by a branch a task built, by a commit (or 8+ hex prefix)."""
+        self._auth.require(principal, "task:view", workflow_name)
+        self._workflow(workflow_name, "name")
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidParam(f"limit: must be between 1 and {MAX_LIST}")
+        states = None
+        if status is not None:
+            states = [s for s in TaskState if public_status(s).value == status]
+            if not states:
+                words = ", ".join(p.value for p in PublicStatus)
+                raise InvalidParam(f"status: {status!r} is not one of {words}")
+        if branch is not None:
+            problem = branch_name_problem(branch)
+            if problem or len(branch) > MAX_BRANCH:
+                raise InvalidParam(f"branch: {branch!r} {problem or 'is too long'}")
+        if commit is not None:
+            if not is_commit_prefix(commit):
+                raise InvalidParam(
+                    "commit: must be a full commit id or a prefix of at least 8 hex digits"
+                )
+            commit = commit.lower()
+        return self._store.list_tasks(workflow_name, limit, before, states, branch, commit)
 
     # -- detail and logs ------------------------------------------------------------
 

@@ -12,7 +12,14 @@ from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import LostUpdate
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import RefKind, Task, TaskSpec
-from conveyor.domain.views import AttemptView, CommitMatch, JobView, TaskDetail, TaskWithCommits
+from conveyor.domain.views import (
+    AttemptView,
+    CommitMatch,
+    JobView,
+    TaskDetail,
+    TaskWithCommits,
+    WorkflowSummary,
+)
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
@@ -344,6 +351,81 @@ class SqlTaskStore:
         if found is None:
             return None
         return [(wf, task_id) for wf, task_id in found.tasks or []]
+
+    def workflow_summaries(self, names: list[str]) -> list[WorkflowSummary]:
+        with self._db.read() as conn:
+            newest = (
+                sa.select(sa.func.max(tasks.c.id))
+                .where(tasks.c.workflow_name.in_(names))
+                .group_by(tasks.c.workflow_name)
+            )
+            latest = {
+                r.workflow_name: task_from_row(r)
+                for r in conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id.in_(newest)))
+            }
+            counts = conn.execute(
+                sa.select(tasks.c.workflow_name, tasks.c.state, sa.func.count())
+                .where(
+                    tasks.c.workflow_name.in_(names),
+                    tasks.c.state.in_([TaskState.QUEUED, TaskState.RUNNING, TaskState.CANCELLING]),
+                )
+                .group_by(tasks.c.workflow_name, tasks.c.state)
+            ).all()
+        running: dict[str, int] = {}
+        waiting: dict[str, int] = {}
+        for name, state, n in counts:
+            into = waiting if state == TaskState.QUEUED else running
+            into[name] = into.get(name, 0) + n
+        return [
+            WorkflowSummary(n, latest.get(n), running.get(n, 0), waiting.get(n, 0)) for n in names
+        ]
+
+    def list_tasks(
+        self,
+        workflow_name: str,
+        limit: int,
+        before: int | None,
+        states: list[TaskState] | None,
+        branch: str | None,
+        commit_prefix: str | None,
+    ) -> list[TaskWithCommits]:
+        stmt = sa.select(*TASK_COLUMNS).where(tasks.c.workflow_name == workflow_name)
+        if before is not None:
+            stmt = stmt.where(tasks.c.task_id < before)
+        if states is not None:
+            stmt = stmt.where(tasks.c.state.in_([s.value for s in states]))
+        if branch is not None:
+            stmt = stmt.where(
+                tasks.c.id.in_(
+                    sa.select(task_commits.c.task_pk).where(
+                        task_commits.c.kind == RefKind.BRANCH, task_commits.c.ref == branch
+                    )
+                )
+            )
+        if commit_prefix is not None:
+            stmt = stmt.where(
+                tasks.c.id.in_(
+                    sa.select(task_commits.c.task_pk).where(
+                        task_commits.c.commit_sha >= commit_prefix,
+                        task_commits.c.commit_sha < commit_prefix + "g",
+                    )
+                )
+            )
+        stmt = stmt.order_by(tasks.c.task_id.desc()).limit(limit)
+        with self._db.read() as conn:
+            found = [task_from_row(r) for r in conn.execute(stmt)]
+            commits: dict[int, list[CommitMatch]] = {t.pk: [] for t in found}
+            if found:
+                rows = conn.execute(
+                    sa.select(task_commits)
+                    .where(task_commits.c.task_pk.in_(list(commits)))
+                    .order_by(task_commits.c.id)
+                )
+                for c in rows:
+                    commits[c.task_pk].append(
+                        CommitMatch(c.service, c.repo_name, RefKind(c.kind), c.ref, c.commit_sha)
+                    )
+        return [TaskWithCommits(task=t, matches=tuple(commits[t.pk])) for t in found]
 
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int

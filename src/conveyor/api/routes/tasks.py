@@ -21,8 +21,10 @@ from conveyor.api.deps import (
     whole_number,
     whole_number_schema,
 )
-from conveyor.api.schemas import TaskDetailOut
+from conveyor.api.schemas import TaskDetailOut, TaskListOut, WorkflowOut
 from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, public_status
+from conveyor.domain.tasks import Task
+from conveyor.domain.views import TaskWithCommits
 
 router = APIRouter(prefix="/api/workflows", tags=["task detail"])
 
@@ -60,6 +62,109 @@ _LOG_OK = {
         for name, (schema, text) in _LOG_HEADERS.items()
     },
 }
+
+
+def _list_item(found: TaskWithCommits, public_url: str) -> dict[str, Any]:
+    task: Task = found.task
+    return {
+        "task_id": task.task_id,
+        "url": f"{public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
+        "status": public_status(task.state).value,
+        "attempt": task.attempt,
+        **task_times(task),
+        "workflow_name": task.workflow_name,
+        "env_name": task.env_name,
+        "repos": [commit_json(m) for m in found.matches],
+    }
+
+
+@router.get(
+    "",
+    response_model=list[WorkflowOut],
+    responses=error_responses(401, 500, 503),
+    summary="The workflows the token may view, each with its newest task",
+    openapi_extra=SECURED,
+)
+def list_workflows(request: Request) -> JSONResponse:
+    c = container(request)
+    principal = c.tokens.authenticate(authorization(request))
+    out = []
+    for summary in c.tasks.workflows(principal):
+        wf = c.config.workflows[summary.name]
+        latest = summary.latest
+        out.append(
+            {
+                "name": summary.name,
+                "env": wf.env,
+                "envs": wf.envs,
+                "services": wf.services,
+                "parallel": wf.parallel,
+                "latest": _list_item(TaskWithCommits(latest, ()), c.config.public_url)
+                if latest is not None
+                else None,
+                "running": summary.running,
+                "waiting": summary.waiting,
+            }
+        )
+    return JSONResponse(out)
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_LIST_PARAMETERS = [
+    WORKFLOW_NAME,
+    _query("limit", "at most this many", {**whole_number_schema(1, 3), "default": 50}),
+    _query("before", "only tasks with a smaller id: the last page's next_before",
+           whole_number_schema(1, MAX_ID_DIGITS)),
+    _query("status", "created, running, passed, failed, timeout or cancelled",
+           {"type": "string", "enum": ["created", "running", "passed", "failed", "timeout",
+                                       "cancelled"]}),
+    _query("branch", "only tasks that build this branch", {"type": "string", "maxLength": 255}),
+    _query("commit", "only tasks that build this commit (or an 8+ hex prefix)",
+           {"type": "string", "minLength": 8, "maxLength": 40}),
+]  # fmt: skip
+
+
+@router.get(
+    "/{name}/tasks",
+    response_model=TaskListOut,
+    responses=error_responses(400, 401, 403, 500, 503),
+    summary="A workflow's tasks, newest first, a page at a time, filtered",
+    openapi_extra={"parameters": _LIST_PARAMETERS, **SECURED},
+)
+def list_tasks(request: Request) -> JSONResponse:
+    c = container(request)
+    principal = c.tokens.authenticate(authorization(request))
+    query = request.query_params
+    raw_limit = query.get("limit", "50")
+    limit = whole_number(raw_limit, f"limit: {raw_limit!r} must be a whole number", digits=3)
+    before = None
+    if "before" in query:
+        before = whole_number(
+            query["before"], f"before: {query['before']!r} is not a task id",
+            positive=True, digits=MAX_ID_DIGITS,
+        )  # fmt: skip
+    found = c.tasks.tasks_of(
+        principal,
+        request.path_params["name"],
+        limit=limit,
+        before=before,
+        status=query.get("status"),
+        branch=query.get("branch"),
+        commit=query.get("commit"),
+    )
+    next_before = found[-1].task.task_id if len(found) == limit else None
+    return JSONResponse(
+        {"tasks": [_list_item(f, c.config.public_url) for f in found], "next_before": next_before}
+    )
 
 
 @router.get(
