@@ -18,7 +18,9 @@ def test_its_script_and_styles_are_served_and_nothing_else(client: TestClient) -
     js = client.get("/static/task.js")
     assert js.status_code == 200
     assert js.headers["content-type"].startswith("text/javascript")
-    assert "Authorization: `Bearer ${token()}`" in js.text
+    # It signs in through the session endpoint and keeps the token nowhere.
+    assert "/api/session" in js.text
+    assert "localStorage" not in js.text
     assert "innerHTML" not in js.text  # text only, so task data cannot become markup
     assert client.get("/static/task.css").status_code == 200
     for path in ("/static/../settings.py", "/static/routes.py", "/static/task.html"):

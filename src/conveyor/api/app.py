@@ -14,8 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.deps import GITLAB_TOKEN_SCHEME, SECURITY_SCHEMES
 from conveyor.api.errors import install_error_handlers
-from conveyor.api.routes import hooks, notifications, tasks, workflow_tasks
-from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut
+from conveyor.api.routes import hooks, notifications, session, tasks, workflow_tasks
+from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut, SessionIn
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
@@ -79,6 +79,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(hooks.router)
     app.include_router(notifications.router)
+    app.include_router(session.router)
     app.include_router(web_routes.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
@@ -110,7 +111,7 @@ def create_app(container: Container) -> FastAPI:
             components = schema.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
             # Models the routes read or answer with themselves (docs/adr/0002).
-            for model in (CreateTaskIn, ErrorOut):
+            for model in (CreateTaskIn, ErrorOut, SessionIn):
                 body = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 schemas.update(body.pop("$defs", {}))
                 schemas[model.__name__] = body

@@ -12,6 +12,7 @@ from fastapi import Request
 
 from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
 from conveyor.domain.errors import InvalidParam
+from conveyor.domain.principals import Principal
 from conveyor.domain.tasks import Task
 from conveyor.domain.views import CommitMatch
 from conveyor.wiring import Container
@@ -118,6 +119,23 @@ def whole_number(raw: str, problem: str, *, positive: bool = False, digits: int 
 
 def authorization(request: Request) -> str | None:
     return request.headers.get("authorization")
+
+
+SESSION_COOKIE = "conveyor_session"
+_SAFE_METHODS = ("GET", "HEAD")
+
+
+def authenticate(request: Request) -> Principal:
+    """Who calls: the token in the Authorization header (the API's way), or else a
+    page's session cookie, whose requests that change something must carry the
+    session's X-CSRF-Token."""
+    header = authorization(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    tokens = container(request).tokens
+    if header is None and cookie:
+        changes = request.method not in _SAFE_METHODS
+        return tokens.authenticate_session(cookie, request.headers.get("x-csrf-token"), changes)
+    return tokens.authenticate(header)
 
 
 def task_id_from_path(raw: str) -> int:

@@ -1,6 +1,7 @@
 """Every error leaves as a real status and `{"resultCode", "errorMsg", "detail"}`."""
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -92,10 +93,31 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
-def _allow(exc: StarletteHTTPException) -> dict[str, str]:
-    """The router's `Allow` (RFC 9110 15.5.6), with HEAD wherever GET is: HEAD is
-    answered as GET (api/app.py)."""
+def _documented_methods(app: FastAPI) -> list[tuple[re.Pattern[str], list[str]]]:
+    """(path pattern, methods) of every path the OpenAPI document publishes."""
+    found: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "documented_methods", None
+    )
+    if found is None:
+        found = [
+            (
+                re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path))),
+                [m.upper() for m in ops],
+            )
+            for path, ops in app.openapi()["paths"].items()
+        ]
+        app.state.documented_methods = found
+    return found
+
+
+def _allow(request: Request, exc: StarletteHTTPException) -> dict[str, str]:
+    """Every method some route of the path takes (RFC 9110 15.5.6): Starlette names only
+    the first route's when one path has several. HEAD wherever GET is: HEAD is answered
+    as GET (api/app.py)."""
     methods = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+    for pattern, documented in _documented_methods(request.app):
+        if pattern.fullmatch(request.url.path):
+            methods += [m for m in documented if m not in methods]
     if "GET" in methods and "HEAD" not in methods:
         methods.append("HEAD")
     return {"Allow": ", ".join(methods)}
@@ -118,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(404, f"no such path: {request.method} {request.url.path}")
         if exc.status_code == 405:
             return error_response(
-                405, f"{request.method} is not allowed on {request.url.path}", _allow(exc)
+                405, f"{request.method} is not allowed on {request.url.path}", _allow(request, exc)
             )
         status = exc.status_code if exc.status_code in MESSAGES else 400
         return error_response(status, str(exc.detail))

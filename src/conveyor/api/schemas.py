@@ -233,3 +233,18 @@ class WorkflowOut(BaseModel):
     latest: TaskListItemOut | None = Field(description="its newest task, if any")
     running: int = Field(description="tasks running (or being cancelled)")
     waiting: int = Field(description="tasks created, waiting to run")
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: StrictStr = Field(max_length=100, description="an API token, exchanged once")
+
+
+class SessionOut(BaseModel):
+    user: str
+    roles: list[str]
+    expire_time: int = Field(description="when the session ends (unix seconds)")
+    csrf_token: str = Field(
+        description="send as X-CSRF-Token with every request of this session that changes something"
+    )

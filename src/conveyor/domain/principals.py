@@ -20,3 +20,12 @@ class TokenInfo:
     create_time: int
     expire_time: int | None
     revoke_time: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A browser session: the token it stands for, its CSRF token and its end."""
+
+    token: TokenInfo
+    csrf: str
+    expire_time: int

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from conveyor.domain.audit import AuditEntry
 from conveyor.domain.errors import AuthFailed, Forbidden, InvalidParam
-from conveyor.domain.principals import Principal, TokenInfo
+from conveyor.domain.principals import Principal, SessionInfo, TokenInfo
 from conveyor.services.ports import Clock, TokenStore
 from conveyor.settings import RoleConfig
 
@@ -35,6 +35,10 @@ def token_from_header(header: str | None) -> str:
     if not _TOKEN.fullmatch(token):
         raise AuthFailed("malformed token")
     return token
+
+
+SESSION_S = 12 * 3600
+_COOKIE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class TokenService:
@@ -74,12 +78,54 @@ class TokenService:
         found = self._store.find_by_hash(digest)
         if found is None or not hmac.compare_digest(found[1], digest):
             raise AuthFailed("unknown token")
-        info = found[0]
+        return self._check(found[0])
+
+    def _check(self, info: TokenInfo) -> Principal:
         if info.revoke_time is not None:
             raise AuthFailed("token revoked")
         if info.expire_time is not None and info.expire_time <= self._clock():
             raise AuthFailed("token expired")
         return Principal(user=info.user, roles=info.roles, token_id=info.id)
+
+    # -- browser sessions -------------------------------------------------------------
+
+    def open_session(self, token: str) -> tuple[str, SessionInfo, int]:
+        """Exchange a valid token for a session: (the cookie's value, returned once; the
+        session; seconds it lasts). It ends when the token expires or is revoked, after
+        SESSION_S at most, or at logout."""
+        principal = self.authenticate(f"Bearer {token}")
+        found = self._store.find_by_hash(hash_token(token))
+        assert found is not None and principal.token_id is not None
+        info = found[0]
+        now = self._clock()
+        end = now + SESSION_S
+        if info.expire_time is not None:
+            end = min(end, info.expire_time)
+        cookie = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        self._store.prune_sessions(now)
+        self._store.add_session(hash_token(cookie), principal.token_id, csrf, now, end)
+        return cookie, SessionInfo(info, csrf, end), end - now
+
+    def session(self, cookie: str) -> tuple[SessionInfo, Principal]:
+        """The session a cookie opens, checked again against its token."""
+        found = self._store.find_session(hash_token(cookie)) if _COOKIE.fullmatch(cookie) else None
+        if found is None:
+            raise AuthFailed("session ended: sign in again")
+        if found.expire_time <= self._clock():
+            raise AuthFailed("session expired: sign in again")
+        return found, self._check(found.token)
+
+    def authenticate_session(self, cookie: str, csrf: str | None, changes: bool) -> Principal:
+        """Who a page's request comes from; a request that `changes` something must
+        carry the session's CSRF token (a page has it, another site cannot)."""
+        found, principal = self.session(cookie)
+        if changes and not hmac.compare_digest((csrf or "").encode(), found.csrf.encode()):
+            raise Forbidden("X-CSRF-Token: missing or not this session's")
+        return principal
+
+    def close_session(self, cookie: str) -> bool:
+        return _COOKIE.fullmatch(cookie) is not None and self._store.end_session(hash_token(cookie))
 
     def list(self) -> list[TokenInfo]:
         return self._store.list()

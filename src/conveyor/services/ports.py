@@ -6,7 +6,7 @@ from typing import Protocol
 
 from conveyor.domain.audit import AuditEntry
 from conveyor.domain.jobs import JobResult, JobRow, JobSpec
-from conveyor.domain.principals import TokenInfo
+from conveyor.domain.principals import SessionInfo, TokenInfo
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
 from conveyor.domain.views import TaskDetail, TaskWithCommits, WorkflowSummary
@@ -117,6 +117,16 @@ class TokenStore(Protocol):
     def list(self) -> list[TokenInfo]: ...
 
     def revoke(self, token_id: int, time: int, audit: AuditEntry) -> bool: ...
+
+    def add_session(
+        self, id_hash: str, token_id: int, csrf: str, create_time: int, expire_time: int
+    ) -> None: ...
+
+    def find_session(self, id_hash: str) -> SessionInfo | None: ...
+
+    def end_session(self, id_hash: str) -> bool: ...
+
+    def prune_sessions(self, before: int) -> None: ...
 
 
 class RefResolver(Protocol):

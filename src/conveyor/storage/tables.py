@@ -193,3 +193,19 @@ outbox = sa.Table(
     sa.Index(None, "state", "id"),
     sa.Index(None, "state", "key", "id"),
 )
+
+# Browser sessions: a person's token exchanged for a cookie (only its sha256 is kept).
+# A session lives no longer than its token, and ends with it when it is revoked.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "token_id", BigId, sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=False
+    ),
+    # Pages send it back in X-CSRF-Token on every request that changes something.
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("create_time", sa.BigInteger, nullable=False),
+    sa.Column("expire_time", sa.BigInteger, nullable=False),
+    sa.Index(None, "token_id"),
+)

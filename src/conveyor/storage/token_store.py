@@ -7,9 +7,9 @@ from dataclasses import replace
 import sqlalchemy as sa
 
 from conveyor.domain.audit import AuditEntry
-from conveyor.domain.principals import TokenInfo
+from conveyor.domain.principals import SessionInfo, TokenInfo
 from conveyor.storage.db import AnyRow, Database, PreparedQuery
-from conveyor.storage.tables import api_tokens
+from conveyor.storage.tables import api_tokens, sessions
 from conveyor.storage.task_store import write_audit
 
 _COLUMNS = (
@@ -94,3 +94,41 @@ class SqlTokenStore:
                 return False
             write_audit(conn, audit, time)
         return True
+
+    # -- browser sessions -----------------------------------------------------------
+
+    def add_session(
+        self, id_hash: str, token_id: int, csrf: str, create_time: int, expire_time: int
+    ) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                sessions.insert().values(
+                    id_hash=id_hash,
+                    token_id=token_id,
+                    csrf=csrf,
+                    create_time=create_time,
+                    expire_time=expire_time,
+                )
+            )
+
+    def find_session(self, id_hash: str) -> SessionInfo | None:
+        stmt = (
+            sa.select(*_COLUMNS, sessions.c.csrf, sessions.c.expire_time.label("session_end"))
+            .join(api_tokens, api_tokens.c.id == sessions.c.token_id)
+            .where(sessions.c.id_hash == id_hash)
+        )
+        with self._db.read() as conn:
+            row = conn.execute(stmt).one_or_none()
+        if row is None:
+            return None
+        return SessionInfo(_info(row), row.csrf, row.session_end)
+
+    def end_session(self, id_hash: str) -> bool:
+        with self._db.write() as conn:
+            return bool(
+                conn.execute(sessions.delete().where(sessions.c.id_hash == id_hash)).rowcount
+            )
+
+    def prune_sessions(self, before: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(sessions.delete().where(sessions.c.expire_time < before))

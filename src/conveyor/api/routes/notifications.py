@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from conveyor.api.deps import (
     MAX_ID_DIGITS,
     SECURED,
-    authorization,
+    authenticate,
     container,
     error_responses,
     path_parameter,
@@ -67,7 +67,7 @@ def _json(entry: OutboxEntry) -> dict[str, Any]:
 )
 def list_notifications(request: Request) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     raw_limit = request.query_params.get("limit", "100")
     limit = whole_number(raw_limit, f"limit: {raw_limit!r} must be a whole number", digits=4)
     assert c.notifications is not None
@@ -84,7 +84,7 @@ def list_notifications(request: Request) -> JSONResponse:
 )
 def retry_notification(request: Request) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     raw = request.path_params["id"]
     msg_id = whole_number(raw, f"id: {raw!r} is not a notification id", digits=MAX_ID_DIGITS)
     assert c.notifications is not None

@@ -11,7 +11,7 @@ from conveyor.api.deps import (
     SECURED,
     TASK_ID,
     WORKFLOW_NAME,
-    authorization,
+    authenticate,
     commit_json,
     container,
     error_responses,
@@ -87,7 +87,7 @@ def _list_item(found: TaskWithCommits, public_url: str) -> dict[str, Any]:
 )
 def list_workflows(request: Request) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     out = []
     for summary in c.tasks.workflows(principal):
         wf = c.config.workflows[summary.name]
@@ -142,7 +142,7 @@ _LIST_PARAMETERS = [
 )
 def list_tasks(request: Request) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     query = request.query_params
     raw_limit = query.get("limit", "50")
     limit = whole_number(raw_limit, f"limit: {raw_limit!r} must be a whole number", digits=3)
@@ -176,7 +176,7 @@ def list_tasks(request: Request) -> JSONResponse:
 )
 def task_detail(request: Request) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     name = request.path_params["name"]
     found = c.tasks.detail(principal, name, task_id_from_path(request.path_params["id"]))
     task = found.task
@@ -229,7 +229,7 @@ def task_detail(request: Request) -> JSONResponse:
 )
 def job_log(request: Request) -> Response:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     path = request.path_params
     name = path["name"]
     task_id = task_id_from_path(path["id"])

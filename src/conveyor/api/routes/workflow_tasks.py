@@ -13,7 +13,7 @@ from conveyor.api.deps import (
     SECURED,
     TASK_ID,
     WORKFLOW_NAME,
-    authorization,
+    authenticate,
     commit_json,
     container,
     error_responses,
@@ -84,11 +84,10 @@ _TASK_PARAMETERS = [TASK_ID, WORKFLOW_NAME]
 )
 async def find_tasks_by_commit(request: Request) -> JSONResponse:
     c = container(request)
-    token = authorization(request)
     query = request.query_params
 
     def lookup() -> list[dict[str, Any]]:
-        principal = c.tokens.authenticate(token)
+        principal = authenticate(request)
         found = c.tasks.find_by_commit(
             principal, query.get("commitId", ""), _limit(query.get("limit"))
         )
@@ -104,7 +103,7 @@ TaskOperation = Callable[[TaskService, Principal, str, int], Task]
 
 def _act_on_task(request: Request, operation: TaskOperation) -> JSONResponse:
     c = container(request)
-    principal = c.tokens.authenticate(authorization(request))
+    principal = authenticate(request)
     path = request.path_params
     operation(c.tasks, principal, path["name"], task_id_from_path(path["id"]))
     return JSONResponse(_SUCCESS)
@@ -171,7 +170,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 )
 async def create_task(request: Request) -> JSONResponse:
     c = container(request)
-    principal = await run_in_threadpool(c.tokens.authenticate, authorization(request))
+    principal = await run_in_threadpool(authenticate, request)
     require_json_media_type(request.headers.get("content-type"))
     create = _create_request(await read_body(request))
     task = await run_in_threadpool(c.tasks.create, principal, create)

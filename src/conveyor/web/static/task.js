@@ -1,6 +1,7 @@
 "use strict";
 // The task page: the server sends this script and no task data; the script asks the
-// JSON API with the token the person gave, kept in this browser's localStorage only.
+// JSON API with the session the person's token was exchanged for once (an HttpOnly
+// cookie the script never sees; the token itself is kept nowhere).
 (function () {
   const match = location.pathname.match(/^(.*)\/workflows\/([^/]+)\/tasks\/(\d+)\/?$/);
   const $ = (id) => document.getElementById(id);
@@ -10,7 +11,6 @@
   let following = null;
 
   function show(text) { const m = $("message"); m.textContent = text; m.hidden = false; }
-  function token() { return localStorage.getItem("conveyorToken"); }
   function when(ts) { return ts ? new Date(ts * 1000).toLocaleString() : "–"; }
   function cell(row, text, cls) {
     const td = row.insertCell(); td.textContent = text; if (cls) td.className = cls; return td;
@@ -18,13 +18,17 @@
   function badge(el, status) { el.textContent = status; el.className = `status ${status}`; }
 
   async function call(url) {
-    const r = await fetch(url, { headers: { Authorization: `Bearer ${token()}` } });
-    if (r.status === 401) { localStorage.removeItem("conveyorToken"); ask(); throw new Error("auth"); }
+    const r = await fetch(url, { credentials: "same-origin" });
+    if (r.status === 401) { const body = await r.json(); ask(body.detail); throw new Error("auth"); }
     if (!r.ok) { const body = await r.json(); show(`${body.errorMsg}: ${body.detail || ""}`); throw new Error("api"); }
     return r;
   }
 
-  function ask() { $("task").hidden = true; $("login").hidden = false; }
+  // Why the person must sign in: the server says which (expired, revoked, ended...).
+  function ask(why) {
+    $("task").hidden = true; $("login").hidden = false;
+    if (why && why !== "no Authorization header") show(why); else $("message").hidden = true;
+  }
 
   async function refresh() {
     const task = await (await call(api)).json();
@@ -74,9 +78,19 @@
 
   function tick() { refresh().catch(() => {}); }
 
-  $("login").addEventListener("submit", (e) => {
-    e.preventDefault(); localStorage.setItem("conveyorToken", $("token").value.trim()); tick();
+  $("login").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const r = await fetch(`${base}/api/session`, {
+      method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: $("token").value.trim() }),
+    });
+    $("token").value = "";
+    if (!r.ok) { const body = await r.json(); show(`Sign-in failed: ${body.detail || body.errorMsg}`); return; }
+    tick();
   });
-  $("forget").addEventListener("click", () => { localStorage.removeItem("conveyorToken"); ask(); });
-  if (token()) tick(); else ask();
+  $("forget").addEventListener("click", async () => {
+    await fetch(`${base}/api/session`, { method: "DELETE", credentials: "same-origin" });
+    ask();
+  });
+  tick();
 })();
