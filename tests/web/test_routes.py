@@ -25,3 +25,20 @@ def test_its_script_and_styles_are_served_and_nothing_else(client: TestClient) -
     assert client.get("/static/task.css").status_code == 200
     for path in ("/static/../settings.py", "/static/routes.py", "/static/task.html"):
         assert client.get(path).status_code == 404
+
+
+def test_docs_and_redoc_load_only_conveyors_own_files(client: TestClient) -> None:
+    for page, assets in (
+        ("/docs", ["/static/vendor/swagger-ui-bundle.js", "/static/vendor/swagger-ui.css"]),
+        ("/redoc", ["/static/vendor/redoc.standalone.js"]),
+    ):
+        html = client.get(page).text
+        # Nothing from another origin: the pages work offline, and leak nothing.
+        assert "http://" not in html and "https://" not in html, page
+        for asset in assets:
+            assert asset in html
+            r = client.get(asset)
+            assert r.status_code == 200, asset
+            assert len(r.content) > 100_000
+    assert client.get("/favicon.ico").headers["content-type"] == "image/png"
+    assert client.get("/static/vendor/README.md").status_code == 404

@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.deps import GITLAB_TOKEN_SCHEME, SECURITY_SCHEMES
@@ -73,6 +74,9 @@ def create_app(container: Container) -> FastAPI:
         summary="CI/CD workflow tasks: build services from branches or merge requests, "
         "deploy them into environments.",
         version="0.1.0",
+        # Served below from Conveyor's own files: FastAPI's pages load theirs from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.container = container
     app.include_router(workflow_tasks.router)
@@ -81,6 +85,26 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(notifications.router)
     app.include_router(session.router)
     app.include_router(web_routes.router)
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Conveyor API",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title="Conveyor API",
+            redoc_js_url="/static/vendor/redoc.standalone.js",
+            redoc_favicon_url="/favicon.ico",
+            with_google_fonts=False,
+        )
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers HTTP")
     async def healthz() -> dict[str, str]:

@@ -12,7 +12,15 @@ from fastapi.responses import Response
 router = APIRouter(include_in_schema=False)
 
 _STATIC = resources.files("conveyor.web") / "static"
-_TYPES = {"task.js": "text/javascript", "task.css": "text/css"}
+_TYPES = {
+    "task.js": "text/javascript",
+    "task.css": "text/css",
+    "favicon.png": "image/png",
+    # Swagger UI and ReDoc, pinned and served here, never from a CDN (vendor/README.md).
+    "vendor/swagger-ui-bundle.js": "text/javascript",
+    "vendor/swagger-ui.css": "text/css",
+    "vendor/redoc.standalone.js": "text/javascript",
+}
 # Only this origin's own files run; nothing inline, nothing from elsewhere.
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
@@ -27,7 +35,12 @@ def task_page(name: str, id: str) -> Response:
     return Response(html, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 
-@router.get("/static/{file}")
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response((_STATIC / "favicon.png").read_bytes(), media_type="image/png")
+
+
+@router.get("/static/{file:path}")
 def static_file(file: str) -> Response:
     if file not in _TYPES:
         raise HTTPException(404)  # the JSON 404 every unknown path gets
