@@ -118,6 +118,19 @@ def gitlab_problems(cfg: Config) -> list[str]:
             problems.append(problem)
         if repo.gitlab_webhook_secret is not None and repo.gitlab_project is None:
             problems.append(f"{where}: needs the repo's gitlab_project")
+        if repo.gitlab_webhook_secret is not None:
+            for other, twin in cfg.repos.items():
+                if other != rname and (
+                    twin.url == repo.url
+                    or (
+                        repo.gitlab_project is not None
+                        and twin.gitlab_project == repo.gitlab_project
+                    )
+                ):
+                    problems.append(
+                        f"{where}: repo {other!r} has the same project or url, so the secret "
+                        "would not guard it"
+                    )
         if repo.gitlab_project is not None and cfg.gitlab is None:
             problems.append(f"repos.{rname}.gitlab_project: needs a gitlab section (its url)")
         if isinstance(repo.gitlab_project, str) and not _PROJECT.fullmatch(repo.gitlab_project):

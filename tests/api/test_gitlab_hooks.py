@@ -20,7 +20,6 @@ from tests.hooks import gitlab_payloads as gl
 
 HOOK = "/api/hooks/gitlab"
 SECRET = "hook-secret-0123456789"
-DYLIU_SECRET = "dyliu-own-secret-0123"
 PROJECT = "demo/voting-app"
 GITLAB = f"""
 gitlab: {{url: "https://gitlab.example.com", webhook_secret: "{SECRET}"}}
@@ -45,8 +44,7 @@ def hook_config(repos: Repos) -> str:
         f"default_branch: master, gitlab_project: {PROJECT}}}",
     ).replace(
         'dyliu: {url: "' + repos.dyliu.url + '"}',
-        f'dyliu: {{url: "{repos.dyliu.url}", gitlab_project: 42, '
-        f'gitlab_webhook_secret: "{DYLIU_SECRET}"}}',
+        f'dyliu: {{url: "{repos.dyliu.url}", gitlab_project: 42}}',
     )
     text = text.replace(
         "autoproject-workflow-dev: {env: dev, envs: [staging], services: [redis3, web]}",
@@ -167,7 +165,7 @@ def test_a_project_named_by_its_numeric_id_matches_by_the_hooks_project_id(
         after=sha,
         checkout_sha=sha,
     )
-    r = send(client, gl.PUSH_HOOK, body, secret=DYLIU_SECRET)
+    r = send(client, gl.PUSH_HOOK, body)
     assert r.status_code == 200, r.text
     assert r.json()["tasks"] == [{"workflow_name": "team-b-deploy", "task_id": 1}]
     assert detail(client, admin, "team-b-deploy", 1)["commits"][0]["commit"] == sha
@@ -395,7 +393,7 @@ def test_a_redelivery_racing_the_first_delivery_creates_one_task(
 
     def deliver() -> list[tuple[str, int]]:
         start.wait()
-        return hooks.receive(gl.PUSH_HOOK, delivery, body).tasks
+        return hooks.receive(gl.PUSH_HOOK, delivery, body, hooks.check_secret(SECRET)).tasks
 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: deliver(), range(4)))
@@ -464,32 +462,8 @@ def test_a_long_project_path_still_makes_a_task_its_creator_cut_to_fit(
         project=long_path, project_id=42, ref="refs/heads/main", before=gl.ZERO_SHA,
         after=sha, checkout_sha=sha,
     )  # fmt: skip
-    r = send(client, gl.PUSH_HOOK, body, secret=DYLIU_SECRET)
+    r = send(client, gl.PUSH_HOOK, body)
     assert r.status_code == 200, r.text
     assert r.json()["tasks"] == [{"workflow_name": "team-b-deploy", "task_id": 1}]
     created_by = detail(client, admin, "team-b-deploy", 1)["created_by"]
     assert created_by == f"gitlab:{long_path}"[:200]
-
-
-def dyliu_push(repos: Repos) -> dict[str, Any]:
-    sha = repos.dyliu.head()
-    return gl.push(
-        project="demo/dyliu", project_id=42, ref="refs/heads/main", before=gl.ZERO_SHA,
-        after=sha, checkout_sha=sha,
-    )  # fmt: skip
-
-
-def test_a_repo_with_its_own_secret_starts_tasks_only_with_it(
-    client: TestClient, repos: Repos, database: Database
-) -> None:
-    # The config-wide secret no longer starts the guarded repo's tasks...
-    r = send(client, gl.PUSH_HOOK, dyliu_push(repos))
-    assert (r.status_code, r.json()["tasks"]) == (200, [])
-    assert "repo 'dyliu' has a webhook secret of its own" in r.json()["detail"]
-    # ...nor does its secret start another repo's.
-    r = send(client, gl.PUSH_HOOK, push_body(repos), secret=DYLIU_SECRET)
-    assert (r.status_code, r.json()["tasks"]) == (200, [])
-    assert "the hook carried another repo's own secret" in r.json()["detail"]
-    assert task_count(database) == 0
-    r = send(client, gl.PUSH_HOOK, dyliu_push(repos), secret=DYLIU_SECRET)
-    assert r.json()["tasks"] == [{"workflow_name": "team-b-deploy", "task_id": 1}]

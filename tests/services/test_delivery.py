@@ -534,3 +534,52 @@ def test_what_ended_a_month_ago_is_forgotten_what_waits_never(
     } | {"waiting"}
     with database.read() as conn:
         assert conn.execute(sa.select(hook_deliveries)).all() == []
+
+
+def test_event_keys_held_by_an_older_event_in_backoff_never_crowd_out_statuses(
+    container: Container, sender: NotificationSender, fake_gitlab: FakeGitlab, repos: Repos,
+    database: Database, sender_clock: Clock,
+) -> None:  # fmt: skip
+    now = int(sender_clock.now)
+    row = {
+        "channel": "webhook", "coalesce": False, "url": f"{fake_gitlab.url}/chat",
+        "event": "task.failed", "delivery_id": "d", "body": "{}", "workflow_name": WF,
+        "task_id": 1, "state": "waiting", "attempts": 3,
+    }  # fmt: skip
+    rows = []
+    for i in range(600):  # each key: an older event in backoff, a newer one due
+        rows.append({**row, "key": f"{i:064x}", "create_time": now, "next_time": now + 300})
+        rows.append({**row, "key": f"{i:064x}", "create_time": now, "next_time": now})
+    with database.write() as conn:
+        conn.execute(outbox.insert(), rows)
+    create(container)
+    deliver(sender)
+    assert gitlab_states(fake_gitlab, repos.voting.head("master")) == ["pending"]
+    # The newer events wait behind their older ones: none was sent out of order.
+    assert not [r for r in fake_gitlab.received if r.path == "/chat" and r.json == {}]
+
+
+def test_one_commit_built_on_two_refs_keeps_each_refs_status(
+    container: Container, sender: NotificationSender, fake_gitlab: FakeGitlab, repos: Repos,
+    clock: Clock,
+) -> None:  # fmt: skip
+    from conveyor.domain.principals import Principal
+    from conveyor.domain.tasks import RepoRequest
+    from conveyor.services.tasks import CreateRequest, TargetRequest
+
+    sha = repos.voting.head("master")
+    repos.voting.commit("elsewhere", branch="other")
+    from tests.conftest import git
+
+    git(repos.voting.path, "branch", "-f", "same", sha)  # a second branch at the same commit
+    alice = Principal("alice", ("admin",))
+    first = create(container)
+    second = container.tasks.create(
+        alice,
+        CreateRequest(WF, "dev", (TargetRequest("redis3", (RepoRequest("voting-app", "same"),)),)),
+    )
+    run_to(container, first, TaskState.PASSED, clock())
+    assert container.jobs.claim_task(second, clock())
+    deliver(sender)
+    by_ref = {s["ref"]: s["state"] for s in fake_gitlab.statuses(sha)}
+    assert by_ref == {"master": "success", "same": "running"}

@@ -230,7 +230,10 @@ class WorkflowOut(BaseModel):
     envs: list[str] = Field(description="other environments a task may name")
     services: list[str]
     parallel: bool
-    latest: TaskListItemOut | None = Field(description="its newest task, if any")
+    latest: TaskListItemOut | None = Field(
+        description="its newest task, if any (its `repos` are not listed here: see the "
+        "workflow's task list)"
+    )
     running: int = Field(description="tasks running (or being cancelled)")
     waiting: int = Field(description="tasks created, waiting to run")
 

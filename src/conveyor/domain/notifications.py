@@ -123,10 +123,11 @@ class NotifyPolicy:
                 continue
             path = quote(str(project), safe="")
             if (str(project), c.commit) in out:
-                continue
+                continue  # the same commit of one repo, built by two services
             out[(str(project), c.commit)] = Message(
                 GITLAB,
-                key_of(GITLAB, str(project), c.commit, name),
+                # GitLab files a status per (sha, ref, name): one pipeline per ref.
+                key_of(GITLAB, str(project), c.commit, name, c.ref),
                 f"{self.gitlab_api}/projects/{path}/statuses/{c.commit}",
                 event,
                 # For a merge request, its head ref (refs/merge-requests/N/head): its

@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Protocol
@@ -44,7 +44,13 @@ class Poster(Protocol):
 
 
 class OutboxPort(Protocol):
-    def waiting(self, now: int, limit: int) -> list[OutboxEntry]: ...
+    def waiting(
+        self,
+        now: int,
+        limit: int,
+        skip_keys: Collection[str] = (),
+        skip_urls: Collection[str] = (),
+    ) -> list[OutboxEntry]: ...
 
     def supersede(
         self, ids: Sequence[int], by: int, attempts: int, next_time: int, now: int
@@ -95,8 +101,13 @@ class NotificationSender:
         with self._lock:
             busy = set(self._inflight)
             per_url = Counter(self._per_url)
+        for key, until in list(self._cooling.items()):
+            if until <= now:
+                del self._cooling[key]
+        capped = [url for url, n in per_url.items() if n >= PER_URL]
         groups: dict[str, list[OutboxEntry]] = {}
-        for entry in self._store.waiting(int(now), KEYS_PER_PASS):
+        skip = busy | set(self._cooling)
+        for entry in self._store.waiting(int(now), KEYS_PER_PASS, skip, capped):
             groups.setdefault(entry.key, []).append(entry)
         started = []
         for key, entries in groups.items():
@@ -113,12 +124,14 @@ class NotificationSender:
                 entry = replace(entry, attempts=attempts, next_time=next_time)
             if entry.next_time > now:
                 continue
-            if entry.channel != GITLAB and per_url[entry.url] >= PER_URL:
+            webhook = entry.channel != GITLAB
+            if webhook and per_url[entry.url] >= PER_URL:
                 continue
-            per_url[entry.url] += 1
             with self._lock:
                 self._inflight.add(key)
-                self._per_url[entry.url] += 1
+                if webhook:
+                    per_url[entry.url] += 1
+                    self._per_url[entry.url] += 1
             pool = self._pools[GITLAB if entry.channel == GITLAB else "webhook"]
             future = pool.submit(self._attempt, entry)
             future.add_done_callback(functools.partial(self._done, entry))
@@ -128,7 +141,10 @@ class NotificationSender:
     def _done(self, entry: OutboxEntry, _future: "Future[None]") -> None:
         with self._lock:
             self._inflight.discard(entry.key)
-            self._per_url[entry.url] -= 1
+            if entry.channel != GITLAB:
+                self._per_url[entry.url] -= 1
+                if self._per_url[entry.url] <= 0:
+                    del self._per_url[entry.url]
         self._wake.set()
 
     def _attempt(self, entry: OutboxEntry) -> None:

@@ -4,6 +4,7 @@ tasks they start through the same create path as the API (docs/gitlab.md)."""
 import fnmatch
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from conveyor.settings import Config, TriggerConfig, resolve_secret
 log = logging.getLogger("conveyor.hooks")
 
 ZERO_SHA = "0" * 40
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_USER = 200  # a task's created_by
 # Merge request actions that bring code to build; `update` only with new commits.
 _MR_BUILDS = ("open", "reopen", "update")
@@ -82,6 +84,9 @@ def _field(payload: Mapping[str, Any], path: str, kind: type) -> Any:
 
 def _project(payload: Mapping[str, Any]) -> tuple[str, int | None]:
     path = _field(payload, "project.path_with_namespace", str)
+    if _CONTROL.search(path) or len(path) > 1000:
+        # It becomes a task's creator, shown in logs and pages.
+        raise InvalidParam("project.path_with_namespace: not a GitLab project path")
     project_id = payload["project"].get("id")
     return path, project_id if isinstance(project_id, int) else None
 
@@ -93,7 +98,7 @@ _PUSHES = {"push": ("push", "refs/heads/", "branch"), "tag_push": ("tag", "refs/
 def parse_hook(event_header: str | None, payload: Mapping[str, Any]) -> HookEvent | str:
     """The event a GitLab hook body describes, or why it starts nothing."""
     kind = payload.get("object_kind")
-    if kind in _PUSHES:
+    if isinstance(kind, str) and kind in _PUSHES:
         event, prefix, noun = _PUSHES[kind]
         ref = _field(payload, "ref", str)
         if not ref.startswith(prefix):
@@ -222,7 +227,7 @@ class HookService:
         event_header: str | None,
         delivery: str | None,
         payload: Mapping[str, Any],
-        grant: HookGrant | None = None,
+        grant: HookGrant,
     ) -> HookAnswer:
         """Start a task for every trigger the hook matches; a redelivery (same
         X-Gitlab-Event-UUID) starts nothing and answers the tasks of the first one."""
@@ -234,8 +239,6 @@ class HookService:
             if before:
                 return HookAnswer(before, f"delivery {delivery} was received before")
         event = parsed
-        if grant is None:  # called from inside, already authorised as a whole
-            grant = HookGrant(True, frozenset(self._own), frozenset(self._own))
         matched, skipped = self.matches(event, grant)
         if not matched:
             why = "; ".join(skipped) or "no trigger of any workflow matches"
@@ -246,6 +249,14 @@ class HookService:
         for wname, index, trigger in matched:
             try:
                 spec = self._tasks.plan(self._request(wname, trigger, event))
+                # What the task builds, not only the trigger's repo: a service's other
+                # repos may have a secret of their own the hook did not carry.
+                for repo in {r.repo_name for t in spec.targets for r in t.repos}:
+                    if not grant.allows(repo):
+                        raise InvalidParam(
+                            f"it would build repo {repo!r}, whose own webhook secret the "
+                            "hook did not carry"
+                        )
             except (RequestError, UpstreamError) as exc:
                 why = exc.detail if isinstance(exc, RequestError) else str(exc)
                 problems.append(f"workflows.{wname}.triggers[{index}]: {why}")

@@ -2,13 +2,13 @@
 status, then read, delivered and marked by the server's sender (docs/adr/0013)."""
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor.domain.notifications import CommitFact, NotifyPolicy, TaskFacts
+from conveyor.domain.notifications import GITLAB, CommitFact, NotifyPolicy, TaskFacts
 from conveyor.domain.outbox import OutboxEntry
 from conveyor.domain.states import JobState, TaskState, public_status
 from conveyor.domain.tasks import RefKind
@@ -135,25 +135,58 @@ class SqlOutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def waiting(self, now: int, limit: int) -> list[OutboxEntry]:
-        """Every waiting message of up to `limit` keys that may have one due now, in id
-        order: a key whose messages all wait for a later time is not read, so keys in
-        backoff never hide the ones behind them."""
-        keys = (
+    def waiting(
+        self,
+        now: int,
+        limit: int,
+        skip_keys: Collection[str] = (),
+        skip_urls: Collection[str] = (),
+    ) -> list[OutboxEntry]:
+        """Every waiting message of keys with one to send now, in id order: GitLab
+        statuses (up to `limit` keys) apart from webhook events (as many), so neither
+        can crowd out the other. A status key is due when its latest is (it carries the
+        key's backoff); an event key when its oldest is, as events go in order. Keys in
+        flight and URLs at their cap are left out, so they take no place."""
+        later = outbox.alias("later")
+        statuses = (
             sa.select(outbox.c.key)
-            .where(outbox.c.state == WAITING)
+            .where(outbox.c.state == WAITING, outbox.c.channel == GITLAB)
             .group_by(outbox.c.key)
-            .having(sa.func.min(outbox.c.next_time) <= now)
+            .having(sa.func.max(outbox.c.next_time) <= now)
             .order_by(sa.func.min(outbox.c.id))
             .limit(limit)
         )
-        stmt = (
-            sa.select(outbox)
-            .where(outbox.c.state == WAITING, outbox.c.key.in_(keys.scalar_subquery()))
-            .order_by(outbox.c.id)
+        older_waits = (
+            sa.select(later.c.id)
+            .where(later.c.key == outbox.c.key, later.c.state == WAITING, later.c.id < outbox.c.id)
+            .exists()
         )
+        events = (
+            sa.select(outbox.c.key)
+            .where(
+                outbox.c.state == WAITING,
+                outbox.c.channel != GITLAB,
+                outbox.c.next_time <= now,
+                ~older_waits,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        if skip_keys:
+            statuses = statuses.where(outbox.c.key.not_in(list(skip_keys)))
+            events = events.where(outbox.c.key.not_in(list(skip_keys)))
+        if skip_urls:
+            events = events.where(outbox.c.url.not_in(list(skip_urls)))
         with self._db.read() as conn:
-            return [_entry(r) for r in conn.execute(stmt)]
+            keys = [*conn.execute(statuses).scalars(), *conn.execute(events).scalars()]
+            if not keys:
+                return []
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(outbox.c.state == WAITING, outbox.c.key.in_(keys))
+                .order_by(outbox.c.id)
+            )
+            return [_entry(r) for r in rows]
 
     def supersede(
         self, ids: Sequence[int], by: int, attempts: int, next_time: int, now: int
@@ -214,13 +247,16 @@ class SqlOutboxStore:
         return int(found) if found is not None else None
 
     def send_again(self, msg_id: int, now: int) -> bool:
+        # Its 24 hours of retries start again from now.
         """A dropped (or waiting) message back to waiting, due now; False otherwise."""
         with self._db.write() as conn:
             return bool(
                 conn.execute(
                     outbox.update()
                     .where(outbox.c.id == msg_id, outbox.c.state.in_([DROPPED, WAITING]))
-                    .values(state=WAITING, attempts=0, next_time=now, end_time=None)
+                    .values(
+                        state=WAITING, attempts=0, next_time=now, end_time=None, create_time=now
+                    )
                 ).rowcount
             )
 
@@ -228,7 +264,7 @@ class SqlOutboxStore:
         """Forget messages that ended, and hook deliveries received, before `before`."""
         with self._db.write() as conn:
             ended = conn.execute(
-                outbox.delete().where(outbox.c.state != WAITING, outbox.c.end_time < before)
+                outbox.delete().where(outbox.c.end_time < before, outbox.c.state != WAITING)
             ).rowcount
             conn.execute(hook_deliveries.delete().where(hook_deliveries.c.receive_time < before))
         return int(ended)

@@ -63,6 +63,8 @@ task_commits = sa.Table(
     # (commit_sha, task_pk): a lookup reads task ids from the index alone.
     sa.Index(None, "commit_sha", "task_pk"),
     sa.Index(None, "task_pk"),
+    # A workflow's tasks filtered by branch.
+    sa.Index(None, "ref", "task_pk"),
 )
 
 attempts = sa.Table(
@@ -192,6 +194,8 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Index(None, "state", "id"),
     sa.Index(None, "state", "key", "id"),
+    sa.Index(None, "key", "id"),
+    sa.Index(None, "end_time"),
 )
 
 # Browser sessions: a person's token exchanged for a cookie (only its sha256 is kept).

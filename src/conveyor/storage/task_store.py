@@ -354,15 +354,18 @@ class SqlTaskStore:
 
     def workflow_summaries(self, names: list[str]) -> list[WorkflowSummary]:
         with self._db.read() as conn:
-            newest = (
-                sa.select(sa.func.max(tasks.c.id))
-                .where(tasks.c.workflow_name.in_(names))
-                .group_by(tasks.c.workflow_name)
-            )
-            latest = {
-                r.workflow_name: task_from_row(r)
-                for r in conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id.in_(newest)))
-            }
+            # One probe of the (workflow_name, task_id) index per workflow: a max() over
+            # a GROUP BY would scan every task.
+            latest = {}
+            for name in names:
+                row = conn.execute(
+                    sa.select(*TASK_COLUMNS)
+                    .where(tasks.c.workflow_name == name)
+                    .order_by(tasks.c.task_id.desc())
+                    .limit(1)
+                ).one_or_none()
+                if row is not None:
+                    latest[name] = task_from_row(row)
             counts = conn.execute(
                 sa.select(tasks.c.workflow_name, tasks.c.state, sa.func.count())
                 .where(

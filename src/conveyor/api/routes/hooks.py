@@ -84,6 +84,9 @@ async def gitlab_hook(request: Request) -> JSONResponse:
     if not isinstance(payload, dict):
         raise InvalidParam("body: a GitLab hook body is a JSON object")
     delivery = delivery_id(request.headers, raw)
+    if delivery is not None and not grant.wide:
+        # Deliveries under one secret never answer, or stand in for, another's.
+        delivery = f"{delivery}@{','.join(sorted(grant.repos))}"[:100]
     answer = await run_in_threadpool(
         hooks.receive, request.headers.get("x-gitlab-event"), delivery, payload, grant
     )

@@ -53,9 +53,15 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_outbox_state_id"), "outbox", ["state", "id"])
     op.create_index(op.f("ix_outbox_state_key_id"), "outbox", ["state", "key", "id"])
+    op.create_index(op.f("ix_outbox_key_id"), "outbox", ["key", "id"])
+    op.create_index(op.f("ix_outbox_end_time"), "outbox", ["end_time"])
+    op.create_index(op.f("ix_task_commits_ref_task_pk"), "task_commits", ["ref", "task_pk"])
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_task_commits_ref_task_pk"), table_name="task_commits")
+    op.drop_index(op.f("ix_outbox_end_time"), table_name="outbox")
+    op.drop_index(op.f("ix_outbox_key_id"), table_name="outbox")
     op.drop_index(op.f("ix_outbox_state_key_id"), table_name="outbox")
     op.drop_index(op.f("ix_outbox_state_id"), table_name="outbox")
     op.drop_table("outbox")
