@@ -204,16 +204,8 @@ class NotificationOut(BaseModel):
     body: str = Field(description="the JSON sent")
 
 
-class TaskListItemOut(BaseModel):
-    task_id: int
-    url: str
-    status: PublicStatus
+class TaskListItemOut(TaskItemOut):
     attempt: int
-    create_time: int
-    start_time: int = Field(description="create_time until the task starts")
-    end_time: int = Field(description="create_time until the task ends")
-    workflow_name: str
-    env_name: str
     repos: list[MatchedRepoOut] = Field(description="every commit the task builds")
 
 
