@@ -19,6 +19,20 @@ PG_URL = os.environ.get("CONVEYOR_TEST_DATABASE_URL")
 
 pytest_plugins = ["tests.fixtures", "tests.hooks.fake_gitlab"]
 
+# Tests of what never touches a database: the PostgreSQL run of the suite would only
+# repeat them.
+_NO_DATABASE = ("executors", "scm", "domain")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not PG_URL:
+        return
+    skip = pytest.mark.skip(reason="never touches a database: covered by the SQLite run")
+    tests = Path(__file__).parent
+    for item in items:
+        if any(item.path.is_relative_to(tests / part) for part in _NO_DATABASE):
+            item.add_marker(skip)
+
 
 def backend_name() -> str:
     return "postgresql" if PG_URL else "sqlite"
