@@ -59,6 +59,23 @@ class CreateRequest:
     targets: tuple[TargetRequest, ...]
 
 
+def _check_branch(where: str, branch: str) -> None:
+    if len(branch) > MAX_BRANCH:
+        raise InvalidParam(f"{where}: longer than {MAX_BRANCH} characters")
+    problem = branch_name_problem(branch)
+    if problem:
+        raise InvalidParam(f"{where}: {branch!r} {problem}")
+
+
+def _commit_prefix(where: str, value: str) -> str:
+    """`value` as a commit id or prefix to look up (lower case), or a 400 naming it."""
+    if not is_commit_prefix(value):
+        raise InvalidParam(
+            f"{where}: must be a full commit id or a prefix of at least 8 hex digits"
+        )
+    return value.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class HookTask:
     """A task a hook asks for, planned: `trigger_key` names its branch or merge request
@@ -80,11 +97,16 @@ class _PlannedRepo:
     url: str
 
     @property
+    def pinned(self) -> bool:
+        """A branch at a commit a hook gave: nothing to read from the remote for it."""
+        return self.request.commit is not None and self.request.pr == 0
+
+    @property
     def refs(self) -> list[str]:
         """What must be read from the remote: nothing for a pinned push; the branch to
         merge onto for a pinned merge request."""
         req = self.request
-        if req.commit is not None and req.pr == 0:
+        if self.pinned:
             return []
         refs = [f"refs/heads/{req.branch}"]
         if req.pr > 0 and req.commit is None:
@@ -259,13 +281,9 @@ class TaskService:
             if repo.repo_name in asked:
                 raise InvalidParam(f"{rwhere}.repo_name: repo {repo.repo_name!r} given twice")
             # The API's schema holds its requests to these bounds; a hook's come here.
-            if len(repo.branch) > MAX_BRANCH:
-                raise InvalidParam(f"{rwhere}.branch: longer than {MAX_BRANCH} characters")
             if repo.pr > MAX_PR:
                 raise InvalidParam(f"{rwhere}.pr: must be at most {MAX_PR}")
-            problem = branch_name_problem(repo.branch)
-            if problem:
-                raise InvalidParam(f"{rwhere}.branch: {repo.branch!r} {problem}")
+            _check_branch(f"{rwhere}.branch", repo.branch)
             if repo.commit is not None and not is_full_commit(repo.commit):
                 raise InvalidParam(f"{rwhere}.commit: {repo.commit!r} is not a full commit id")
             url = self._config.repos[repo.repo_name].url
@@ -315,7 +333,7 @@ class TaskService:
             }
         for repo in repos:
             req = repo.request
-            if req.commit is not None and req.pr == 0:
+            if repo.pinned:
                 continue
             if (repo.url, f"refs/heads/{req.branch}") not in found:
                 raise InvalidParam(
@@ -338,7 +356,8 @@ class TaskService:
         resolved = []
         for repo in repos:
             req = repo.request
-            if req.commit is not None and req.pr == 0:
+            if repo.pinned:
+                assert req.commit is not None
                 resolved.append(ResolvedRepo(req.repo_name, repo.url, req.branch, 0, req.commit))
                 continue
             branch_head = commits[(repo.url, f"refs/heads/{req.branch}")]
@@ -368,16 +387,13 @@ class TaskService:
     def find_by_commit(
         self, principal: Principal, commit_id: str, limit: int = 100
     ) -> list[TaskWithCommits]:
-        if not is_commit_prefix(commit_id):
-            raise InvalidParam(
-                "commitId: must be a full commit id or a prefix of at least 8 hex digits"
-            )
+        commit_id = _commit_prefix("commitId", commit_id)
         if not 1 <= limit <= MAX_LOOKUP_LIMIT:
             raise InvalidParam(f"limit: must be between 1 and {MAX_LOOKUP_LIMIT}")
         viewable = self._auth.viewable_workflows(principal)
         if viewable is not None and not viewable:
             return []
-        return self._store.find_by_commit(commit_id.lower(), viewable, limit)
+        return self._store.find_by_commit(commit_id, viewable, limit)
 
     # -- lists ----------------------------------------------------------------------
 
@@ -411,15 +427,9 @@ class TaskService:
                 words = ", ".join(p.value for p in PublicStatus)
                 raise InvalidParam(f"status: {status!r} is not one of {words}")
         if branch is not None:
-            problem = branch_name_problem(branch)
-            if problem or len(branch) > MAX_BRANCH:
-                raise InvalidParam(f"branch: {branch!r} {problem or 'is too long'}")
+            _check_branch("branch", branch)
         if commit is not None:
-            if not is_commit_prefix(commit):
-                raise InvalidParam(
-                    "commit: must be a full commit id or a prefix of at least 8 hex digits"
-                )
-            commit = commit.lower()
+            commit = _commit_prefix("commit", commit)
         return self._store.list_tasks(workflow_name, limit, before, states, branch, commit)
 
     # -- detail and logs ------------------------------------------------------------

@@ -280,19 +280,25 @@ def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
     )
 
 
+def commit_matching(
+    lo: sa.ColumnElement[str], hi: sa.ColumnElement[str], exact: bool
+) -> sa.ColumnElement[bool]:
+    """task_commits rows whose commit is `lo`, or starts with the prefix `lo`."""
+    sha = task_commits.c.commit_sha
+    if exact:
+        return sha == lo
+    # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"): an index
+    # range scan, where LIKE would need a pattern index (and a C collation) to use one.
+    return sa.and_(sha >= lo, sha < hi)
+
+
 def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
     """Tasks pinning a matching commit, newest first, with those commits: one round trip.
 
     Built once per shape with bind parameters, so SQLAlchemy neither rebuilds the
     statement nor recomputes its cache key on every lookup (the hot path of the GET).
     """
-    sha = task_commits.c.commit_sha
-    if exact:
-        matching = sha == sa.bindparam("lo")
-    else:
-        # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"): an index
-        # range scan, where LIKE would need a pattern index (and a C collation) to use one.
-        matching = sa.and_(sha >= sa.bindparam("lo"), sha < sa.bindparam("hi"))
+    matching = commit_matching(sa.bindparam("lo"), sa.bindparam("hi"), exact)
     found = sa.select(*TASK_COLUMNS).where(
         tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
     )
@@ -406,12 +412,10 @@ class SqlTaskStore:
                 )
             )
         if commit_prefix is not None:
+            lo, hi = sa.literal(commit_prefix), sa.literal(commit_prefix + "g")
             stmt = stmt.where(
                 tasks.c.id.in_(
-                    sa.select(task_commits.c.task_pk).where(
-                        task_commits.c.commit_sha >= commit_prefix,
-                        task_commits.c.commit_sha < commit_prefix + "g",
-                    )
+                    sa.select(task_commits.c.task_pk).where(commit_matching(lo, hi, exact=False))
                 )
             )
         stmt = stmt.order_by(tasks.c.task_id.desc()).limit(limit)
