@@ -203,7 +203,7 @@ class Engine:
 def engine_factory(
     make_repo: RepoFactory, tmp_path: Path, database: Database
 ) -> Iterator[Callable[..., Engine]]:
-    made: list[TestClient] = []
+    made: list[tuple[TestClient, Container]] = []
 
     def factory(
         timeout: str = "1h", extra: str = "", gpu_queue: str = "gpu", db: Database | None = None
@@ -231,15 +231,19 @@ def engine_factory(
         container = build_container(config, db=db, run_jobs=True)
         client = TestClient(create_app(container), raise_server_exceptions=False)
         client.__enter__()
-        made.append(client)
+        made.append((client, container))
         token, _ = container.tokens.issue("alice", ["admin"], None)
         headers = {"Authorization": f"Bearer {token}"}
         paths = RunnerPaths(config.data_dir)
         return Engine(client, container, headers, repo, pids, paths, config_path)
 
     yield factory
-    for client in made:
+    for client, container in made:
         client.__exit__(None, None, None)
+        # A database the test passed in may have been disposed before this teardown,
+        # while the scheduler still ran and opened connections anew: close those now,
+        # not when the garbage collector finds them during some later test.
+        container.db.dispose()
 
 
 @pytest.fixture
