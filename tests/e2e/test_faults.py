@@ -20,6 +20,8 @@ EngineFactory = Callable[..., Engine]
 
 @pytest.fixture
 def private_db(postgres: PrivatePostgres) -> Iterator[Database]:
+    """Request it before `engine_factory`: pytest tears fixtures down in reverse, so the
+    engine stops before its database is disposed and its PostgreSQL stopped."""
     db = Database.from_url(postgres.url)
     migrate.upgrade(db)
     yield db
@@ -58,9 +60,9 @@ def test_a_broker_that_is_down_when_a_job_is_sent_delays_it_and_loses_nothing(
 
 
 def test_a_postgres_restart_between_jobs_loses_no_job(
-    engine_factory: EngineFactory,
     private_db: Database,
     postgres: PrivatePostgres,
+    engine_factory: EngineFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """The worker's pooled connections die with the server: its next claim meets a
@@ -80,9 +82,9 @@ def test_a_postgres_restart_between_jobs_loses_no_job(
 
 
 def test_a_postgres_outage_mid_job_costs_the_job_nothing(
-    engine_factory: EngineFactory,
     private_db: Database,
     postgres: PrivatePostgres,
+    engine_factory: EngineFactory,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from tests.engine.test_celery import broker_url
@@ -109,7 +111,7 @@ def test_a_postgres_outage_mid_job_costs_the_job_nothing(
 
 
 def test_the_api_meets_no_dead_connection_after_a_postgres_restart(
-    engine_factory: EngineFactory, private_db: Database, postgres: PrivatePostgres
+    private_db: Database, postgres: PrivatePostgres, engine_factory: EngineFactory
 ) -> None:
     """The first request after a restart of the database is answered, not a 503: writes
     take pinged connections, reads run once more on a dropped one."""

@@ -164,9 +164,10 @@ class Database:
             except self.engine.dialect.loaded_dbapi.Error as exc:
                 if attempt == 2 or not self.engine.dialect.is_disconnect(exc, dbapi_conn, None):
                     raise
-                conn.invalidate(exc)
-                # The others in the pool date from before the restart too: start afresh.
-                self.engine.dispose()
+                # The others in the pool date from before the restart too: each is
+                # recycled at its next checkout. (A dispose() would orphan the ones other
+                # threads hold: they would return to a dropped pool, and stay open there.)
+                self.engine.pool._invalidate(conn, exc)
             finally:
                 conn.close()
         raise AssertionError("unreachable")
