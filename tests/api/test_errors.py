@@ -90,7 +90,9 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
         "/api/notifications",
         "/api/notifications/{id}/retry",
         "/api/workflows",
+        "/api/workflows/{name}",
         "/api/workflows/{name}/tasks",
+        "/api/workflows/{name}/tasks/{id}/jobs/{job}/log/raw",
         "/api/session",
     }
     get = paths[BASE]["get"]

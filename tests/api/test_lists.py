@@ -108,3 +108,28 @@ def test_bad_list_queries_are_400_naming_the_parameter_and_other_workflows_403(
     assert client.get(url, headers=auth("creator")).status_code == 403
     r = client.get("/api/workflows/nope/tasks", headers=admin)
     assert (r.status_code, r.json()["detail"]) == (400, "name: unknown workflow 'nope'")
+
+
+def test_a_workflow_says_what_a_task_of_it_may_build_and_what_the_caller_may_do(
+    client: TestClient, admin: Headers, auth: Callable[..., Headers]
+) -> None:
+    r = client.get(f"/api/workflows/{WF}", headers=admin)
+    assert r.status_code == 200
+    wf = r.json()
+    assert (wf["env"], wf["envs"], wf["may_create"]) == ("dev", ["staging"], True)
+    redis3, web = wf["services"]
+    assert redis3 == {
+        "name": "redis3",
+        "repos": [
+            {"name": "voting-app", "default_branch": "master"},
+            {"name": "dyliu", "default_branch": "main"},
+        ],
+        "variables": {"FLAVOUR": "plain", "SIZE": "", "MODE": ""},
+    }
+    assert (web["name"], web["variables"]) == ("web", {})
+    assert client.get(f"/api/workflows/{WF}", headers=auth("viewer")).json()["may_create"] is False
+    listed = client.get("/api/workflows", headers=auth("viewer")).json()
+    assert [w["may_create"] for w in listed] == [False, False]
+    assert client.get(f"/api/workflows/{WF}", headers=auth("creator")).status_code == 403
+    r = client.get("/api/workflows/nope", headers=admin)
+    assert (r.status_code, r.json()["detail"]) == (400, "name: unknown workflow 'nope'")

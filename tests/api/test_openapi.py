@@ -28,9 +28,11 @@ STATUSES = {
         "200", "400", "401", "403", "404", "409", "500", "503",
     },
     ("get", "/api/workflows"): {"200", "401", "500", "503"},
+    ("get", "/api/workflows/{name}"): {"200", "400", "401", "403", "500", "503"},
     ("get", "/api/workflows/{name}/tasks"): {"200", "400", "401", "403", "500", "503"},
+    ("get", f"{LOG}/raw"): {"200", "400", "401", "403", "404", "500", "503"},
     ("post", "/api/session"): {"200", "400", "401", "413", "415", "500", "503"},
-    ("get", "/api/session"): {"200", "401", "500", "503"},
+    ("get", "/api/session"): {"200", "204", "401", "500", "503"},
     ("delete", "/api/session"): {"204", "500", "503"},
     ("get", "/healthz"): {"200"},
     ("get", "/readyz"): {"200", "503"},
@@ -160,7 +162,10 @@ def test_values_outside_the_published_types_are_still_the_routes_400(
 def test_the_log_is_text_with_its_headers_documented(doc: dict[str, Any]) -> None:
     ok = doc["paths"][LOG]["get"]["responses"]["200"]
     assert ok["content"] == {"text/plain": {"schema": {"type": "string"}}}
-    assert set(ok["headers"]) == {"X-Next-Offset", "X-Log-Size", "X-Job-Status", "X-Log-Complete"}
+    assert set(ok["headers"]) == {
+        "X-Next-Offset", "X-Log-Size", "X-Job-Status", "X-Log-Complete",
+        "X-Log-Start", "X-Log-Line",
+    }  # fmt: skip
     assert ok["headers"]["X-Log-Complete"]["schema"]["enum"] == ["true", "false"]
 
 

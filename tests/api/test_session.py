@@ -107,9 +107,12 @@ def test_signing_out_ends_the_session_and_clears_the_cookie(
     )
     r = client.get("/api/workflows")
     assert (r.status_code, r.json()["detail"]) == (401, "no Authorization header")
+    # A page asks first whether it has a session: none is no error, a dead one says why.
+    assert (client.get(SESSION).status_code, client.get(SESSION).content) == (204, b"")
     client.cookies.set("conveyor_session", "A" * 43)
     r = client.get("/api/workflows")
     assert (r.status_code, r.json()["detail"]) == (401, "session ended: sign in again")
+    assert client.get(SESSION).json()["detail"] == "session ended: sign in again"
 
 
 def test_the_api_keeps_taking_tokens_in_headers_over_a_cookie(

@@ -99,6 +99,7 @@ workflows:
 roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
   creator: {{permissions: [task:create], workflows: ["*"]}}
+  viewer: {{permissions: [task:view], workflows: ["*"]}}
 """
 
 TERMINAL = {"passed", "failed", "timeout", "cancelled"}

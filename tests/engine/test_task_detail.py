@@ -114,3 +114,73 @@ def test_the_log_api_masks_secrets_the_writer_did_not_know(engine: Engine) -> No
             f"{url}?offset={first.headers['X-Next-Offset']}", headers=engine.headers
         )
         assert "hunter2" not in first.text + rest.text
+
+
+def test_a_long_log_reads_backwards_from_its_end_a_line_at_a_time(engine: Engine) -> None:
+    """A page shows a long log's tail first: pieces that end where the last began, each
+    from a line's start, with its first line's number; together, the whole log."""
+    task = engine.create(api="")
+    engine.wait(task)
+    build = engine.jobs(task)[0]
+    with engine.paths.log(build.id).open("ab") as log:
+        for n in range(1, 3001):
+            log.write(f"line {n}: €uro hunter2-secret\n".encode())
+    url = f"/api/workflows/serial/tasks/{task}/jobs/{build.id}/log"
+    whole = b"".join(engine.client.get(f"{url}/raw", headers=engine.headers).iter_bytes())
+    assert whole.endswith(b"line 3000: \xe2\x82\xacuro ***\n")
+    lines_total = whole.count(b"\n")
+    stored = engine.paths.log(build.id).read_bytes()  # offsets count the stored bytes
+
+    pieces: list[bytes] = []
+    before = "end"
+    while True:
+        r = engine.client.get(f"{url}?before={before}&limit=4000", headers=engine.headers)
+        assert r.status_code == 200
+        start, line = int(r.headers["X-Log-Start"]), int(r.headers["X-Log-Line"])
+        text = r.content.decode()  # from a line's start: no character cut in two
+        assert "hunter2" not in text
+        assert line == stored[:start].count(b"\n") + 1
+        if before == "end":
+            assert text.endswith("line 3000: €uro ***\n")
+            assert line + text.count("\n") - 1 == lines_total
+        pieces.insert(0, r.content)
+        if start == 0:
+            break
+        before = str(start)
+    assert len(pieces) > 10
+    assert b"".join(pieces) == whole
+
+    for query, detail in (
+        ("before=1&offset=0", "before: give either offset or before, not both"),
+        ("before=soon", "before: 'soon' must be a whole number of bytes or 'end'"),
+        ("limit=1048577", "limit: 1048577 is more than 1048576 bytes"),
+        ("limit=0", "limit: '0' must be a whole number of bytes"),
+    ):
+        r = engine.client.get(f"{url}?{query}", headers=engine.headers)
+        assert (r.status_code, r.json()["detail"]) == (400, detail), query
+    raw = engine.client.get(f"{url}/raw", headers=engine.headers)
+    assert raw.headers["content-disposition"] == (
+        f'attachment; filename="serial-{task}-build-api-1.log"'
+    )
+
+
+def test_the_detail_says_which_buttons_would_work(engine: Engine) -> None:
+    task = engine.create(api="sleep")
+    engine.wait_for_pids(task)
+    url = f"/api/workflows/serial/tasks/{task}"
+    token, _ = engine.container.tokens.issue("vic", ["viewer"], None)
+    viewer = {"Authorization": f"Bearer {token}"}
+
+    def may(headers: dict[str, str]) -> tuple[bool, bool]:
+        body = engine.client.get(url, headers=headers).json()
+        return body["may_cancel"], body["may_restart"]
+
+    assert may(engine.headers) == (True, False)
+    assert may(viewer) == (False, False)
+    assert engine.act("cancel", task) == 200
+    engine.wait(task, {"cancelled"})
+    assert may(engine.headers) == (False, True)
+    assert may(viewer) == (False, False)
+    body = engine.client.get(url, headers=engine.headers).json()
+    assert body["attempts"][0]["status"] == "cancelled"
+    assert abs(body["server_time"] - time.time()) < 5

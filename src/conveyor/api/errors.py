@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from conveyor.domain.errors import (
@@ -20,6 +20,7 @@ from conveyor.domain.errors import (
     UpstreamError,
 )
 from conveyor.settings import format_loc
+from conveyor.web.routes import not_found_page
 
 log = logging.getLogger("conveyor.api")
 
@@ -123,6 +124,17 @@ def _allow(request: Request, exc: StarletteHTTPException) -> dict[str, str]:
     return {"Allow": ", ".join(methods)}
 
 
+def _wants_a_page(request: Request) -> bool:
+    """A browser that asked for a page at an unknown address gets an HTML 404; API
+    clients, and anything under /api/ or /static/, get the JSON one."""
+    path = request.url.path
+    return (
+        request.method in ("GET", "HEAD")
+        and not path.startswith(("/api/", "/static/"))
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_request_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestError)
@@ -134,9 +146,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(400, describe_validation_errors(exc.errors()))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
+            if _wants_a_page(request):
+                return not_found_page()
             return error_response(404, f"no such path: {request.method} {request.url.path}")
         if exc.status_code == 405:
             return error_response(

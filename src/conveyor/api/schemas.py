@@ -146,10 +146,16 @@ class JobOut(BaseModel):
 
 class AttemptOut(BaseModel):
     number: int
-    requested_by: str
+    requested_by: str = Field(description="who created (1) or restarted (2 on) the task")
     create_time: int
-    start_time: int | None
-    end_time: int | None
+    start_time: int | None = Field(description="null until the attempt starts")
+    end_time: int | None = Field(description="null until the attempt ends")
+    status: PublicStatus | None = Field(description="how the attempt ended; null until then")
+
+
+class CommitOut(MatchedRepoOut):
+    commit_url: str | None = Field(description="the commit on GitLab, if the repo is there")
+    ref_url: str | None = Field(description="the branch or merge request on GitLab")
 
 
 class TaskDetailOut(BaseModel):
@@ -163,9 +169,32 @@ class TaskDetailOut(BaseModel):
     start_time: int
     end_time: int
     url: str
-    commits: list[MatchedRepoOut]
+    commits: list[CommitOut]
     jobs: list[JobOut]
     attempts: list[AttemptOut]
+    may_cancel: bool = Field(description="the caller may cancel it, and its state allows it")
+    may_restart: bool = Field(description="the caller may restart it, and its state allows it")
+    server_time: int = Field(description="the server's clock, for live elapsed times")
+
+
+class RepoOut(BaseModel):
+    name: str
+    default_branch: str
+
+
+class ServiceOut(BaseModel):
+    name: str
+    repos: list[RepoOut] = Field(description="the repos its build checks out")
+    variables: dict[str, str] = Field(description="build variables a task may set, by default")
+
+
+class WorkflowDetailOut(BaseModel):
+    name: str
+    env: str
+    envs: list[str]
+    parallel: bool
+    services: list[ServiceOut]
+    may_create: bool = Field(description="the caller may start a task of it")
 
 
 class ReadinessOut(BaseModel):
@@ -228,6 +257,7 @@ class WorkflowOut(BaseModel):
     )
     running: int = Field(description="tasks running (or being cancelled)")
     waiting: int = Field(description="tasks created, waiting to run")
+    may_create: bool = Field(description="the caller may start a task of it")
 
 
 class SessionIn(BaseModel):

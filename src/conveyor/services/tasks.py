@@ -43,6 +43,10 @@ class LogPiece:
     """Where to read from next: before the log's end while its last bytes could still
     become a secret."""
     size: int
+    start: int = 0
+    """The offset of `data`'s first byte."""
+    first_line: int | None = None
+    """The line number (from 1) `data` starts at, where it was counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +407,16 @@ class TaskService:
         names = sorted(n for n in self._config.workflows if viewable is None or n in viewable)
         return self._store.workflow_summaries(names) if names else []
 
+    def workflow(self, principal: Principal, name: str) -> WorkflowConfig:
+        """A workflow's config, for a caller who may view its tasks."""
+        self._auth.require(principal, "task:view", name)
+        return self._workflow(name, "name")
+
+    def may(self, principal: Principal, permission: str, workflow_name: str) -> bool:
+        """Whether the caller holds `permission` on the workflow: a page shows only the
+        buttons that would work."""
+        return self._auth.allows(principal, permission, workflow_name)
+
     def tasks_of(
         self,
         principal: Principal,
@@ -467,7 +481,43 @@ class TaskService:
         lo, hi = min(offset, size), min(offset + limit, size)
         complete = JobState(job.state) in TERMINAL_JOB_STATES
         data, next_offset = mask_window(self._secrets, ext, start, lo, hi, complete)
-        return LogPiece(job, data, next_offset, size)
+        return LogPiece(job, data, next_offset, size, lo)
+
+    def job_log_before(
+        self,
+        principal: Principal,
+        workflow_name: str,
+        task_id: int,
+        job_id: int,
+        before: int | None,
+        limit: int = LOG_CHUNK,
+    ) -> LogPiece:
+        """Up to `limit` bytes of a job's log that end at `before` (None: the log's end,
+        so a page shows a long log's tail first) and start at a line's start, with the
+        number of that line: a page reads a log backwards a piece at a time."""
+        found = self.detail(principal, workflow_name, task_id)
+        job = next((j for j in found.jobs if j.id == job_id), None)
+        if job is None:
+            raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
+        if self._logs is None:
+            return LogPiece(job, b"", 0, 0, 0, 1)
+        _, size = self._logs.read(job_id, 0, 0)
+        end = size if before is None else min(before, size)
+        lo = max(0, end - limit)
+        if lo > 0:
+            window, _ = self._logs.read(job_id, lo, end - lo)
+            newline = window.find(b"\n")
+            # No line starts in the window: start at a character's first byte at least.
+            lo += newline + 1 if newline >= 0 else _utf8_start(window)
+        lines = 1
+        for at in range(0, lo, LOG_CHUNK):
+            lines += self._logs.read(job_id, at, min(LOG_CHUNK, lo - at))[0].count(b"\n")
+        context = self._secrets.longest
+        ext_start = max(0, lo - context)
+        ext, size = self._logs.read(job_id, ext_start, end - ext_start + context)
+        complete = JobState(job.state) in TERMINAL_JOB_STATES
+        data, next_offset = mask_window(self._secrets, ext, ext_start, lo, min(end, size), complete)
+        return LogPiece(job, data, next_offset, size, lo, lines)
 
     # -- cancel / restart -----------------------------------------------------------
 
@@ -537,3 +587,11 @@ class TaskService:
             task_id=task.task_id,
             detail={"from_state": task.state.value, **detail},
         )
+
+
+def _utf8_start(data: bytes) -> int:
+    """How many bytes at `data`'s start continue a character that began before it."""
+    skip = 0
+    while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+        skip += 1
+    return skip

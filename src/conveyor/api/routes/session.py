@@ -9,7 +9,7 @@ from conveyor.api.body import check_json_document, read_body, require_json_media
 from conveyor.api.deps import SESSION_COOKIE, container, error_responses
 from conveyor.api.errors import describe_validation_errors
 from conveyor.api.schemas import SessionIn, SessionOut
-from conveyor.domain.errors import AuthFailed, InvalidParam
+from conveyor.domain.errors import InvalidParam
 from conveyor.domain.principals import SessionInfo
 
 router = APIRouter(prefix="/api/session", tags=["session"])
@@ -62,13 +62,19 @@ async def sign_in(request: Request) -> JSONResponse:
 @router.get(
     "",
     response_model=SessionOut,
-    responses=error_responses(401, 500, 503),
+    responses={
+        204: {"description": "this browser has no session: sign in"},
+        **error_responses(401, 500, 503),
+    },
     summary="The session this browser is signed in with",
+    description="204 when the browser holds no session cookie; 401 says why the one it "
+    "holds no longer works (expired, revoked, ended).",
 )
-def current_session(request: Request) -> JSONResponse:
+def current_session(request: Request) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if not cookie:
-        raise AuthFailed("not signed in")
+        # Not an error: a page asks this first, before it knows whether to show the form.
+        return Response(status_code=204)
     found, _ = container(request).tokens.session(cookie)
     return JSONResponse(_body(found))
 

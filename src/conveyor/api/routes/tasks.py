@@ -1,9 +1,11 @@
 """Beyond the API document: a task's jobs and their logs, for people and tools."""
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from conveyor.api.deps import (
     MAX_ID_DIGITS,
@@ -21,10 +23,19 @@ from conveyor.api.deps import (
     whole_number,
     whole_number_schema,
 )
-from conveyor.api.schemas import TaskDetailOut, TaskListOut, WorkflowOut
-from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, public_status
+from conveyor.api.links import commit_links
+from conveyor.api.schemas import TaskDetailOut, TaskListOut, WorkflowDetailOut, WorkflowOut
+from conveyor.domain.errors import InvalidParam
+from conveyor.domain.states import (
+    RESTARTABLE_TASK_STATES,
+    TERMINAL_JOB_STATES,
+    JobState,
+    TaskState,
+    public_status,
+)
 from conveyor.domain.tasks import Task
 from conveyor.domain.views import TaskWithCommits
+from conveyor.services.tasks import LOG_CHUNK
 
 router = APIRouter(prefix="/api/workflows", tags=["task detail"])
 
@@ -45,6 +56,23 @@ _OFFSET = {
     "description": "the byte of the log to start from",
     "schema": {**whole_number_schema(0, MAX_OFFSET_DIGITS), "default": 0},
 }
+_BEFORE = {
+    "name": "before",
+    "in": "query",
+    "required": False,
+    "description": "instead of `offset`: the piece that ends at this byte (`end`: the "
+    "log's end) and starts at a line's start, up to 1 MiB; its first byte's offset is "
+    "X-Log-Start, its first line's number X-Log-Line. A page shows a long log's tail "
+    "first this way, and reads backwards on demand",
+    "schema": {"oneOf": [whole_number_schema(0, MAX_OFFSET_DIGITS), {"const": "end"}]},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "at most this many bytes (at most 1 MiB, the default)",
+    "schema": {**whole_number_schema(1, 7), "maximum": LOG_CHUNK, "default": LOG_CHUNK},
+}
 _LOG_HEADERS: dict[str, tuple[dict[str, Any], str]] = {
     "X-Next-Offset": ({"type": "integer"}, "the offset to ask from next"),
     "X-Log-Size": ({"type": "integer"}, "the log's size in bytes so far"),
@@ -53,13 +81,21 @@ _LOG_HEADERS: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "string", "enum": ["true", "false"]},
         "`true` once the job has ended and all of its log has been read",
     ),
+    "X-Log-Start": ({"type": "integer"}, "the offset of the piece's first byte"),
 }
 _LOG_OK = {
     "description": "up to 1 MiB of the job's log",
     "content": {"text/plain": {"schema": {"type": "string"}}},
     "headers": {
-        name: {"required": True, "description": text, "schema": schema}
-        for name, (schema, text) in _LOG_HEADERS.items()
+        **{
+            name: {"required": True, "description": text, "schema": schema}
+            for name, (schema, text) in _LOG_HEADERS.items()
+        },
+        "X-Log-Line": {
+            "required": False,
+            "description": "with `before`: the number (from 1) of the piece's first line",
+            "schema": {"type": "integer"},
+        },
     },
 }
 
@@ -104,9 +140,41 @@ def list_workflows(request: Request) -> JSONResponse:
                 else None,
                 "running": summary.running,
                 "waiting": summary.waiting,
+                "may_create": c.tasks.may(principal, "task:create", summary.name),
             }
         )
     return JSONResponse(out)
+
+
+@router.get(
+    "/{name}",
+    response_model=WorkflowDetailOut,
+    responses=error_responses(400, 401, 403, 500, 503),
+    summary="A workflow: what a task of it may build, with which variables",
+    openapi_extra={"parameters": [WORKFLOW_NAME], **SECURED},
+)
+def workflow_detail(request: Request) -> JSONResponse:
+    c = container(request)
+    principal = authenticate(request)
+    name = request.path_params["name"]
+    wf = c.tasks.workflow(principal, name)
+    services = []
+    for service_name in wf.services:
+        build = c.config.services[service_name].build
+        repos = [
+            {"name": r, "default_branch": c.config.repos[r].default_branch} for r in build.repos
+        ]
+        services.append({"name": service_name, "repos": repos, "variables": build.variables})
+    return JSONResponse(
+        {
+            "name": name,
+            "env": wf.env,
+            "envs": wf.envs,
+            "parallel": wf.parallel,
+            "services": services,
+            "may_create": c.tasks.may(principal, "task:create", name),
+        }
+    )
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +258,7 @@ def task_detail(request: Request) -> JSONResponse:
         "created_by": found.created_by,
         **task_times(task),
         "url": f"{c.config.public_url}/workflows/{task.workflow_name}/tasks/{task.task_id}",
-        "commits": [commit_json(m) for m in found.commits],
+        "commits": [{**commit_json(m), **commit_links(c.config, m)} for m in found.commits],
         "jobs": [
             {
                 "id": j.id,
@@ -213,11 +281,58 @@ def task_detail(request: Request) -> JSONResponse:
                 "create_time": a.create_time,
                 "start_time": a.start_time,
                 "end_time": a.end_time,
+                "status": public_status(TaskState(a.state)).value if a.state else None,
             }
             for a in found.attempts
         ],
+        "may_cancel": task.state in (TaskState.QUEUED, TaskState.RUNNING)
+        and c.tasks.may(principal, "task:cancel", name),
+        "may_restart": task.state in RESTARTABLE_TASK_STATES
+        and c.tasks.may(principal, "task:restart", name),
+        "server_time": int(time.time()),
     }
     return JSONResponse(body)
+
+
+@router.get(
+    "/{name}/tasks/{id}/jobs/{job}/log/raw",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "the whole log, as a file", "content": {"text/plain": {}}},
+        **error_responses(400, 401, 403, 404, 500, 503),
+    },
+    summary="A job's whole log so far, as a download",
+    openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID, _JOB_ID], **SECURED},
+)
+def job_log_raw(request: Request) -> Response:
+    c = container(request)
+    principal = authenticate(request)
+    path = request.path_params
+    name, task_id, job_id = path["name"], task_id_from_path(path["id"]), _job_id(path["job"])
+    first = c.tasks.job_log(principal, name, task_id, job_id, 0)
+
+    def pieces() -> Iterator[bytes]:
+        piece = first
+        while True:
+            yield piece.data
+            if piece.next_offset >= piece.size or not piece.data:
+                return
+            piece = c.tasks.job_log(principal, name, task_id, job_id, piece.next_offset)
+
+    job = first.job
+    filename = f"{name}-{task_id}-{job.stage}-{job.service}-{job.attempt}.log"
+    return StreamingResponse(
+        pieces(),
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Log-Size": str(first.size),
+        },
+    )
+
+
+def _job_id(raw: str) -> int:
+    return whole_number(raw, f"job: {raw!r} is not a job id", digits=MAX_ID_DIGITS)
 
 
 @router.get(
@@ -225,7 +340,10 @@ def task_detail(request: Request) -> JSONResponse:
     response_class=PlainTextResponse,
     responses={200: _LOG_OK, **error_responses(400, 401, 403, 404, 500, 503)},
     summary="A job's log from a byte offset; follow it by asking again from X-Next-Offset",
-    openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID, _JOB_ID, _OFFSET], **SECURED},
+    openapi_extra={
+        "parameters": [WORKFLOW_NAME, TASK_ID, _JOB_ID, _OFFSET, _BEFORE, _LIMIT],
+        **SECURED,
+    },
 )
 def job_log(request: Request) -> Response:
     c = container(request)
@@ -233,20 +351,37 @@ def job_log(request: Request) -> Response:
     path = request.path_params
     name = path["name"]
     task_id = task_id_from_path(path["id"])
-    job_id = whole_number(
-        path["job"], f"job: {path['job']!r} is not a job id", digits=MAX_ID_DIGITS
-    )
-    start = _offset(request.query_params.get("offset"))
-    piece = c.tasks.job_log(principal, name, task_id, job_id, start)
+    job_id = _job_id(path["job"])
+    query = request.query_params
+    limit = LOG_CHUNK
+    if "limit" in query:
+        limit = whole_number(
+            query["limit"], f"limit: {query['limit']!r} must be a whole number of bytes",
+            positive=True, digits=7,
+        )  # fmt: skip
+        if limit > LOG_CHUNK:
+            raise InvalidParam(f"limit: {limit} is more than {LOG_CHUNK} bytes")
+    if "before" in query:
+        if "offset" in query:
+            raise InvalidParam("before: give either offset or before, not both")
+        raw = query["before"]
+        before = None if raw == "end" else whole_number(
+            raw, f"before: {raw!r} must be a whole number of bytes or 'end'",
+            digits=MAX_OFFSET_DIGITS,
+        )  # fmt: skip
+        piece = c.tasks.job_log_before(principal, name, task_id, job_id, before, limit)
+    else:
+        start = _offset(query.get("offset"))
+        piece = c.tasks.job_log(principal, name, task_id, job_id, start, limit)
     done = JobState(piece.job.state) in TERMINAL_JOB_STATES
-    return Response(
-        content=piece.data,
-        media_type="text/plain; charset=utf-8",
-        headers={
-            "X-Next-Offset": str(piece.next_offset),
-            "X-Log-Size": str(piece.size),
-            "X-Job-Status": piece.job.state,
-            # Complete: the job has ended and everything it wrote has been read.
-            "X-Log-Complete": "true" if done and piece.next_offset >= piece.size else "false",
-        },
-    )
+    headers = {
+        "X-Next-Offset": str(piece.next_offset),
+        "X-Log-Size": str(piece.size),
+        "X-Job-Status": piece.job.state,
+        # Complete: the job has ended and everything it wrote has been read.
+        "X-Log-Complete": "true" if done and piece.next_offset >= piece.size else "false",
+        "X-Log-Start": str(piece.start),
+    }
+    if piece.first_line is not None:
+        headers["X-Log-Line"] = str(piece.first_line)
+    return Response(content=piece.data, media_type="text/plain; charset=utf-8", headers=headers)
