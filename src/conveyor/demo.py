@@ -31,6 +31,7 @@ services:
         echo "building hello at $HELLO_COMMIT"
         cat hello/README.md
         echo "IMAGE=hello:$CONVEYOR_TASK_ID" >> "$CONVEYOR_OUTPUT"
+        printf '\\033[32mbuilt hello:%s\\033[0m\\n' "$CONVEYOR_TASK_ID"
       outputs: [IMAGE]    # what the build may hand its deploy
       timeout: 5m
     deploy:
@@ -127,6 +128,9 @@ def demo_instructions(demo: Demo) -> str:
             f"Conveyor demo ready: config {demo.config_path}",
             f"  demo repository {demo.repo_path} (main at {demo.commit[:8]})",
             f"  token (role admin): {demo.token}",
+            "",
+            f"Open {demo.base_url}/ in a browser and paste the token to sign in,",
+            "or use the API:",
             "",
             "Create a task:",
             f"  curl -s -X POST {api}/create {auth} {json_type} -d '{body}'",
