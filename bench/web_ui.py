@@ -111,7 +111,9 @@ class Bench:
                 window.seen.push([n.textContent, Date.now()]);
             }).observe(document.getElementById("log"), { childList: true }); }"""
         )
-        page.wait_for_function("() => window.seen.filter((s) => s[0].includes('tick')).length >= 20")
+        page.wait_for_function(
+            "() => window.seen.filter((s) => s[0].includes('tick')).length >= 20"
+        )
         seen: list[list[Any]] = page.evaluate("window.seen")
         (self.home / f"stop-{task}").touch()
         page.context.close()

@@ -160,8 +160,31 @@ def test_a_long_log_reads_backwards_from_its_end_a_line_at_a_time(engine: Engine
         assert (r.status_code, r.json()["detail"]) == (400, detail), query
     raw = engine.client.get(f"{url}/raw", headers=engine.headers)
     assert raw.headers["content-disposition"] == (
-        f'attachment; filename="serial-{task}-build-api-1.log"'
+        f'attachment; filename="serial-{task}-build-api-1.log"; '
+        f"filename*=UTF-8''serial-{task}-build-api-1.log"
     )
+    for r in (raw, engine.client.get(url, headers=engine.headers)):
+        assert r.headers["X-Content-Type-Options"] == "nosniff"  # never sniffed as a page
+        assert r.headers["Content-Security-Policy"] == "sandbox"
+
+
+def test_a_line_longer_than_the_piece_is_served_from_inside_it(engine: Engine) -> None:
+    """A progress bar's one long line ends many logs: its tail is shown, not nothing, and
+    reading on backwards makes progress."""
+    task = engine.create(api="")
+    engine.wait(task)
+    build = engine.jobs(task)[0]
+    with engine.paths.log(build.id).open("ab") as log:
+        log.write(("é" * 150_000 + "\n").encode())  # 300 KB in one line
+    stored = engine.paths.log(build.id).read_bytes()
+    url = f"/api/workflows/serial/tasks/{task}/jobs/{build.id}/log"
+    tail = engine.client.get(f"{url}?before=end&limit=4000", headers=engine.headers)
+    assert tail.text == "é" * ((len(tail.content) - 1) // 2) + "\n"  # whole characters
+    start = int(tail.headers["X-Log-Start"])
+    assert int(tail.headers["X-Log-Line"]) == stored.count(b"\n")  # the last line's number
+    earlier = engine.client.get(f"{url}?before={start}&limit=4000", headers=engine.headers)
+    assert 0 < int(earlier.headers["X-Log-Start"]) < start
+    assert earlier.content.decode() == "é" * (len(earlier.content) // 2)
 
 
 def test_the_detail_says_which_buttons_would_work(engine: Engine) -> None:

@@ -50,7 +50,9 @@ services:
           colours)
             printf '\\033[1;32mgreen bold\\033[0m plain \\033[38;5;208morange\\033[0m\\n'
             printf 'ünïcödé ✓ 日本語\\n'
-            printf 'progress 10%%\\rprogress 55%%\\rprogress 100%%\\n' ;;
+            printf 'progress 10%%\\rprogress 55%%\\rprogress 100%%\\n'
+            printf 'sgr0 as tput writes it:\\033(B\\033[m plain\\n'
+            printf 'two returns\\r\\r\\n' ;;
           fail) echo "about to fail"; exit 3 ;;
           slow)
             i=0
@@ -311,6 +313,8 @@ def test_a_log_renders_colours_progress_lines_and_utf8(browse: Callable[..., Pag
     assert "ünïcödé ✓ 日本語" in text
     assert "progress 100%" in text and "progress 10%" not in text and "progress 55%" not in text
     assert "\x1b" not in text and "[0m" not in text
+    assert "sgr0 as tput writes it: plain\n" in text  # ESC ( B, not a stray "B"
+    assert "two returns\n" in text
     expect(page.locator("#log .ln .no").first).to_have_attribute("data-n", "1")
     assert page.get_attribute("#raw", "href", timeout=1000) == (
         f"/api/workflows/wf/tasks/{task}/jobs/{ui.task(task)['jobs'][0]['id']}/log/raw"  # type: ignore[index]

@@ -46,9 +46,11 @@ def test_an_unknown_page_is_an_html_404_and_an_unknown_api_path_stays_json(
     client: TestClient,
 ) -> None:
     page = {"Accept": "text/html,application/xhtml+xml"}
-    r = client.get("/nope/at/all", headers=page)
-    assert (r.status_code, r.headers["content-type"]) == (404, "text/html; charset=utf-8")
-    assert "Not found" in r.text and 'href="/"' in r.text
+    for path in ("/nope/at/all", "/workflows/wf/tasks/abc", "/workflows/wf/tasks/1/jobs/x"):
+        r = client.get(path, headers=page)
+        assert (r.status_code, r.headers["content-type"]) == (404, "text/html; charset=utf-8")
+        assert "Not found" in r.text and 'href="/"' in r.text
+        assert r.headers["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'"
     for path in ("/api/nope", "/static/nope.js"):
         r = client.get(path, headers=page)
         assert (r.status_code, r.json()["resultCode"]) == (404, 404), path

@@ -135,7 +135,10 @@ def mask_window(
     if not patterns:
         return ext[a:b], hi
     cov = patterns.coverage(ext)
-    if not complete and hi - ext_start >= len(ext):
+    # While the log may grow, a secret could start before `hi` and end past what was
+    # read: hold back whatever could be its start (the log may have grown between the
+    # read of its size and of `ext`, so `ext` can reach a little past `hi`).
+    if not complete and len(ext) - b < patterns.longest - 1:
         b = min(b, max(a, patterns.pending_from(ext, a)))
     run_open = a > 0 and cov[a - 1] == 1
     return render(ext, cov, a, b, run_open), ext_start + b

@@ -27,6 +27,7 @@ from conveyor.domain.tasks import RepoRequest, ResolvedRepo, StepSpec, TargetSpe
 from conveyor.domain.variables import variable_value_problem
 from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits, WorkflowSummary
 from conveyor.services.auth import Authorizer
+from conveyor.services.log_lines import LineCounts
 from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore, TaskWriter
 from conveyor.settings import Config, WorkflowConfig
 
@@ -130,6 +131,7 @@ class TaskService:
         logs: LogStore | None = None,
     ) -> None:
         self._logs = logs
+        self._lines = LineCounts(logs) if logs is not None else None
         self._secrets = SecretPatterns(config.secret_values())
         self._on_change = on_change
         self._config = config
@@ -493,13 +495,14 @@ class TaskService:
         limit: int = LOG_CHUNK,
     ) -> LogPiece:
         """Up to `limit` bytes of a job's log that end at `before` (None: the log's end,
-        so a page shows a long log's tail first) and start at a line's start, with the
-        number of that line: a page reads a log backwards a piece at a time."""
+        so a page shows a long log's tail first) and start at a line's start (inside a
+        line longer than the piece), with the number of that line: a page reads a log
+        backwards a piece at a time."""
         found = self.detail(principal, workflow_name, task_id)
         job = next((j for j in found.jobs if j.id == job_id), None)
         if job is None:
             raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
-        if self._logs is None:
+        if self._logs is None or self._lines is None:
             return LogPiece(job, b"", 0, 0, 0, 1)
         _, size = self._logs.read(job_id, 0, 0)
         end = size if before is None else min(before, size)
@@ -507,11 +510,11 @@ class TaskService:
         if lo > 0:
             window, _ = self._logs.read(job_id, lo, end - lo)
             newline = window.find(b"\n")
-            # No line starts in the window: start at a character's first byte at least.
-            lo += newline + 1 if newline >= 0 else _utf8_start(window)
-        lines = 1
-        for at in range(0, lo, LOG_CHUNK):
-            lines += self._logs.read(job_id, at, min(LOG_CHUNK, lo - at))[0].count(b"\n")
+            # A line longer than the piece (a progress bar's): start inside it, at a
+            # character's first byte, rather than serve nothing.
+            whole_line = 0 <= newline < len(window) - 1
+            lo += newline + 1 if whole_line else _utf8_start(window)
+        lines = 1 + self._lines.before(job_id, lo)
         context = self._secrets.longest
         ext_start = max(0, lo - context)
         ext, size = self._logs.read(job_id, ext_start, end - ext_start + context)

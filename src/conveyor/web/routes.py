@@ -69,13 +69,14 @@ def run_page(name: str) -> Response:
     return _html(page("run", "run.js"))
 
 
-@router.get("/workflows/{name}/tasks/{id}")
-def task_page(name: str, id: str) -> Response:
+# Ids are digits: any other address is the HTML 404, not a page that cannot load.
+@router.get("/workflows/{name}/tasks/{id:int}")
+def task_page(name: str, id: int) -> Response:
     return _html(page("task", "task.js"))
 
 
-@router.get("/workflows/{name}/tasks/{id}/jobs/{job}")
-def log_page(name: str, id: str, job: str) -> Response:
+@router.get("/workflows/{name}/tasks/{id:int}/jobs/{job:int}")
+def log_page(name: str, id: int, job: int) -> Response:
     return _html(page("log", "ansi.js", "log.js"))
 
 

@@ -1,8 +1,10 @@
 """Beyond the API document: a task's jobs and their logs, for people and tools."""
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -321,14 +323,23 @@ def job_log_raw(request: Request) -> Response:
 
     job = first.job
     filename = f"{name}-{task_id}-{job.stage}-{job.service}-{job.attempt}.log"
+    # Names come from the config and may hold any character: a plain ASCII name for
+    # every browser, the exact one for those that read RFC 6266's filename*.
+    plain = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
     return StreamingResponse(
         pieces(),
         media_type="text/plain; charset=utf-8",
         headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Disposition": f'attachment; filename="{plain}"; '
+            f"filename*=UTF-8''{quote(filename, safe='')}",
             "X-Log-Size": str(first.size),
+            **_AS_TEXT,
         },
     )
+
+
+# A log is text anyone who pushes can write: never sniffed as HTML, never run as a page.
+_AS_TEXT = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 def _job_id(raw: str) -> int:
@@ -384,4 +395,5 @@ def job_log(request: Request) -> Response:
     }
     if piece.first_line is not None:
         headers["X-Log-Line"] = str(piece.first_line)
+    headers.update(_AS_TEXT)
     return Response(content=piece.data, media_type="text/plain; charset=utf-8", headers=headers)

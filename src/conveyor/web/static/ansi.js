@@ -20,9 +20,11 @@ class AnsiText {
       const c = s[i];
       if (c === "\n") { flush(); lines.push(this.open); this.open = []; i++; continue; }
       if (c === "\r") {
-        if (i + 1 === s.length) { this.rest = "\r"; break; }
-        if (s[i + 1] !== "\n") { plain = ""; this.open = []; }  // back to the line's start
-        i++; continue;
+        let j = i + 1;
+        while (j < s.length && s[j] === "\r") j++;
+        if (j === s.length) { this.rest = "\r"; break; }  // "\r\n" may be cut in two
+        if (s[j] !== "\n") { plain = ""; this.open = []; }  // back to the line's start
+        i = j; continue;
       }
       if (c === "\x1b") {
         const end = this.escapeEnd(s, i);
@@ -58,6 +60,8 @@ class AnsiText {
       }
       return -1;
     }
+    // A character set's choice (ESC ( B, which `tput sgr0` writes) has one more byte.
+    if ("()*+-./#%".includes(kind)) return i + 2 < s.length ? i + 3 : -1;
     return i + 2;
   }
 

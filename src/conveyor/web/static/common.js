@@ -18,9 +18,10 @@ const CV = (() => {
 
   // One request. A network failure or a 5xx is `Offline` (worth retrying); a 401 asks
   // the person to sign in; any other error is an ApiError carrying the server's words.
-  async function request(path, options = {}) {
+  async function request(path, options = {}, retried = false) {
     const init = { credentials: "same-origin", ...options, headers: { ...(options.headers || {}) } };
-    if (init.method && init.method !== "GET") {
+    const changes = init.method && init.method !== "GET";
+    if (changes) {
       if (csrf === null) await loadSession();
       if (csrf) init.headers["X-CSRF-Token"] = csrf;
     }
@@ -31,6 +32,11 @@ const CV = (() => {
     let body = null;
     try { body = await r.json(); } catch (e) { body = null; }
     if (r.status === 401) { csrf = null; signIn(body && body.detail); }
+    // Signed in again in another tab: this tab's CSRF token is the old session's.
+    if (r.status === 403 && changes && !retried && body && /^X-CSRF-Token/.test(body.detail || "")) {
+      csrf = null;
+      return request(path, options, true);
+    }
     throw new ApiError(r.status, body);
   }
   async function json(path, options) { return (await request(path, options)).json(); }
@@ -110,9 +116,9 @@ const CV = (() => {
   // once it returns false. A failed step shows the banner and is retried, backing off
   // to 5 s; the banner goes once a step succeeds.
   function poll(step, every) {
-    let delay = every, timer = null, stopped = false, busy = false;
+    let delay = every, timer = null, stopped = false, busy = false, again = false;
     async function run() {
-      timer = null; busy = true;
+      timer = null; busy = true; again = false;
       try {
         const more = await step();
         online();
@@ -126,13 +132,22 @@ const CV = (() => {
         } else if (!(e instanceof ApiError && e.status === 401)) {
           problem(e.message);
         }
-      } finally { busy = false; }
+      } finally {
+        busy = false;
+        // Asked for while this step was in flight: its answer may predate what changed.
+        if (again) { if (timer) clearTimeout(timer); run(); }
+      }
     }
     run();
     return {
       stop() { stopped = true; if (timer) clearTimeout(timer); },
       // At once, instead of at the next turn (after an action, or after signing in).
-      now() { if (timer) clearTimeout(timer); timer = null; if (!busy) { stopped = false; run(); } },
+      now() {
+        stopped = false;
+        if (busy) { again = true; return; }
+        if (timer) clearTimeout(timer);
+        run();
+      },
     };
   }
   function offline() {

@@ -48,6 +48,16 @@
     setText(b, `Show earlier lines (${Math.ceil(start / 1024)} KiB)`);
   }
   $("earlier").addEventListener("click", async () => {
+    const button = $("earlier");
+    if (button.disabled) return;
+    button.disabled = true;
+    try { await earlier(); } catch (e) {
+      if (!(e instanceof CV.ApiError && e.status === 401)) {
+        CV.problem(e instanceof CV.Offline ? "The server cannot be reached; try again." : e.message);
+      }
+    } finally { button.disabled = false; }
+  });
+  async function earlier() {
     const p = await piece(`before=${start}`);
     // An earlier piece starts at a line's start and ends where the shown text begins.
     const own = new AnsiText(), text = new TextDecoder("utf-8").decode(p.bytes);
@@ -59,7 +69,7 @@
     box.prepend(frag);
     window.scrollBy(0, document.documentElement.scrollHeight - before);  // keep the view still
     start = p.start; earlierButton();
-  });
+  }
 
   function showStatus(status, complete, size) {
     badge($("status"), status);

@@ -64,9 +64,11 @@
   });
 
   async function load() {
+    if (workflow) return;  // signed in again mid-way: keep what was typed
     workflow = await CV.json(`/api/workflows/${path(name)}`);
     if (!workflow.may_create) { CV.problem(`You may not start tasks of ${name}.`); return; }
-    $("env").replaceChildren(...[workflow.env, ...workflow.envs].map((env) => el("option", { text: env })));
+    const envs = [...new Set([workflow.env, ...workflow.envs])];
+    $("env").replaceChildren(...envs.map((env) => el("option", { text: env })));
     $("targets").replaceChildren(el("legend", { text: "Services to build and deploy" }),
       ...workflow.services.map(serviceFields));
     $("run").hidden = false;
