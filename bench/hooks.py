@@ -24,11 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from serving import free_port, start_conveyor, stop, wait_healthy
-
-from conveyor.config_file import load_config
-from conveyor.storage import migrate
-from conveyor.wiring import build_container
+from serving import free_port, serve_with_token, stop
 
 SECRET = "bench-hook-secret-0123"
 CONFIG = """
@@ -139,13 +135,7 @@ def main() -> None:
         config.write_text(
             CONFIG.format(port=port, gitlab=gitlab.url, secret=SECRET, repo=home / "app")
         )
-        container = build_container(load_config(config))
-        migrate.upgrade(container.db)
-        token, _ = container.tokens.issue("bench", ["admin"], None)
-        container.db.dispose()
-        proc = start_conveyor(["serve", "-c", str(config), "--port", str(port)], home / "log")
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc)
+        proc, url, token = serve_with_token(config, port, home / "log")
         client = httpx.Client(timeout=30)
         auth = {"Authorization": f"Bearer {token}"}
         hook_created, hook_pending, api_created, api_pending = [], [], [], []

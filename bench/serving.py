@@ -49,3 +49,22 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def serve_with_token(
+    config: Path, port: int, log: Path
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Migrate the config's database, issue an admin token (role `admin`), start `conveyor
+    serve` on `port` and wait until it answers: (process, base URL, token)."""
+    from conveyor.config_file import load_config
+    from conveyor.storage import migrate
+    from conveyor.wiring import build_container
+
+    container = build_container(load_config(config))
+    migrate.upgrade(container.db)
+    token, _ = container.tokens.issue("bench", ["admin"], None)
+    container.db.dispose()
+    proc = start_conveyor(["serve", "-c", str(config), "--port", str(port)], log)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc)
+    return proc, url, token

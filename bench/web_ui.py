@@ -21,11 +21,7 @@ from typing import Any
 
 import httpx2 as httpx
 from playwright.sync_api import Browser, Response, sync_playwright
-from serving import free_port, start_conveyor, stop, wait_healthy
-
-from conveyor.config_file import load_config
-from conveyor.storage import migrate
-from conveyor.wiring import build_container
+from serving import free_port, serve_with_token, stop
 
 CONFIG = """
 public_url: http://127.0.0.1:{port}
@@ -170,13 +166,7 @@ def main() -> None:
     port = free_port()
     config = home / "conveyor.yaml"
     config.write_text(CONFIG.format(port=port, home=home))
-    container = build_container(load_config(config))
-    migrate.upgrade(container.db)
-    token, _ = container.tokens.issue("bench", ["admin"], None)
-    container.db.dispose()
-    proc = start_conveyor(["serve", "-c", str(config), "--port", str(port)], home / "log")
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
+    proc, url, token = serve_with_token(config, port, home / "log")
     try:
         with sync_playwright() as p:
             args_ = ["--no-sandbox"] if os.geteuid() == 0 else []
