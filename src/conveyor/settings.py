@@ -285,6 +285,11 @@ class Config(_Strict):
     notifications: list[NotificationConfig] = Field(
         default_factory=list, description="HTTP endpoints told of task events"
     )
+    metrics_token: StrictStr | None = Field(
+        None,
+        description="a token Prometheus must send (`Authorization: Bearer …`) to read "
+        "/metrics; `env:NAME` reads it from the environment; none: /metrics is open",
+    )
     # The file this config was read from, if any: a sandboxed job must not see it.
     _source: Path | None = PrivateAttr(None)
 
@@ -311,6 +316,7 @@ class Config(_Strict):
                 if v
             ]
         values += [v for n in self.notifications if (v := n.resolved_secret())]
+        values += [v for v in (resolve_secret(self.metrics_token),) if v]
         values += [v for r in self.repos.values() if (v := resolve_secret(r.gitlab_webhook_secret))]
         # A chat service's hook URL is its own credential (in its path or user part).
         values += [s for n in self.notifications for s in [*url_secrets(n.url), n.url]]

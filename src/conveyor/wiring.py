@@ -6,7 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from conveyor.executors.celery import CeleryExecutor
 from conveyor.executors.local import LocalExecutor
 from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import RunnerIdentity, runner_alive, start_time, stop_orphans
+from conveyor.executors.reporting import JobReporter
 from conveyor.executors.sandbox import (
     Isolation,
     JobUser,
@@ -24,6 +25,7 @@ from conveyor.executors.sandbox import (
     sandbox_problem,
     user_problem,
 )
+from conveyor.metrics import Metrics
 from conveyor.outbound.http_poster import HttpPoster
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
@@ -69,6 +71,7 @@ class Container:
     hooks: HookService | None = None
     notifications: NotificationService | None = None
     sender: NotificationSender | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling and
@@ -134,6 +137,8 @@ def build_container(
 ) -> Container:
     """Services for `config`; with `run_jobs`, also the scheduler and the executor."""
     db = db or Database.from_url(config.database_url)
+    metrics = Metrics()
+    metrics.watch_database(db, config, clock)
     authorizer = Authorizer(config.roles, list(config.workflows))
     policy = notify_policy(config)
     outbox = Outbox(policy)
@@ -151,7 +156,9 @@ def build_container(
             executor = CeleryExecutor(config.broker_url, config.queue)
             # Workers cannot wake this process directly: PostgreSQL tells it when a job
             # ends; on SQLite (one machine) the poll is how it sees that.
-            scheduler = Scheduler(config, jobs, executor, clock, poll_s=CELERY_POLL_S)
+            scheduler = Scheduler(
+                config, jobs, executor, clock, poll_s=CELERY_POLL_S, events=metrics
+            )
             if not db.is_sqlite:
                 url = db.engine.url.render_as_string(hide_password=False)
                 listener = JobListener(url, scheduler.wake)
@@ -161,8 +168,9 @@ def build_container(
         runner = functools.cache(lambda: runner_identity(db))
         wake: list[Scheduler] = []
 
-        def reporter_for(job: JobSpec) -> StoreJobReporter:
-            return StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
+        def reporter_for(job: JobSpec) -> JobReporter:
+            reporter = StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
+            return metrics.measured(reporter, job.stage)
 
         executor = LocalExecutor(
             paths,
@@ -172,7 +180,7 @@ def build_container(
             runner,
             isolation_for(config),
         )
-        scheduler = Scheduler(config, jobs, executor, clock)
+        scheduler = Scheduler(config, jobs, executor, clock, events=metrics)
         wake.append(scheduler)
     sender = None
     if run_jobs and policy is not None:
@@ -191,6 +199,7 @@ def build_container(
         clock,
         on_change=on_change,
         logs=logs,
+        events=metrics,
     )
     return Container(
         config=config,
@@ -208,6 +217,7 @@ def build_container(
             SqlOutboxStore(db), authorizer, clock, sender.wake if sender else lambda: None
         ),
         sender=sender,
+        metrics=metrics,
     )
 
 

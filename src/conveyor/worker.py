@@ -12,12 +12,14 @@ from typing import Any
 from celery import platforms
 from celery.exceptions import Reject
 from celery.signals import worker_ready
+from prometheus_client import start_http_server
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.executors.celery import TASK_NAME, celery_app
 from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.runner import run_job
 from conveyor.executors.stopping import StoppingReporter
+from conveyor.metrics import Metrics
 from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
@@ -27,9 +29,19 @@ from conveyor.wiring import isolation_for, runner_identity, start_runner_host, u
 log = logging.getLogger("conveyor.worker")
 
 
-def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
+def run_worker(
+    config: Config,
+    queues: list[str],
+    concurrency: int,
+    metrics_address: tuple[str, int] | None = None,
+) -> None:
     if not config.broker_url:
         raise SystemExit("broker_url: required to run a worker")
+    metrics = Metrics()
+    if metrics_address is not None:
+        host, port = metrics_address
+        start_http_server(port, addr=host, registry=metrics.registry)
+        log.info("metrics at http://%s:%s/metrics", host, port)
     db = Database.from_url(config.database_url)
     store = SqlJobStore(db)
     runner = runner_identity(db)
@@ -51,7 +63,10 @@ def run_worker(config: Config, queues: list[str], concurrency: int) -> None:
             spec, sandbox=config.sandbox_of(spec.service), network=config.network_of(spec.service)
         )
         reporter = StoppingReporter(
-            StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None),
+            metrics.measured(
+                StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None),
+                spec.stage,
+            ),
             stopping,
             "worker shut down while it ran",
         )

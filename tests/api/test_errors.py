@@ -80,6 +80,7 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
     assert set(paths) == {
         "/healthz",
         "/readyz",
+        "/metrics",
         "/api/workflows/{name}/tasks/{id}",
         "/api/workflows/{name}/tasks/{id}/jobs/{job}/log",
         BASE,
@@ -105,7 +106,9 @@ def test_openapi_describes_the_four_endpoints_truthfully(client: TestClient) -> 
     assert schemas["CreateTaskIn"]["additionalProperties"] is False
     assert set(schemas["RepoIn"]["properties"]) == {"repo_name", "branch", "pr"}
     for name, path in paths.items():
-        if name in ("/healthz", "/readyz", "/api/session") or name.startswith("/api/workflows"):
+        if name in ("/healthz", "/readyz", "/metrics", "/api/session") or name.startswith(
+            "/api/workflows"
+        ):
             continue
         for op in path.values():
             assert {"400", "401", "500"} <= set(op["responses"])

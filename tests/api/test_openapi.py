@@ -35,6 +35,7 @@ STATUSES = {
     ("get", "/api/session"): {"200", "204", "401", "500", "503"},
     ("delete", "/api/session"): {"204", "500", "503"},
     ("get", "/healthz"): {"200"},
+    ("get", "/metrics"): {"200", "401", "500", "503"},
     ("get", "/readyz"): {"200", "503"},
 }  # fmt: skip
 
@@ -85,10 +86,18 @@ def test_authentication_is_a_security_scheme_on_every_api_operation(
             "name": "X-Gitlab-Token",
             "description": "the hook's secret token, as configured in gitlab.webhook_secret",
         },
+        "metrics-token": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "the config's metrics_token, when one is set",
+        },
     }
     for (_, path), op in operations(doc).items():
         if path in ("/healthz", "/readyz"):
             assert "security" not in op
+            continue
+        if path == "/metrics":
+            assert op["security"] == [{"metrics-token": []}, {}]  # Prometheus's, if configured
             continue
         if path == "/api/session":
             # Sign-in takes the token in its body; the session is the cookie it sets.

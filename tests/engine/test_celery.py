@@ -10,8 +10,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.domain.jobs import JobSpec
 from conveyor.services.ports import Executor
@@ -20,6 +22,7 @@ from conveyor.wiring import ORPHAN_SWEEP_S
 from tests.conftest import PG_URL, alive
 from tests.engine.conftest import Engine
 from tests.engine.test_sandbox import assert_confined, require_bubblewrap
+from tests.server import free_port
 
 BROKERS = {
     "redis": ("redis://127.0.0.1:6379/0", 6379),
@@ -46,7 +49,9 @@ class Workers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, concurrency: int = 2, queues: str = "") -> subprocess.Popen[bytes]:
+    def start(
+        self, concurrency: int = 2, queues: str = "", extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         log = self.tmp_path / f"worker{len(self.procs)}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
         with log.open("wb") as out:
@@ -61,6 +66,7 @@ class Workers:
                     "--concurrency",
                     str(concurrency),
                     *(["--queues", queues] if queues else []),
+                    *extra,
                 ],
                 env=env,
                 stdout=out,
@@ -133,11 +139,22 @@ def test_pass_fail_and_the_deploy_sees_the_build_output(
     celery_engine: tuple[Engine, Workers],
 ) -> None:
     engine, workers = celery_engine
-    workers.start()
+    port = free_port()
+    workers.start(extra=("--metrics-port", str(port)))
     passing = engine.create("parallel", api="", web="")
     failing = engine.create("parallel", api="", web="fail")
     assert engine.wait(passing, workflow="parallel")["status"] == "passed"
     assert engine.wait(failing, workflow="parallel")["status"] == "failed"
+    # The worker ran every job, and its metrics say so (the deploys of the failing task
+    # were skipped: never run).
+    scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finished = {
+        (s.labels["stage"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(scraped)
+        for s in family.samples
+        if s.name == "conveyor_jobs_finished_total"
+    }
+    assert finished == {("build", "passed"): 3, ("build", "failed"): 1, ("deploy", "passed"): 2}
     for job in engine.jobs(passing, "parallel"):
         text = engine.log(job, "parallel")
         if job.stage == "deploy":

@@ -1,22 +1,27 @@
 """create_app(): the FastAPI application for one container of services."""
 
+import hmac
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from conveyor.api.deps import GITLAB_TOKEN_SCHEME, SECURITY_SCHEMES
+from conveyor.api.deps import GITLAB_TOKEN_SCHEME, SECURITY_SCHEMES, error_responses
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.routes import hooks, notifications, session, tasks, workflow_tasks
 from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut, SessionIn
+from conveyor.domain.errors import AuthFailed
+from conveyor.metrics import CONTENT_TYPE, Metrics
+from conveyor.settings import resolve_secret
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
@@ -43,6 +48,36 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by its route's template (never its raw path, which
+    would make a series per task id), method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Callable[[], Metrics]) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            took = time.perf_counter() - started
+            self.metrics().http(template, scope["method"], status, took)
 
 
 class HeadAsGetMiddleware:
@@ -123,7 +158,29 @@ def create_app(container: Container) -> FastAPI:
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics (docs/operations.md); with `metrics_token`, only for it",
+        response_class=PlainTextResponse,
+        responses={
+            200: {"description": "the Prometheus text format", "content": {"text/plain": {}}},
+            **error_responses(401, 500, 503),
+        },
+        # Open unless the config sets a metrics_token: `{}` is OpenAPI's "no auth" choice.
+        openapi_extra={"security": [{"metrics-token": []}, {}]},
+    )
+    async def metrics(request: Request) -> Response:
+        wanted = resolve_secret(container.config.metrics_token)
+        if wanted:
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {wanted}".encode()):
+                raise AuthFailed("metrics: send Authorization: Bearer <metrics_token>")
+        body = await run_in_threadpool(container.metrics.render)
+        return Response(body, media_type=CONTENT_TYPE)
+
     install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: container.metrics)
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(RequestIdMiddleware)
 
@@ -142,6 +199,11 @@ def create_app(container: Container) -> FastAPI:
             components["securitySchemes"] = {
                 **SECURITY_SCHEMES,
                 "gitlab-token": GITLAB_TOKEN_SCHEME,
+                "metrics-token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "the config's metrics_token, when one is set",
+                },
             }
             app.openapi_schema = schema
         return app.openapi_schema

@@ -196,6 +196,12 @@ def worker(
         str | None, typer.Option(help="comma-separated queues to take jobs from (default: `queue`)")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="jobs at once")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve this worker's Prometheus metrics on this port")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="the address the metrics port listens on")
+    ] = "127.0.0.1",
 ) -> None:
     """Run jobs from the broker (executor: celery), with the same runner as the server."""
     from conveyor.wiring import migrate_database
@@ -207,7 +213,8 @@ def worker(
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
     _check_runner(config, cfg)
     migrate_database(cfg)  # as `serve` does: a worker may start first
-    run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency)
+    address = (metrics_host, metrics_port) if metrics_port is not None else None
+    run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency, address)
 
 
 @app.command()

@@ -181,3 +181,19 @@ class LogStore(Protocol):
     def read(self, job_id: int, offset: int, limit: int) -> tuple[bytes, int]:
         """Up to `limit` bytes of the job's log from `offset`, and the log's size now."""
         ...
+
+
+class TaskEvents(Protocol):
+    """Told of tasks created and ended, after the change is stored (metrics)."""
+
+    def task_created(self, workflow: str) -> None: ...
+
+    def task_finished(self, workflow: str, status: str, seconds: float | None) -> None: ...
+
+
+class NoTaskEvents:
+    def task_created(self, workflow: str) -> None:
+        pass
+
+    def task_finished(self, workflow: str, status: str, seconds: float | None) -> None:
+        pass

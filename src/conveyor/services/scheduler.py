@@ -15,9 +15,9 @@ from dataclasses import replace
 from conveyor.domain.durations import format_duration
 from conveyor.domain.jobs import JobRow, JobSpec
 from conveyor.domain.outcome import task_outcome
-from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState
+from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState, public_status
 from conveyor.domain.tasks import StepSpec, TargetSpec, Task
-from conveyor.services.ports import Clock, Executor, JobStore
+from conveyor.services.ports import Clock, Executor, JobStore, NoTaskEvents, TaskEvents
 from conveyor.settings import Config
 
 log = logging.getLogger("conveyor.scheduler")
@@ -38,7 +38,9 @@ class Scheduler:
         clock: Clock,
         poll_s: float = POLL_S,
         monotonic: Callable[[], float] = time.monotonic,
+        events: TaskEvents | None = None,
     ) -> None:
+        self._events = events or NoTaskEvents()
         self._poll_s = poll_s
         self._monotonic = monotonic
         self._resubmit_first = False
@@ -242,7 +244,7 @@ class Scheduler:
                 if job.state in (JobState.PENDING, JobState.QUEUED):
                     self._store.move_job(job, JobState.CANCELLED, now, "task cancelled")
             if not self._store.has_live_jobs(task.pk):
-                self._store.finish_task(task, TaskState.CANCELLED, now)
+                self._finish(task, TaskState.CANCELLED, now)
             return
         builds = [j for j in jobs if j.stage == "build"]
         deploys = [j for j in jobs if j.stage == "deploy"]
@@ -261,8 +263,13 @@ class Scheduler:
                 if job.state is JobState.PENDING:
                     self._store.move_job(job, JobState.SKIPPED, now, "a build did not pass")
         outcome = task_outcome([j.state for j in builds], [j.state for j in deploys])
+        self._finish(task, outcome, now)
+
+    def _finish(self, task: Task, outcome: TaskState, now: int) -> None:
         if self._store.finish_task(task, outcome, now):
             log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
+            took = None if task.start_time is None else now - task.start_time
+            self._events.task_finished(task.workflow_name, public_status(outcome).value, took)
 
     def _dispatch(
         self, task: Task, stage_jobs: list[JobRow], now: int, outputs: dict[str, dict[str, str]]

@@ -28,7 +28,15 @@ from conveyor.domain.variables import variable_value_problem
 from conveyor.domain.views import JobView, TaskDetail, TaskWithCommits, WorkflowSummary
 from conveyor.services.auth import Authorizer
 from conveyor.services.log_lines import LineCounts
-from conveyor.services.ports import Clock, LogStore, RefResolver, TaskStore, TaskWriter
+from conveyor.services.ports import (
+    Clock,
+    LogStore,
+    NoTaskEvents,
+    RefResolver,
+    TaskEvents,
+    TaskStore,
+    TaskWriter,
+)
 from conveyor.settings import Config, WorkflowConfig
 
 MAX_LOOKUP_LIMIT = 1000
@@ -129,7 +137,9 @@ class TaskService:
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
         logs: LogStore | None = None,
+        events: TaskEvents | None = None,
     ) -> None:
+        self._events = events or NoTaskEvents()
         self._logs = logs
         self._lines = LineCounts(logs) if logs is not None else None
         self._secrets = SecretPatterns(config.secret_values())
@@ -147,6 +157,7 @@ class TaskService:
         spec = self.plan(request)
         with self._store.write() as tx:
             task = self._add(tx, principal, spec)
+        self._events.task_created(task.workflow_name)
         self._on_change()
         return task
 
@@ -227,6 +238,7 @@ class TaskService:
             # Ids first, so a cancelled task's audit names the task that superseded it.
             ids = [tx.next_task_id(t.spec.workflow_name) for t in planned]
             cancelled: set[int] = set()
+            ended: list[Task] = []
             for hook_task, new_id in zip(planned, ids, strict=True):
                 spec, key = hook_task.spec, hook_task.trigger_key
                 if key is None or not hook_task.supersedes:
@@ -236,8 +248,10 @@ class TaskService:
                 for older in tx.active_tasks_with_trigger(spec.workflow_name, key):
                     if older.pk not in cancelled:
                         cancelled.add(older.pk)
-                        self._cancel_in(
-                            tx, principal, older, reason="auto_cancel", superseded_by=new_id
+                        ended.append(
+                            self._cancel_in(
+                                tx, principal, older, reason="auto_cancel", superseded_by=new_id
+                            )
                         )
             created = [
                 self._add(tx, principal, t.spec, t.trigger_key, task_id, **t.detail)
@@ -245,6 +259,10 @@ class TaskService:
             ]
             if delivery is not None:
                 tx.record_delivery(delivery, [(t.workflow_name, t.task_id) for t in created])
+        for task in created:
+            self._events.task_created(task.workflow_name)
+        for task in ended:
+            self._cancelled_before_start(task)
         self._on_change()
         return created
 
@@ -537,8 +555,14 @@ class TaskService:
                     "only created or running tasks can be cancelled"
                 )
             new = self._cancel_in(tx, principal, task)
+        self._cancelled_before_start(new)
         self._on_change()
         return new
+
+    def _cancelled_before_start(self, task: Task) -> None:
+        # A running task ends when its jobs stop, as the scheduler sees; a queued one here.
+        if task.state is TaskState.CANCELLED:
+            self._events.task_finished(task.workflow_name, "cancelled", None)
 
     def _cancel_in(
         self, tx: TaskWriter, principal: Principal, task: Task, **detail: object
