@@ -20,8 +20,8 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, config: Path, port: int, log: Path) -> None:
-        self.config, self.port, self.log = config, port, log
+    def __init__(self, config: Path, port: int, log: Path, extra: tuple[str, ...] = ()) -> None:
+        self.config, self.port, self.log, self.extra = config, port, log, extra
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -38,6 +38,7 @@ class Server:
                     str(self.config),
                     "--port",
                     str(self.port),
+                    *self.extra,
                 ],
                 env=env,
                 stdout=out,

@@ -1,5 +1,6 @@
 """The `conveyor` command line, in-process and as a real server process."""
 
+import json
 import os
 import signal
 import subprocess
@@ -189,3 +190,81 @@ def test_jobs_as_root_are_a_warning_that_run_as_removes(config_file: Path) -> No
     assert "warning: jobs run as root" in result.output
     with_run_as = load_config(config_file).model_copy(update={"run_as": "nobody"})
     assert runner_warnings(with_run_as) == []
+
+
+def conveyor(*args: str) -> "subprocess.CompletedProcess[str]":
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args], env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+def test_a_database_or_broker_away_at_start_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = tmp_path / "conveyor.yaml"
+    config.write_text(f"database_url: postgresql+psycopg://conveyor:s3cret@127.0.0.1:{port}/ci\n")
+    done = conveyor("serve", "-c", str(config), "--port", str(free_port()))
+    assert done.returncode == 3
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith(
+        f"error: the database at postgresql+psycopg://conveyor:***@127.0.0.1:{port}/ci "
+        "cannot be reached: connection failed"
+    )
+    assert line.endswith("check that it runs and accepts connections, and database_url "
+                         "(or CONVEYOR_DATABASE_URL)")  # fmt: skip
+    assert "s3cret" not in done.stderr + done.stdout
+    debug = conveyor("--debug", "token", "list", "-c", str(config))
+    assert debug.returncode == 3
+    assert "Traceback" in debug.stderr and "OperationalError" in debug.stderr
+
+    config.write_text(
+        f"database_url: sqlite:///{tmp_path / 'c.db'}\nexecutor: celery\n"
+        f"broker_url: redis://:pw@127.0.0.1:{port}/0\n"
+    )
+    assert conveyor("check-config", "-c", str(config)).returncode == 0  # no connecting
+    done = conveyor("check-config", "-c", str(config), "--connect")
+    assert done.returncode == 3
+    assert f"error: the broker at redis://:***@127.0.0.1:{port}/0 cannot be reached" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_check_config_finds_a_database_driver_that_is_not_installed(tmp_path: Path) -> None:
+    config = tmp_path / "conveyor.yaml"
+    config.write_text("database_url: postgresql+psycopg2://ci@db.example.com/ci\n")
+    done = conveyor("check-config", "-c", str(config))
+    assert done.returncode == 2
+    assert "its driver is not installed (No module named 'psycopg2')" in done.stderr
+
+
+def test_json_logs_are_one_object_a_line_with_task_job_and_request_ids(
+    demo_dir: Path,
+) -> None:
+    if PG_URL:
+        pytest.skip("the demo is the embedded SQLite setup; covered by the SQLite run")
+    port = free_port()
+    assert runner.invoke(app, ["demo", "--dir", str(demo_dir), "--port", str(port)]).exit_code == 0
+    headers = {"Authorization": f"Bearer {(demo_dir / 'token').read_text().strip()}"}
+    log = demo_dir / "serve.log"
+    server = Server(demo_dir / "conveyor.yaml", port, log, ("--log-format", "json"))
+    server.start()
+    try:
+        body = {"workflow_name": "hello-dev", "env_name": "dev",
+                "targets": [{"name": "hello", "build": {"repos": []}}]}  # fmt: skip
+        base = f"{server.url}/api/directory/workflowTask"
+        task = httpx.post(f"{base}/create", json=body, headers=headers).json()["task_id"]
+        cancel = f"{base}/id/{task}/pipelines/hello-dev/cancel"
+        r = httpx.post(cancel, headers={**headers, "X-Request-ID": "cancel-from-the-test"})
+        assert r.status_code == 200
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    changes = [x for x in lines if x["logger"] == "conveyor.state"]
+    cancelled = [x for x in changes if x.get("task") == task and x.get("request_id")]
+    assert cancelled, changes
+    assert cancelled[0]["request_id"] == "cancel-from-the-test"
+    assert cancelled[0]["workflow"] == "hello-dev"
+    assert cancelled[0]["state"] in ("cancelled", "cancelling")
+    assert any("job" in x for x in changes)  # the jobs' changes are lines too

@@ -20,6 +20,7 @@ from conveyor.api.errors import install_error_handlers
 from conveyor.api.routes import hooks, notifications, session, tasks, workflow_tasks
 from conveyor.api.schemas import CreateTaskIn, ErrorOut, ReadinessOut, SessionIn
 from conveyor.domain.errors import AuthFailed
+from conveyor.log_format import request_id
 from conveyor.metrics import CONTENT_TYPE, Metrics
 from conveyor.settings import resolve_secret
 from conveyor.web import routes as web_routes
@@ -41,13 +42,17 @@ class RequestIdMiddleware:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
+        token = request_id.set(rid)  # every log line of this request carries it
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id.reset(token)
 
 
 class MetricsMiddleware:

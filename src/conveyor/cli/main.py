@@ -3,6 +3,7 @@
 
 import logging
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from conveyor.client.api import USAGE
 # The server's machinery (SQLAlchemy, psycopg, Alembic, FastAPI) is imported by the
 # commands that use it: `conveyor task …` on a laptop starts in a third of the time.
 if TYPE_CHECKING:
+    from conveyor.preflight import Problem
     from conveyor.settings import Config
     from conveyor.wiring import Container
 
@@ -34,14 +36,42 @@ def _version(show: bool) -> None:
         raise typer.Exit()
 
 
+_debug = False
+
+
 @app.callback()
 def _options(
     show_version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
     ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback behind an error at start")
+    ] = False,
 ) -> None:
     """Conveyor: CI/CD workflow tasks."""
+    global _debug
+    _debug = debug
+
+
+# A database or broker that cannot be reached at start (docs/operations.md).
+UNREACHABLE = 3
+
+
+def _require(problem: "Problem | None") -> None:
+    """A problem found before starting is one line and exit 3; with --debug, the
+    traceback behind it first."""
+    if problem is None:
+        return
+    if _debug and problem.cause is not None:
+        traceback.print_exception(problem.cause)
+    raise _fail(f"error: {problem.message}", UNREACHABLE)
+
+
+def _require_database(cfg: "Config") -> None:
+    from conveyor.preflight import database_problem
+
+    _require(database_problem(cfg.database_url))
 
 
 ConfigOption = Annotated[
@@ -67,7 +97,9 @@ def _config(path: Path) -> "Config":
 def _container(path: Path) -> Iterator["Container"]:
     from conveyor.wiring import build_container
 
-    container = build_container(_config(path))
+    cfg = _config(path)
+    _require_database(cfg)
+    container = build_container(cfg)
     try:
         container.migrate()
         yield container
@@ -75,20 +107,34 @@ def _container(path: Path) -> Iterator["Container"]:
         container.db.dispose()
 
 
-def _check_runner(path: Path, cfg: "Config") -> None:
+def _check_runner(path: Path, cfg: "Config", logged: bool = False) -> None:
+    """`logged`: warnings go to the log (a server's or worker's, maybe JSON), not stderr."""
     from conveyor.wiring import runner_problems, runner_warnings
 
     problems = runner_problems(cfg)
     if problems:
         raise _fail(f"{path}: cannot run jobs here as configured\n" + "\n".join(problems))
     for warning in runner_warnings(cfg):
-        typer.echo(f"{path}: warning: {warning}", err=True)
+        if logged:
+            logging.getLogger("conveyor").warning("%s: %s", path, warning)
+        else:
+            typer.echo(f"{path}: warning: {warning}", err=True)
 
 
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+LogFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--log-format", help="text, or json: one object a line, with task, job and request ids"
+    ),
+]
+
+
+def _configure_logging(fmt: str = "text") -> None:
+    from conveyor.log_format import configure
+
+    if fmt not in ("text", "json"):
+        raise _fail(f"--log-format: {fmt!r} is not text or json", USAGE)
+    configure("json" if fmt == "json" else "text")
 
 
 def _when(ts: int | None) -> str:
@@ -96,11 +142,25 @@ def _when(ts: int | None) -> str:
 
 
 @app.command("check-config")
-def check_config(config: ConfigOption) -> None:
+def check_config(
+    config: ConfigOption,
+    connect: Annotated[
+        bool, typer.Option("--connect", help="also try the database and the broker")
+    ] = False,
+) -> None:
     """Validate a config file without starting anything."""
+    from conveyor.preflight import broker_problem, database_problem, driver_problem
+
     cfg = _config(config)
     if cfg.executor == "local":  # this machine runs the jobs: can it, as asked?
         _check_runner(config, cfg)
+    problem = driver_problem(cfg.database_url)
+    if problem is not None:
+        raise _fail(f"{config}: {problem.message}")
+    if connect:
+        _require(database_problem(cfg.database_url))
+        if cfg.executor == "celery" and cfg.broker_url:
+            _require(broker_problem(cfg.broker_url, cfg.queue))
     typer.echo(
         f"{config}: ok ({len(cfg.repos)} repos, {len(cfg.services)} services, "
         f"{len(cfg.envs)} envs, {len(cfg.workflows)} workflows, {len(cfg.roles)} roles)"
@@ -113,18 +173,26 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
     access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run migrations, then serve the API."""
     import sqlalchemy as sa
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.preflight import broker_problem
     from conveyor.wiring import build_container
 
-    _configure_logging()
+    _configure_logging(log_format)
     cfg = _config(config)
     if cfg.executor == "local":
-        _check_runner(config, cfg)
+        _check_runner(config, cfg, logged=True)
+    _require_database(cfg)
+    if cfg.executor == "celery" and cfg.broker_url:
+        # Not fatal: tasks wait, and their jobs are sent once the broker is back.
+        problem = broker_problem(cfg.broker_url, cfg.queue)
+        if problem is not None:
+            logging.getLogger("conveyor").warning("%s; jobs wait until it answers", problem.message)
     container = build_container(cfg, run_jobs=True)
     container.migrate()
     url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
@@ -135,7 +203,12 @@ def serve(
         container.config.public_url,
     )
     uvicorn.run(
-        create_app(container), host=host, port=port, log_level="info", access_log=access_log
+        create_app(container),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        log_config=None,  # uvicorn's lines go through the handler configured above
     )
 
 
@@ -202,16 +275,21 @@ def worker(
     metrics_host: Annotated[
         str, typer.Option(help="the address the metrics port listens on")
     ] = "127.0.0.1",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run jobs from the broker (executor: celery), with the same runner as the server."""
+    from conveyor.preflight import broker_problem
     from conveyor.wiring import migrate_database
     from conveyor.worker import run_worker
 
-    _configure_logging()
+    _configure_logging(log_format)
     cfg = _config(config)
     if cfg.executor != "celery":
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
-    _check_runner(config, cfg)
+    _check_runner(config, cfg, logged=True)
+    _require_database(cfg)
+    if cfg.broker_url:
+        _require(broker_problem(cfg.broker_url, cfg.queue))
     migrate_database(cfg)  # as `serve` does: a worker may start first
     address = (metrics_host, metrics_port) if metrics_port is not None else None
     run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency, address)

@@ -6,6 +6,7 @@ attempt row moves with the task, in the same statement's transaction: the API's
 cancel and restart and the scheduler's start and finish write both, the same way.
 """
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ from conveyor.domain.tasks import Task
 from conveyor.domain.transitions import transition
 from conveyor.storage.outbox import Outbox
 from conveyor.storage.tables import attempts, jobs, tasks
+
+log = logging.getLogger("conveyor.state")
 
 
 def move_task(
@@ -61,6 +64,12 @@ def move_task(
         conn.execute(this_attempt.values(state=TaskState.CANCELLED, end_time=now))
     if attempt is not None or public_status(task.state) is not public_status(new):
         outbox.task_changed(conn, task.pk, now)
+    log.info(
+        "task %s#%s: %s -> %s%s", task.workflow_name, task.task_id, task.state.value, new.value,
+        f" (attempt {attempt})" if attempt is not None else "",
+        extra={"workflow": task.workflow_name, "task": task.task_id,
+               "from_state": task.state.value, "state": new.value},
+    )  # fmt: skip
     return True
 
 
@@ -85,7 +94,13 @@ def move_job(
     elif new in TERMINAL_JOB_STATES:
         row.update(end_time=now, detail=detail)
     stmt = jobs.update().where(jobs.c.id == job_id, jobs.c.state == current).values(**row)
-    return bool(conn.execute(stmt).rowcount)
+    if not conn.execute(stmt).rowcount:
+        return False
+    log.info(
+        "job %s: %s -> %s%s", job_id, current.value, new.value, f" ({detail})" if detail else "",
+        extra={"job": job_id, "from_state": current.value, "state": new.value},
+    )  # fmt: skip
+    return True
 
 
 def pending_jobs(conn: Connection, task: Task) -> list[int]:

@@ -1,0 +1,50 @@
+"""How `serve` and `worker` write their logs: text for a person, or JSON (one object a
+line) for a log pipeline, with the task, job and request a line is about as fields."""
+
+import contextvars
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Literal
+
+LogFormat = Literal["text", "json"]
+# The request being answered in this context (set by the API's request-id middleware).
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+# Fields a log call may pass with `extra=`: they become JSON fields, and the text's tail.
+FIELDS = ("workflow", "task", "job", "stage", "service", "state", "from_state")
+
+
+class _WithRequestId(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in (*FIELDS, "request_id"):
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def configure(fmt: LogFormat) -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_WithRequestId())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
