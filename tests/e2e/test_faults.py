@@ -124,3 +124,29 @@ def test_the_api_meets_no_dead_connection_after_a_postgres_restart(
     assert second == first + 1
     assert engine.item(second)["task_id"] == second  # a read
     assert engine.wait(second)["status"] == "passed"
+
+
+def test_readyz_names_the_database_or_the_broker_while_it_is_away(
+    private_db: Database,
+    postgres: PrivatePostgres,
+    redis: PrivateRedis,
+    engine_factory: EngineFactory,
+) -> None:
+    engine = engine_factory(extra=celery_extra(redis.url), db=private_db)
+
+    def ready() -> tuple[int, dict[str, str]]:
+        r = engine.client.get("/readyz")
+        return r.status_code, r.json()["checks"]
+
+    assert ready() == (200, {"database": "ok", "migrations": "ok", "broker": "ok"})
+    redis.stop()
+    status, checks = ready()
+    assert (status, checks["database"]) == (503, "ok")
+    assert checks["broker"].startswith("cannot be reached")
+    redis.start()
+    postgres.stop()
+    status, checks = ready()
+    assert (status, checks["broker"]) == (503, "ok")
+    assert checks["database"].startswith("cannot be reached")
+    postgres.start()
+    assert ready()[0] == 200
