@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from conveyor.api.errors import MESSAGES
 from tests.fixtures import WF, Headers
 
 BASE = "/api/directory/workflowTask"
@@ -56,8 +57,13 @@ def test_each_operation_lists_exactly_the_statuses_it_answers(doc: dict[str, Any
     for key, op in operations(doc).items():
         for status, response in op["responses"].items():
             if status not in ("200", "204") and key[1] != "/readyz":
-                schema = response["content"]["application/json"]["schema"]
-                assert schema == {"$ref": "#/components/schemas/ErrorOut"}, key
+                body = response["content"]["application/json"]
+                assert body["schema"] == {"$ref": "#/components/schemas/ErrorOut"}, key
+                # An example of the exact body, with the spec's errorMsg for the status.
+                example = body["example"]
+                assert example["resultCode"] == int(status), key
+                assert example["errorMsg"] == MESSAGES[int(status)], key
+                assert example["detail"], key
 
 
 def test_no_422_and_no_validation_error_schemas(doc: dict[str, Any]) -> None:
@@ -187,3 +193,16 @@ def test_the_create_body_publishes_its_limits(doc: dict[str, Any]) -> None:
     value = schemas["EnvVarIn"]["properties"]["value"]
     assert value["maxLength"] == 4096
     assert "\\u0000" in value["pattern"]
+
+
+def test_the_four_endpoints_of_the_document_are_described_by_its_rules(
+    doc: dict[str, Any],
+) -> None:
+    ops = operations(doc)
+    for key, words in (
+        (("get", BASE), "at least 8 hex"),
+        (("post", f"{BASE}/create"), "resolved to a commit now"),
+        (("post", f"{BASE}/id/{{id}}/pipelines/{{name}}/cancel"), "SIGTERM"),
+        (("post", f"{BASE}/id/{{id}}/pipelines/{{name}}/restart"), "only the jobs"),
+    ):
+        assert words in ops[key]["description"], key

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 
+from conveyor.api.errors import MESSAGES
 from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
 from conveyor.domain.errors import InvalidParam
 from conveyor.domain.principals import Principal
@@ -51,6 +52,18 @@ _ERROR_WHEN = {
     500: "a real fault, logged under the request id the detail names",
     503: "the database cannot be reached for now; retry after Retry-After seconds",
 }
+# What each error's `detail` looks like, for the examples in the OpenAPI document.
+_ERROR_DETAIL = {
+    400: "targets[0].build.repos[0].branch: 'a b' is not a valid branch name",
+    401: "token expired",
+    403: f"user 'bob' lacks task:cancel on workflow '{EXAMPLE_WORKFLOW}'",
+    404: f"no task 7 in workflow '{EXAMPLE_WORKFLOW}'",
+    409: f"task {EXAMPLE_WORKFLOW}#7 is passed; only created or running tasks can be cancelled",
+    413: "the body is larger than 1048576 bytes",
+    415: "Content-Type: must be application/json",
+    500: "request id 3f2a9c0e6b1d4e8f9a7c5b3d1e0f2a4c",
+    503: "the database cannot be reached; try again shortly (request id 3f2a9c0e6b1d)",
+}
 MAX_ID_DIGITS = 18
 MAX_OFFSET_DIGITS = 15
 
@@ -65,7 +78,16 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {
             "description": _ERROR_WHEN[code],
-            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            "content": {
+                "application/json": {
+                    "schema": ERROR_SCHEMA,
+                    "example": {
+                        "resultCode": code,
+                        "errorMsg": MESSAGES[code],
+                        "detail": _ERROR_DETAIL[code],
+                    },
+                }
+            },
         }
         for code in codes
     }

@@ -78,6 +78,11 @@ _TASK_PARAMETERS = [TASK_ID, WORKFLOW_NAME]
     response_model=list[TaskItemOut],
     responses=error_responses(400, 401, 500, 503),
     summary="Every task that built a commit, newest first",
+    description="`commitId`: a full 40-hex commit id or a prefix of at least 8 hex "
+    "characters, any case; anything else is 400. Every task of every workflow the token may "
+    "view (all time) whose resolved commits include a commit starting with it, newest first, "
+    "one entry per task; `limit` 1-1000, default 100. Before a task starts, `start_time` and "
+    "`end_time` equal `create_time`. `url` is the task's page.",
     # The API's hot path: the values are read from the request as they are and checked
     # after authentication; FastAPI's parameter handling would only add cost here.
     openapi_extra={"parameters": _LOOKUP_PARAMETERS, **SECURED},
@@ -114,6 +119,10 @@ def _act_on_task(request: Request, operation: TaskOperation) -> JSONResponse:
     response_model=ResultOut,
     responses=error_responses(400, 401, 403, 404, 409, 500, 503),
     summary="Rerun a failed, timed-out or cancelled task's jobs that did not pass",
+    description="The task (identified by workflow and id) goes back to `created`, keeps its "
+    "`create_time` and id, reruns only the jobs that did not pass, with the same commits and "
+    "definitions as when it was created; its attempt count goes up by one. `created`, "
+    "`running` or `passed` is 409. Needs `task:restart`.",
     openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
 def restart_task(request: Request) -> JSONResponse:
@@ -125,6 +134,10 @@ def restart_task(request: Request) -> JSONResponse:
     response_model=ResultOut,
     responses=error_responses(400, 401, 403, 404, 409, 500, 503),
     summary="Cancel a created or running task",
+    description="`created`: cancelled at once, it never runs. `running`: cancelled as soon as "
+    "the cancel is recorded; every process of the task gets SIGTERM, then SIGKILL after "
+    "`cancel_grace`. Already cancelled: 200. `passed`, `failed` or `timeout` is 409 (history "
+    "is not rewritten). Needs `task:cancel`.",
     openapi_extra={"parameters": _TASK_PARAMETERS, **SECURED},
 )
 def cancel_task(request: Request) -> JSONResponse:
@@ -156,6 +169,13 @@ def _create_request(raw: bytes) -> CreateRequest:
     response_model=CreateTaskOut,
     responses=error_responses(400, 401, 403, 413, 415, 500, 503),
     summary="Create a workflow task: resolve every ref to a commit and queue it",
+    description="Each target is a service of the workflow, at most once; each repo one of its "
+    "build, at most once (no repos: every repo from its default branch). `branch` is a valid "
+    "ref name; `pr` > 0 builds that merge request, merged onto `branch`. Every ref is "
+    "resolved to a commit now, so the task is findable by commit at once and a restart "
+    "rebuilds the same commits; a ref that does not exist is 400 naming it. `envs` sets build "
+    "variables the service declares. Task ids are a per-workflow sequence; a rejected "
+    "request consumes none. Needs `task:create`.",
     # The body is read after authentication (so a caller without a token always gets
     # 401), which FastAPI's own body parsing would do first; the schema is still published.
     openapi_extra={
