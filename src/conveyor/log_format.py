@@ -10,7 +10,8 @@ from typing import Literal
 LogFormat = Literal["text", "json"]
 # The request being answered in this context (set by the API's request-id middleware).
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
-# Fields a log call may pass with `extra=`: they become JSON fields, and the text's tail.
+# Fields a log call may pass with `extra=`: they become JSON fields (the text format has
+# them in its message already).
 FIELDS = ("workflow", "task", "job", "stage", "service", "state", "from_state")
 
 

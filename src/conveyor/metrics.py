@@ -5,6 +5,7 @@ their durations are kept by the process that saw them happen, as Prometheus expe
 counters: a restart starts them again from zero. What is waiting or running now is
 counted in the database at each scrape, so every server tells the same truth."""
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 
@@ -18,6 +19,7 @@ from conveyor.settings import Config
 from conveyor.storage.db import Database
 from conveyor.storage.live_counts import live_counts
 
+log = logging.getLogger("conveyor.metrics")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A CI job takes seconds to an hour; an HTTP request, milliseconds.
 RUN_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -118,7 +120,19 @@ class _LiveCollector(Collector):
         return (step.queue if step is not None else None) or self._config.queue
 
     def collect(self) -> Iterable[Metric]:
-        counts = live_counts(self._db)
+        up = GaugeMetricFamily(
+            "conveyor_database_up", "1 when the database answered this scrape's counts"
+        )
+        try:
+            counts = live_counts(self._db)
+        except Exception as exc:
+            # The process's own counters are still worth a scrape; say what is missing.
+            log.warning("metrics: the live counts could not be read: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
         waiting = GaugeMetricFamily(
             "conveyor_tasks_waiting", "Tasks created, waiting to run", labels=["workflow"]
         )

@@ -21,7 +21,7 @@ def shown(url: str) -> str:
     """A database or broker URL with its password replaced by ***."""
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return "<not a URL>"
 
 

@@ -125,6 +125,16 @@ def test_login_checks_the_token_and_keeps_it_for_the_owner_alone(cli: Cli) -> No
     assert listed.returncode == 0, listed.stderr
     overridden = cli("task", "list", "wf", env={**env, "CONVEYOR_TOKEN": "cvy_nope"})
     assert overridden.returncode == 4
+    # The saved token goes to the saved server only, never to a URL named elsewhere.
+    elsewhere = cli("task", "list", "--url", "http://127.0.0.1:1", env=env)
+    assert (elsewhere.returncode, elsewhere.stderr.strip()) == (
+        4, "error: no token: give --token, set CONVEYOR_TOKEN, or run `conveyor login`"
+    )  # fmt: skip
+    no_tty = subprocess.run(
+        cli.argv("login", "--url", cli.server.url), env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert no_tty.returncode == 3 and "Traceback" not in no_tty.stderr
 
 
 def test_run_wait_exits_with_the_tasks_code(cli: Cli) -> None:

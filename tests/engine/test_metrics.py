@@ -86,6 +86,34 @@ def test_a_metrics_token_guards_the_metrics(engine_factory: Callable[..., Engine
     assert engine.client.get("/api/workflows", headers=good).status_code == 401
 
 
+def test_a_metrics_token_from_an_unset_variable_keeps_metrics_closed(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    engine = engine_factory(extra="metrics_token: env:CONVEYOR_TEST_NEVER_SET\n")
+    assert engine.client.get("/metrics").status_code == 401
+    assert engine.client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401
+
+
+def test_odd_methods_and_paths_make_no_new_series(engine: Engine) -> None:
+    for method in ("FOO", "BAR", "GET"):
+        engine.client.request(method, f"/no/such/{method}")
+    m = scrape(engine)
+    series = {k for k in m if k[0] == "conveyor_http_requests_total"}
+    assert ("conveyor_http_requests_total",
+            (("method", "other"), ("route", "unmatched"), ("status", "404"))) in series  # fmt: skip
+    assert not [k for k in series if "FOO" in str(k) or "/no/such" in str(k)]
+
+
+def test_a_task_restarted_while_it_stops_counts_as_cancelled_once(engine: Engine) -> None:
+    task = engine.create(api="sleep")
+    engine.wait_for_pids(task)
+    assert engine.act("cancel", task) == 200
+    assert engine.act("restart", task) == 200  # held until the old attempt has stopped
+    cancelled = ("conveyor_tasks_finished_total", (("status", "cancelled"), ("workflow", "serial")))
+    assert scrape(engine)[cancelled] == 1
+    assert engine.act("cancel", task) == 200
+
+
 def test_the_dashboard_and_the_docs_name_only_metrics_that_exist(engine: Engine) -> None:
     engine.wait(engine.create(api=""))
     exposed = {name for name, _ in scrape(engine)}

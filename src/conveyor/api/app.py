@@ -55,6 +55,9 @@ class RequestIdMiddleware:
             request_id.reset(token)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Counts and times every request by its route's template (never its raw path, which
     would make a series per task id), method and status."""
@@ -81,8 +84,10 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            # Any word is a method to the HTTP parser: only HTTP's own make a series.
+            method = scope["method"] if scope["method"] in _METHODS else "other"
             took = time.perf_counter() - started
-            self.metrics().http(template, scope["method"], status, took)
+            self.metrics().http(template, method, status, took)
 
 
 class HeadAsGetMiddleware:
@@ -176,10 +181,12 @@ def create_app(container: Container) -> FastAPI:
         openapi_extra={"security": [{"metrics-token": []}, {}]},
     )
     async def metrics(request: Request) -> Response:
-        wanted = resolve_secret(container.config.metrics_token)
-        if wanted:
+        configured = container.config.metrics_token
+        if configured is not None:
+            # A token from an unset variable guards as closed, never as open.
+            wanted = resolve_secret(configured)
             given = request.headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {wanted}".encode()):
+            if not wanted or not hmac.compare_digest(given.encode(), f"Bearer {wanted}".encode()):
                 raise AuthFailed("metrics: send Authorization: Bearer <metrics_token>")
         body = await run_in_threadpool(container.metrics.render)
         return Response(body, media_type=CONTENT_TYPE)

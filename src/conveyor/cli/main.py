@@ -309,7 +309,12 @@ def demo(
 def main() -> None:
     try:
         code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
     except Exception as exc:
+        if exc.__class__.__name__ == "Abort":  # no terminal to ask on, or Ctrl-D
+            sys.stderr.write("error: aborted (no input)\n")
+            sys.exit(USAGE)
         # A click error (typer carries its own copy of click): shown as click shows it,
         # but a usage error exits 3, not click's 2, which means "cancelled" to a script
         # waiting on a task (docs/cli.md).

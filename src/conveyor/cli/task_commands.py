@@ -39,8 +39,9 @@ TokenOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 Workflow = Annotated[str, typer.Argument(help="the workflow's name")]
 TaskId = Annotated[int, typer.Argument(help="the task's id", min=1)]
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup=False: a job's detail or a branch name with [brackets] is text, never styling.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 @contextmanager
@@ -112,6 +113,7 @@ def _jobs_table(task: dict[str, Any]) -> Table:
 
 def _wait(api: Api, workflow: str, task_id: int, as_json: bool) -> int:
     """Until the task ends: a live table on a terminal, a line per change otherwise."""
+    api.patient = True
     seen: dict[int, str] = {}
     task = api.task(workflow, task_id)
     if out.is_terminal and not as_json:
@@ -309,6 +311,7 @@ def logs(
 
 def _print_log(api: Api, log_url: str, follow: bool) -> None:
     """What the job wrote so far; with `follow`, on until it ends."""
+    api.patient = follow
     offset = 0
     while True:
         for data, next_offset, complete in api.log_pieces(log_url, offset):

@@ -1,5 +1,6 @@
 """The server's API as a client sees it, and the exit codes a script can rely on."""
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,9 +25,20 @@ class ClientError(Exception):
         self.code = code
 
 
+# Answers worth asking again while following a task: the server restarting, a proxy
+# in front of it, the database away for a moment (503 with Retry-After).
+_TRANSIENT = (502, 503, 504)
+PATIENCE_S = 120
+
+
 class Api:
     def __init__(self, url: str, token: str, timeout_s: float = 30) -> None:
+        if not token.isascii() or not token.isprintable():
+            raise ClientError("the token has characters no token has (a stray newline?)", AUTH)
         self.url = url
+        self._token = token
+        self.patient = False
+        """Set while following a task: GETs ride out a server restart (up to PATIENCE_S)."""
         self._http = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "conveyor-cli"},
@@ -37,26 +49,51 @@ class Api:
         self._http.close()
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            r = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ClientError(f"cannot reach {self.url}: {exc}", USAGE) from None
-        if r.status_code < 400:
+        deadline = time.monotonic() + (PATIENCE_S if self.patient and method == "GET" else 0)
+        wait = 1.0
+        while True:
+            try:
+                r = self._http.request(method, path, **kwargs)
+            except httpx.HTTPError as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(wait)
+                    wait = min(wait * 2, 5)
+                    continue
+                # The transport's words, never the request's headers (the token).
+                why = str(exc).replace(self._token, "***")
+                raise ClientError(f"cannot reach {self.url}: {why}", USAGE) from None
+            if r.status_code in _TRANSIENT and time.monotonic() < deadline:
+                time.sleep(wait)
+                wait = min(wait * 2, 5)
+                continue
+            break
+        if r.status_code < 300:
             return r
         try:
             body = r.json()
-            why = f"{body.get('errorMsg')}: {body.get('detail')}"
-        except ValueError:
-            why = r.text[:200] or r.reason_phrase
+            why = f"{body['errorMsg']}: {body['detail']}"
+        except (ValueError, KeyError, TypeError):
+            why = r.text[:200].strip() or r.reason_phrase
         code = AUTH if r.status_code in (401, 403) else USAGE
         raise ClientError(f"{method} {path}: {r.status_code} {why}", code)
 
+    def _json(self, r: httpx.Response) -> Any:
+        try:
+            return r.json()
+        except ValueError:
+            # A proxy's login page, say: not the server's API.
+            raise ClientError(
+                f"{r.request.method} {r.request.url.path}: {r.status_code} is not the API's "
+                f"JSON ({r.headers.get('content-type', 'no content type')}); is {self.url} "
+                "a Conveyor server?"
+            ) from None
+
     def get(self, path: str, **params: Any) -> Any:
         given = {k: v for k, v in params.items() if v is not None}
-        return self._send("GET", path, params=given).json()
+        return self._json(self._send("GET", path, params=given))
 
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self._send("POST", path, json=body).json()
+        return self._json(self._send("POST", path, json=body))
 
     def task(self, workflow: str, task_id: int) -> dict[str, Any]:
         found: dict[str, Any] = self.get(f"/api/workflows/{workflow}/tasks/{task_id}")
@@ -66,8 +103,11 @@ class Api:
         """The log from `offset`, a piece at a time: (bytes, next offset, complete)."""
         while True:
             r = self._send("GET", log_url, params={"offset": str(offset)})
-            offset = int(r.headers["X-Next-Offset"])
-            complete = r.headers["X-Log-Complete"] == "true"
+            try:
+                offset = int(r.headers["X-Next-Offset"])
+            except (KeyError, ValueError):
+                raise ClientError(f"GET {log_url}: no X-Next-Offset: not a Conveyor log") from None
+            complete = r.headers.get("X-Log-Complete") == "true"
             yield r.content, offset, complete
             if complete:
                 return

@@ -595,6 +595,10 @@ class TaskService:
             tx.audit(
                 self._entry(principal, "task.restart", task, attempt=new.attempt, jobs=rerun), now
             )
+        if task.state is TaskState.CANCELLING:
+            # Restarted while still stopping: its attempt ended cancelled here, not in the
+            # scheduler, which will never see it end.
+            self._events.task_finished(task.workflow_name, "cancelled", None)
         self._on_change()
         return new
 
