@@ -4,6 +4,7 @@ line) for a log pipeline, with the task, job and request a line is about as fiel
 import contextvars
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -39,13 +40,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False)
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a line is logged (as logging's own last
+    resort does), never to a stream that was replaced and closed since."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure(fmt: LogFormat) -> None:
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.addFilter(_WithRequestId())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(old)  # configured again (a test, say): one handler, not two
+    root.addHandler(handler)
     root.setLevel(logging.INFO)
