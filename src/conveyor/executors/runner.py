@@ -141,7 +141,6 @@ def run_job(
     finally:
         if output is not None:
             output.close()
-        shutil.rmtree(workspace, ignore_errors=True)
         beating.set()
         if heart is not None:
             heart.join()
@@ -150,7 +149,13 @@ def run_job(
         log.close()
         if log.failure is not None and result.outcome is Outcome.PASSED:
             result = JobResult(Outcome.FAILED, result.exit_code, log.failure)
-    reporter.finished(result)
+    try:
+        reporter.finished(result)
+    finally:
+        # After the result: the next job (a deploy waits on this build) need not wait for
+        # the disk. The job's processes are gone already; a runner that dies before this
+        # line leaves the workspace behind, as one that dies mid-job always has.
+        shutil.rmtree(workspace, ignore_errors=True)
     return result
 
 

@@ -1,0 +1,242 @@
+"""Conveyor beside Buildbot 4.3.0, the Python CI users would pick instead, on the same
+trivial work in one run: the same bare repository, a build step that stamps the time, a
+deploy step, 8 builds at once, SQLite for both (../shared/peers/buildbot/README.md).
+
+Rounds alternate (Buildbot, then Conveyor, then again) so both see the same machine:
+
+- trigger -> first step: the trigger's answer read -> the build step's `date +%s.%N`;
+- end to end: before the trigger -> the task seen ended (both polled every 50 ms);
+- throughput: N tasks created back to back -> all ended;
+- server RSS before and at its peak (VmHWM); Buildbot's 8 worker processes too.
+
+    cd bench && ../.venv/bin/python peer_buildbot.py            # 50 / 20 / 200, 2 rounds
+    cd bench && ../.venv/bin/python peer_buildbot.py --quick    # 10 / 5 / 40, 1 round
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from serving import free_port, serve_with_token, stop
+
+PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "buildbot"
+# Where the peer's setup.sh puts its repository and workers (fixed paths of that harness).
+REPO = "/tmp/bbrepo.git"  # noqa: S108 - both build from it
+WORKERS = Path("/tmp/bbworkers")  # noqa: S108
+CONFIG = """
+public_url: http://127.0.0.1:{port}
+database_url: sqlite:///{home}/conveyor.db
+data_dir: {home}/data
+max_parallel_tasks: 8
+max_parallel_jobs: 8
+repos:
+  app: {{url: "{repo}", default_branch: main}}
+services:
+  svc:
+    build:
+      repos: [app]
+      variables: {{STAMP: none}}
+      script: date +%s.%N > "{stamps}/$STAMP" && true
+    deploy: {{script: "true"}}
+envs:
+  dev: {{}}
+workflows:
+  wf: {{env: dev, services: [svc], parallel: true}}
+roles:
+  admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
+"""
+DONE = ("passed", "failed", "timeout", "cancelled")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait_for(path: Path, timeout_s: float = 60) -> float:
+    """The time written in `path` by the build step, once it is there."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            text = path.read_text().strip()
+            if text:
+                return float(text)
+        except FileNotFoundError:
+            pass
+        time.sleep(0.001)
+    raise SystemExit(f"{path} never appeared")
+
+
+class Conveyor:
+    def __init__(self, home: Path, poll_s: float) -> None:
+        self.home, self.poll_s = home, poll_s
+        self.stamps = home / "stamps"
+        self.stamps.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        config = home / "conveyor.yaml"
+        config.write_text(CONFIG.format(port=port, home=home, repo=REPO, stamps=self.stamps))
+        self.proc, self.url, token = serve_with_token(config, port, home / "server.log")
+        self.api = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self.rss_before = rss_mb(self.proc.pid)
+
+    def close(self) -> dict[str, float]:
+        memory = {"server_rss_before_mb": self.rss_before,
+                  "server_vmhwm_mb": rss_mb(self.proc.pid, "VmHWM")}  # fmt: skip
+        self.api.close()
+        stop([self.proc])
+        return memory
+
+    def create(self, stamp: str) -> int:
+        body = {"workflow_name": "wf", "env_name": "dev",
+                "targets": [{"name": "svc", "build": {"repos": []},
+                             "envs": [{"key": "STAMP", "value": stamp}]}]}  # fmt: skip
+        r = self.api.post("/api/directory/workflowTask/create", json=body)
+        task_id: int = r.raise_for_status().json()["task_id"]
+        return task_id
+
+    def status(self, task_id: int) -> str:
+        status: str = self.api.get(f"/api/workflows/wf/tasks/{task_id}").json()["status"]
+        return status
+
+    def wait_done(self, task_id: int) -> str:
+        while (status := self.status(task_id)) not in DONE:
+            time.sleep(self.poll_s)
+        return status
+
+    def latency(self, n: int) -> list[float]:
+        found = []
+        for _ in range(n):
+            stamp = uuid.uuid4().hex
+            task = self.create(stamp)
+            answered = time.time()
+            found.append((wait_for(self.stamps / stamp) - answered) * 1000)
+            self.wait_done(task)
+        return found
+
+    def e2e(self, n: int) -> list[float]:
+        found = []
+        for _ in range(n):
+            t0 = time.time()
+            task = self.create(uuid.uuid4().hex)
+            assert self.wait_done(task) == "passed"
+            found.append((time.time() - t0) * 1000)
+        return found
+
+    def throughput(self, n: int) -> dict[str, Any]:
+        t0 = time.time()
+        ids = {self.create(uuid.uuid4().hex) for _ in range(n)}
+        submitted = time.time() - t0
+        peak = rss_mb(self.proc.pid)
+        while True:
+            page = self.api.get("/api/workflows/wf/tasks", params={"limit": "200"}).json()
+            open_ = [t for t in page["tasks"] if t["task_id"] in ids and t["status"] not in DONE]
+            peak = max(peak, rss_mb(self.proc.pid))
+            if not open_ and len(ids) <= 200:
+                break
+            time.sleep(0.1)
+        wall = time.time() - t0
+        return {"n": n, "submit_s": submitted, "wall_s": wall, "per_s": n / wall,
+                "rss_peak_sampled_mb": peak}  # fmt: skip
+
+
+def buildbot_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    env = {**os.environ, "BB_NWORKERS": "8", "BB_GITMODE": "full"}
+    subprocess.run([str(PEER / "setup.sh")], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(PEER / "ctl.sh"), "start"], env=env, check=True)
+    try:
+        subprocess.run(
+            ["python3", str(PEER / "bench.py"), "--phases", "latency,e2e,throughput",
+             "--n-latency", str(args.n_latency), "--n-e2e", str(args.n_e2e),
+             "--n-throughput", str(args.n_throughput), "--e2e-poll-ms", str(args.poll_ms),
+             "--out", str(out)],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        workers = sum(rss_mb(int(p.read_text())) for p in WORKERS.glob("*/twistd.pid"))
+    finally:
+        subprocess.run([str(PEER / "ctl.sh"), "stop"], env=env, check=True)
+    found: dict[str, Any] = json.loads(out.read_text())
+    found["workers_rss_mb"] = workers
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="10 / 5 / 40, one round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--n-latency", type=int, default=50)
+    parser.add_argument("--n-e2e", type=int, default=20)
+    parser.add_argument("--n-throughput", type=int, default=200)
+    parser.add_argument("--poll-ms", type=float, default=50, help="end-to-end poll, both")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.n_latency, args.n_e2e, args.n_throughput = 1, 10, 5, 40
+    home = Path(tempfile.mkdtemp(prefix="conveyor-bench-peer-"))
+    # Buildbot's client reports each phase's median and p99; Conveyor's, every sample.
+    bb: dict[str, list[float]] = {k: [] for k in ("latency", "latency99", "e2e", "e2e99",
+                                                  "tp", "rss", "wrss")}  # fmt: skip
+    cv: dict[str, list[float]] = {"latency": [], "e2e": [], "tp": [], "rss": []}
+    try:
+        for r in range(args.rounds):
+            found = buildbot_round(args, home / f"bb{r}.json")
+            for key, got in (("latency", found["latency"]["trigger_latency"]),
+                             ("e2e", found["e2e"]["e2e"])):  # fmt: skip
+                bb[key].append(got["median_ms"])
+                bb[f"{key}99"].append(got["p99_ms"])
+            bb["tp"].append(found["throughput"]["builds_per_s"])
+            bb["rss"].append(found["throughput"]["master_vmhwm_mb"])
+            bb["wrss"].append(found["workers_rss_mb"])
+
+            conveyor = Conveyor(home / f"cv{r}", args.poll_ms / 1000)
+            try:
+                cv["latency"] += conveyor.latency(args.n_latency)
+                cv["e2e"] += conveyor.e2e(args.n_e2e)
+                cv["tp"].append(conveyor.throughput(args.n_throughput)["per_s"])
+            finally:
+                cv["rss"].append(conveyor.close()["server_vmhwm_mb"])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    report(args, bb, cv)
+
+
+def report(
+    args: argparse.Namespace, bb: dict[str, list[float]], cv: dict[str, list[float]]
+) -> None:
+    def row(name: str, b: float, c: float, unit: str, lower_better: bool = True) -> str:
+        ratio = b / c if lower_better else c / b
+        return f"| {name} | {b:.1f} {unit} | {c:.1f} {unit} | **{ratio:.1f}x** |"
+
+    print(f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"{args.rounds} rounds, interleaved")  # fmt: skip
+    print("| measure | Buildbot 4.3.0 | Conveyor | Conveyor is |")
+    print("|---|---:|---:|---:|")
+    for name, key in (("trigger → first step", "latency"), ("end to end", "e2e")):
+        print(row(f"{name}, p50", statistics.median(bb[key]), statistics.median(cv[key]), "ms"))
+        print(row(f"{name}, p99", max(bb[f"{key}99"]), pct(cv[key], 0.99), "ms"))
+    print(row(f"{args.n_throughput} tasks back to back", statistics.median(bb["tp"]),
+              statistics.median(cv["tp"]), "tasks/s", lower_better=False))  # fmt: skip
+    print(f"| server RSS peak | {max(bb['rss']):.0f} MB | {max(cv['rss']):.0f} MB | |")
+    print(f"| worker processes' RSS | {max(bb['wrss']):.0f} MB (8 workers) | "
+          "none: jobs are the server's children | |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Mirrors and checkouts against real repositories: what a job's workspace holds, and
+what it costs in processes (the fixed cost of every job, issue 12)."""
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conveyor.scm import mirror as mirror_module
+from conveyor.scm.mirror import CheckoutError, MirrorCache
+from tests.conftest import RepoFactory, git
+
+
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every process the mirror module starts, still started for real."""
+    started: list[list[str]] = []
+    real = subprocess.run
+
+    def run(argv: list[str], *args: Any, **kwargs: Any) -> Any:
+        started.append(argv)
+        return real(argv, *args, **kwargs)
+
+    monkeypatch.setattr(mirror_module.subprocess, "run", run)
+    return started
+
+
+def test_a_checkout_is_one_git_process_once_the_mirror_holds_the_commit(
+    make_repo: RepoFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_repo("app")
+    sha = app.commit("second")
+    cache = MirrorCache(tmp_path / "mirrors")
+    mirror = cache.ensure(app.url, [sha])  # the first job clones the mirror
+    started = counted(monkeypatch)
+    assert cache.ensure(app.url, [sha]) == mirror
+    cache.checkout(mirror, tmp_path / "ws" / "app", sha)
+    assert [argv[:2] for argv in started] == [["git", "checkout"]]
+    workspace = tmp_path / "ws" / "app"
+    assert git(workspace, "rev-parse", "HEAD") == sha
+    assert (workspace / "file.txt").read_text().startswith("second\n")
+    assert git(workspace, "status", "--porcelain") == ""  # a clean, valid repository
+    assert git(workspace, "log", "--format=%s", "-1") == "second"
+
+
+def test_a_merge_request_is_merged_onto_its_target_in_the_workspace(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    app = make_repo("app")
+    base = app.head("main")
+    head = app.merge_request(3, "feature")
+    cache = MirrorCache(tmp_path / "mirrors")
+    mirror = cache.ensure(app.url, [base, head])
+    workspace = tmp_path / "ws" / "app"
+    cache.checkout(mirror, workspace, base, merge=head)
+    parents = git(workspace, "rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
+    assert parents == [base, head]
+
+
+def test_a_commit_not_in_the_mirror_is_a_clear_error(
+    make_repo: RepoFactory, tmp_path: Path
+) -> None:
+    app = make_repo("app")
+    cache = MirrorCache(tmp_path / "mirrors")
+    mirror = cache.ensure(app.url, [app.head("main")])
+    with pytest.raises(CheckoutError, match=r"cannot check out 0{40}"):
+        cache.checkout(mirror, tmp_path / "ws" / "app", "0" * 40)
