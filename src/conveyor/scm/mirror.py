@@ -43,15 +43,18 @@ def _why(proc: subprocess.CompletedProcess[str]) -> str:
     return mask_url(fatal[0]) if fatal else f"exit code {proc.returncode}"
 
 
-# What `git init --template=` writes, and nothing else: a process less per checkout.
+# What `git init --template=` writes, less what a checkout never uses: a process less
+# per checkout.
 _CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
 
 
 def _new_repository(git_dir: Path, objects: Path) -> None:
     """An empty repository at `git_dir` that borrows `objects` (`alternates`)."""
     try:
-        for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags"):
-            (git_dir / sub).mkdir(parents=True, exist_ok=True)
+        # What git needs to see a repository: HEAD, objects/ and refs/ (a detached
+        # checkout writes no branch; loose objects and packs make their own directories).
+        (git_dir / "objects" / "info").mkdir(parents=True)
+        (git_dir / "refs").mkdir()
         (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
         (git_dir / "config").write_text(_CONFIG)
         (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n")
