@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from conveyor.scm import mirror as mirror_module
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 from tests.conftest import RepoFactory, git
 
@@ -21,7 +20,7 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         started.append(argv)
         return real(argv, *args, **kwargs)
 
-    monkeypatch.setattr(mirror_module.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)  # what the mirror module calls
     return started
 
 
