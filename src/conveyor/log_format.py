@@ -41,16 +41,12 @@ class JsonFormatter(logging.Formatter):
 
 
 class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is when a line is logged (as logging's own last
-    resort does), never to a stream that was replaced and closed since."""
+    """Writes to the process's own stderr (`sys.__stderr__`), whatever stands in for
+    `sys.stderr` later: celery's worker replaces it with a proxy that logs what is
+    written (a loop that drops lines), a test runner with a buffer it closes."""
 
-    @property
-    def stream(self) -> object:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
+    def __init__(self) -> None:
+        super().__init__(sys.__stderr__)
 
 
 def configure(fmt: LogFormat) -> None:
