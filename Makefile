@@ -7,7 +7,7 @@ DEMO_DIR ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test test-sqlite test-postgres lint bench-lookup clean
+.PHONY: run test test-sqlite test-postgres lint bench bench-lookup clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ lint: $(STAMP)
 
 bench-lookup: $(STAMP)
 	$(BIN)/python bench/lookup.py
+
+## Every benchmark, in one go (never part of `make test`); QUICK=1 for a few minutes'
+## worth of each. The figures go in docs/benchmarks.md with the machine and the command.
+## distributed.py needs PostgreSQL and Redis; peer_buildbot.py installs Buildbot in /tmp.
+bench: $(STAMP)
+	cd bench && ../$(BIN)/python task_cost.py --tasks $(if $(QUICK),20,100)
+	cd bench && ../$(BIN)/python engine.py $(if $(QUICK),--latency-tasks 30 --trivial-runs 10 --throughput-tasks 100)
+	cd bench && ../$(BIN)/python hooks.py --tasks $(if $(QUICK),30,200)
+	cd bench && ../$(BIN)/python lookup.py $(if $(QUICK),--tasks 20000 --requests 500 --seconds 2)
+	cd bench && ../$(BIN)/python distributed.py $(if $(QUICK),--latency-tasks 20 --throughput-tasks 100)
+	cd bench && ../$(BIN)/python web_ui.py --rounds $(if $(QUICK),2,10)
+	cd bench && ../$(BIN)/python peer_buildbot.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache

@@ -183,8 +183,8 @@ def serve(
     from conveyor.preflight import broker_problem
     from conveyor.wiring import build_container
 
+    cfg = _config(config)  # a config that does not load is told on stderr, not logged
     _configure_logging(log_format)
-    cfg = _config(config)
     if cfg.executor == "local":
         _check_runner(config, cfg, logged=True)
     _require_database(cfg)
@@ -282,10 +282,10 @@ def worker(
     from conveyor.wiring import migrate_database
     from conveyor.worker import run_worker
 
-    _configure_logging(log_format)
     cfg = _config(config)
     if cfg.executor != "celery":
         raise _fail(f"{config}: executor is {cfg.executor!r}; workers need executor: celery")
+    _configure_logging(log_format)
     _check_runner(config, cfg, logged=True)
     _require_database(cfg)
     if cfg.broker_url:
