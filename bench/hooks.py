@@ -53,7 +53,8 @@ roles:
 
 
 class FakeGitlab:
-    """Stamps the arrival of the first `pending` of each task (by its target_url)."""
+    """Stamps the arrival of the first status of each task (by its target_url): `pending`,
+    or `running` if the task started before the first post."""
 
     def __init__(self) -> None:
         self.pending: dict[str, float] = {}
@@ -65,9 +66,11 @@ class FakeGitlab:
                 now = time.perf_counter()
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.arrived:
-                    if body["state"] == "pending":
-                        outer.pending.setdefault(body["target_url"], now)
-                        outer.arrived.notify_all()
+                    # The first status GitLab hears of the task: `pending`, or `running`
+                    # when the task started before the sender's first post (it sends a
+                    # commit's newest state).
+                    outer.pending.setdefault(body["target_url"], now)
+                    outer.arrived.notify_all()
                 self.send_response(201)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -83,7 +86,7 @@ class FakeGitlab:
     def wait_pending(self, target_url: str) -> float:
         with self.arrived:
             if not self.arrived.wait_for(lambda: target_url in self.pending, timeout=30):
-                raise SystemExit(f"no pending status for {target_url}")
+                raise SystemExit(f"no status for {target_url}")
             return self.pending[target_url]
 
 
