@@ -488,20 +488,14 @@ class TaskService:
         """The job and up to `limit` bytes of its log from `offset`, masked again with
         the secrets known now (a log written before a secret was added, or by a worker
         whose config lacked it, is masked all the same)."""
-        found = self.detail(principal, workflow_name, task_id)
-        job = next((j for j in found.jobs if j.id == job_id), None)
-        if job is None:
-            raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
+        job = self._job(principal, workflow_name, task_id, job_id)
         if self._logs is None:
             return LogPiece(job, b"", 0, 0)
         # The masker needs the bytes around the window to judge the ones at its edges.
         context = self._secrets.longest
         start = max(0, offset - context)
         ext, size = self._logs.read(job_id, start, offset - start + limit + context)
-        lo, hi = min(offset, size), min(offset + limit, size)
-        complete = JobState(job.state) in TERMINAL_JOB_STATES
-        data, next_offset = mask_window(self._secrets, ext, start, lo, hi, complete)
-        return LogPiece(job, data, next_offset, size, lo)
+        return self._masked(job, ext, start, min(offset, size), min(offset + limit, size), size)
 
     def job_log_before(
         self,
@@ -516,29 +510,47 @@ class TaskService:
         so a page shows a long log's tail first) and start at a line's start (inside a
         line longer than the piece), with the number of that line: a page reads a log
         backwards a piece at a time."""
-        found = self.detail(principal, workflow_name, task_id)
-        job = next((j for j in found.jobs if j.id == job_id), None)
-        if job is None:
-            raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
+        job = self._job(principal, workflow_name, task_id, job_id)
         if self._logs is None or self._lines is None:
             return LogPiece(job, b"", 0, 0, 0, 1)
         _, size = self._logs.read(job_id, 0, 0)
         end = size if before is None else min(before, size)
         lo = max(0, end - limit)
+        # One read holds the piece and the bytes the masker needs around it.
+        context = self._secrets.longest
+        ext_start = max(0, lo - context)
+        ext, size = self._logs.read(job_id, ext_start, end - ext_start + context)
         if lo > 0:
-            window, _ = self._logs.read(job_id, lo, end - lo)
+            window = ext[lo - ext_start : end - ext_start]
             newline = window.find(b"\n")
             # A line longer than the piece (a progress bar's): start inside it, at a
             # character's first byte, rather than serve nothing.
             whole_line = 0 <= newline < len(window) - 1
             lo += newline + 1 if whole_line else _utf8_start(window)
         lines = 1 + self._lines.before(job_id, lo)
-        context = self._secrets.longest
-        ext_start = max(0, lo - context)
-        ext, size = self._logs.read(job_id, ext_start, end - ext_start + context)
+        return self._masked(job, ext, ext_start, lo, min(end, size), size, lines)
+
+    def _job(self, principal: Principal, workflow_name: str, task_id: int, job_id: int) -> JobView:
+        found = self.detail(principal, workflow_name, task_id)
+        job = next((j for j in found.jobs if j.id == job_id), None)
+        if job is None:
+            raise TaskNotFound(f"task {workflow_name}#{task_id} has no job {job_id}")
+        return job
+
+    def _masked(
+        self,
+        job: JobView,
+        ext: bytes,
+        ext_start: int,
+        lo: int,
+        hi: int,
+        size: int,
+        first_line: int | None = None,
+    ) -> LogPiece:
+        """Bytes [lo, hi) of the stored log, masked; `ext` holds them and their context."""
         complete = JobState(job.state) in TERMINAL_JOB_STATES
-        data, next_offset = mask_window(self._secrets, ext, ext_start, lo, min(end, size), complete)
-        return LogPiece(job, data, next_offset, size, lo, lines)
+        data, next_offset = mask_window(self._secrets, ext, ext_start, lo, hi, complete)
+        return LogPiece(job, data, next_offset, size, lo, first_line)
 
     # -- cancel / restart -----------------------------------------------------------
 
