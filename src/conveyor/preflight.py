@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from conveyor.executors.celery import celery_app
+from conveyor.executors.celery import broker_error, celery_app
 
 CONNECT_TIMEOUT_S = 5
 
@@ -74,14 +74,13 @@ def database_problem(database_url: str) -> Problem | None:
 def broker_problem(broker_url: str, queue: str) -> Problem | None:
     app = celery_app(broker_url, queue)
     try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_S)
-    except Exception as exc:
-        return Problem(
-            f"the broker at {shown(broker_url)} cannot be reached: {_first_line(exc)}; "
-            "check that Redis or RabbitMQ runs there, and broker_url (or CONVEYOR_BROKER_URL)",
-            exc,
-        )
+        exc = broker_error(app, CONNECT_TIMEOUT_S)
     finally:
         app.close()
-    return None
+    if exc is None:
+        return None
+    return Problem(
+        f"the broker at {shown(broker_url)} cannot be reached: {_first_line(exc)}; "
+        "check that Redis or RabbitMQ runs there, and broker_url (or CONVEYOR_BROKER_URL)",
+        exc,
+    )

@@ -176,11 +176,10 @@ def serve(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Run migrations, then serve the API."""
-    import sqlalchemy as sa
     import uvicorn
 
     from conveyor.api.app import create_app
-    from conveyor.preflight import broker_problem
+    from conveyor.preflight import broker_problem, shown
     from conveyor.wiring import build_container
 
     cfg = _config(config)  # a config that does not load is told on stderr, not logged
@@ -195,10 +194,9 @@ def serve(
             logging.getLogger("conveyor").warning("%s; jobs wait until it answers", problem.message)
     container = build_container(cfg, run_jobs=True)
     container.migrate()
-    url = sa.make_url(container.config.database_url).render_as_string(hide_password=True)
     logging.getLogger("conveyor").info(
         "database %s, executor %s, public_url %s",
-        url,
+        shown(container.config.database_url),
         container.config.executor,
         container.config.public_url,
     )

@@ -36,6 +36,16 @@ def celery_app(broker_url: str, default_queue: str) -> Celery:
     return app
 
 
+def broker_error(app: Celery, timeout_s: float = BROKER_CHECK_S) -> Exception | None:
+    """What keeps `app`'s broker from answering now (one try), or None."""
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout_s)
+    except Exception as exc:
+        return exc
+    return None
+
+
 class CeleryExecutor:
     def __init__(self, broker_url: str, default_queue: str) -> None:
         self._app = celery_app(broker_url, default_queue)
@@ -45,12 +55,8 @@ class CeleryExecutor:
 
     def broker_problem(self) -> str | None:
         """Why the broker cannot be reached now, or None."""
-        try:
-            with self._app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=1, timeout=BROKER_CHECK_S)
-        except Exception as exc:
-            return f"cannot be reached: {exc.__class__.__name__}: {exc}"
-        return None
+        exc = broker_error(self._app)
+        return None if exc is None else f"cannot be reached: {exc.__class__.__name__}: {exc}"
 
     def shutdown(self, wait: bool) -> None:
         self._app.close()
