@@ -53,20 +53,19 @@ class Api:
         wait = 1.0
         while True:
             try:
-                r = self._http.request(method, path, **kwargs)
+                r: httpx.Response | None = self._http.request(method, path, **kwargs)
+                failure = None
             except httpx.HTTPError as exc:
-                if time.monotonic() < deadline:
-                    time.sleep(wait)
-                    wait = min(wait * 2, 5)
-                    continue
-                # The transport's words, never the request's headers (the token).
-                why = str(exc).replace(self._token, "***")
-                raise ClientError(f"cannot reach {self.url}: {why}", USAGE) from None
-            if r.status_code in _TRANSIENT and time.monotonic() < deadline:
-                time.sleep(wait)
-                wait = min(wait * 2, 5)
-                continue
-            break
+                r, failure = None, exc
+            transient = r is None or r.status_code in _TRANSIENT
+            if not transient or time.monotonic() >= deadline:
+                break
+            time.sleep(wait)
+            wait = min(wait * 2, 5)
+        if r is None:
+            # The transport's words, never the request's headers (the token).
+            why = str(failure).replace(self._token, "***")
+            raise ClientError(f"cannot reach {self.url}: {why}", USAGE) from None
         if r.status_code < 300:
             return r
         try:
