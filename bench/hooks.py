@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from serving import free_port, serve_with_token, stop
+from serving import free_port, pct, serve_with_token, stop
 
 SECRET = "bench-hook-secret-0123"
 CONFIG = """
@@ -118,11 +118,6 @@ def make_repo(path: Path, commits: int, branches: int) -> list[str]:
         ["git", "fast-import", "--quiet"], cwd=path, input="".join(stream), text=True, check=True
     )
     return git(path, "rev-list", "--reverse", "main").split()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:

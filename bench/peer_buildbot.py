@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from serving import free_port, serve_with_token, stop
+from serving import free_port, pct, serve_with_token, stop
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "buildbot"
 # Where the peer's setup.sh puts its repository and workers (fixed paths of that harness).
@@ -56,11 +56,6 @@ roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
 """
 DONE = ("passed", "failed", "timeout", "cancelled")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -230,7 +225,7 @@ def report(
     print("|---|---:|---:|---:|")
     for name, key in (("trigger → first step", "latency"), ("end to end", "e2e")):
         print(row(f"{name}, p50", statistics.median(bb[key]), statistics.median(cv[key]), "ms"))
-        print(row(f"{name}, p99", max(bb[f"{key}99"]), pct(cv[key], 0.99), "ms"))
+        print(row(f"{name}, p99", max(bb[f"{key}99"]), pct(cv[key], 99), "ms"))
     print(row(f"{args.n_throughput} tasks back to back", statistics.median(bb["tp"]),
               statistics.median(cv["tp"]), "tasks/s", lower_better=False))  # fmt: skip
     print(f"| server RSS peak | {max(bb['rss']):.0f} MB | {max(cv['rss']):.0f} MB | |")

@@ -68,3 +68,9 @@ def serve_with_token(
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
     return proc, url, token
+
+
+def pct(values: list[float], q: float) -> float:
+    """The `q`th percentile (0-100) of `values`, by nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
