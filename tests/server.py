@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from conveyor.config_file import load_config
+from conveyor.wiring import build_container
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -53,6 +56,16 @@ class Server:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"server did not start:\n{self.log.read_text()}")
                 time.sleep(0.05)
+
+    def issue_token(self, user: str = "alice", *roles: str) -> str:
+        """A token of the server's installation (roles default: admin), made as
+        `conveyor token create` makes one: through its config and database."""
+        container = build_container(load_config(self.config))
+        try:
+            token, _ = container.tokens.issue(user, list(roles or ["admin"]), None)
+        finally:
+            container.db.dispose()
+        return token
 
     def kill(self) -> None:
         assert self.proc is not None

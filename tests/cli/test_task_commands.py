@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-from conveyor.config_file import load_config
-from conveyor.wiring import build_container
 from tests.conftest import PG_URL, GitRepo
 from tests.server import Server, free_port
 
@@ -65,10 +63,8 @@ class Cli:
         config.write_text(CONFIG.format(port=port, home=home, app=app.url))
         self.server = Server(config, port, home / "server.log")
         self.server.start()
-        container = build_container(load_config(config))
-        self.token, _ = container.tokens.issue("alice", ["admin"], None)
-        self.viewer, _ = container.tokens.issue("vic", ["viewer"], None)
-        container.db.dispose()
+        self.token = self.server.issue_token()
+        self.viewer = self.server.issue_token("vic", "viewer")
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
             "XDG_CONFIG_HOME": str(home / "xdg"),

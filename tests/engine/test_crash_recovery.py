@@ -9,8 +9,6 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from conveyor.config_file import load_config
-from conveyor.wiring import build_container
 from tests.conftest import GitRepo, PgServer, RepoFactory, alive
 from tests.engine.test_sandbox import require_bubblewrap
 from tests.server import Server, free_port
@@ -76,10 +74,7 @@ def server(make_repo: RepoFactory, tmp_path: Path, empty_database_url: str) -> I
 
 
 def admin_headers(server: Server) -> dict[str, str]:
-    container = build_container(load_config(server.config))
-    token, _ = container.tokens.issue("alice", ["admin"], None)
-    container.db.dispose()
-    return {"Authorization": f"Bearer {token}"}
+    return {"Authorization": f"Bearer {server.issue_token()}"}
 
 
 BODY = {

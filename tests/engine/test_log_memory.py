@@ -6,8 +6,6 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from conveyor.config_file import load_config
-from conveyor.wiring import build_container
 from tests.conftest import RepoFactory
 from tests.server import Server, free_port
 
@@ -45,10 +43,7 @@ def test_a_100_mb_log_does_not_grow_the_server(
     server = Server(config, port, tmp_path / "server.log")
     server.start()
     try:
-        container = build_container(load_config(config))
-        token, _ = container.tokens.issue("alice", ["admin"], None)
-        container.db.dispose()
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {server.issue_token()}"}
         api = f"{server.url}/api/directory/workflowTask"
         # Warm up: one small request, so the baseline includes what serving costs.
         httpx.get(f"{server.url}/healthz")

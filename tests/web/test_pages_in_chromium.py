@@ -23,8 +23,6 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from conveyor.config_file import load_config
-from conveyor.wiring import build_container
 from tests.conftest import PG_URL, GitRepo
 from tests.server import Server, free_port
 
@@ -90,9 +88,7 @@ class Ui:
         config.write_text(CONFIG.format(port=port, home=home, app=app.url, gates=self.gates))
         self.server = Server(config, port, home / "server.log")
         self.server.start()
-        container = build_container(load_config(config))
-        self.token, _ = container.tokens.issue("alice", ["admin"], None)
-        container.db.dispose()
+        self.token = self.server.issue_token()
         self.url = self.server.url
         self.api = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=10
