@@ -41,13 +41,19 @@ const CV = (() => {
   }
   async function json(path, options) { return (await request(path, options)).json(); }
 
+  // This browser's session, as GET /api/session answers: 200 and the session (its CSRF
+  // token kept for changes), 204 none, 401 why the one it had ended. Throws if the server
+  // cannot be reached.
+  async function readSession() {
+    const r = await fetch(`${base}/api/session`, { credentials: "same-origin" });
+    const body = r.status === 200 || r.status === 401 ? await r.json().catch(() => ({})) : {};
+    csrf = r.status === 200 ? body.csrf_token : "";
+    showUser(r.status === 200 ? body : null);
+    return { status: r.status, body };
+  }
+
   async function loadSession() {
-    try {
-      const r = await fetch(`${base}/api/session`, { credentials: "same-origin" });
-      const body = r.status === 200 ? await r.json() : null;
-      csrf = body ? body.csrf_token : "";
-      showUser(body);
-    } catch (e) { csrf = null; }
+    try { await readSession(); } catch (e) { csrf = null; }
   }
 
   // A page starts by asking for this browser's session: with one, `begin()` runs; without
@@ -58,12 +64,10 @@ const CV = (() => {
     (async () => {
       for (let wait = 1000; ; wait = Math.min(wait * 2, 5000)) {
         try {
-          const r = await fetch(`${base}/api/session`, { credentials: "same-origin" });
-          if (r.status === 204) { signIn(); return; }
-          if (r.status === 401) { signIn((await r.json().catch(() => ({}))).detail); return; }
-          if (r.status === 200) {
-            const body = await r.json(); csrf = body.csrf_token; showUser(body); online(); begin(); return;
-          }
+          const { status, body } = await readSession();
+          if (status === 204) { signIn(); return; }
+          if (status === 401) { signIn(body.detail); return; }
+          if (status === 200) { online(); begin(); return; }
         } catch (e) { /* the server is away: say so, and ask again */ }
         offline();
         await new Promise((done) => setTimeout(done, wait));
