@@ -148,5 +148,10 @@ def test_readyz_names_the_database_or_the_broker_while_it_is_away(
     status, checks = ready()
     assert (status, checks["broker"]) == (503, "ok")
     assert checks["database"].startswith("cannot be reached")
+    # Metrics still answer, and say the database's counts are missing.
+    metrics = engine.client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "conveyor_database_up 0.0" in metrics.text
     postgres.start()
     assert ready()[0] == 200
+    assert "conveyor_database_up 1.0" in engine.client.get("/metrics").text
