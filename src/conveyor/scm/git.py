@@ -1,4 +1,4 @@
-"""Outbound git: resolve refs to commits with `git ls-remote`."""
+"""Outbound git: resolve refs to commits, with `git ls-remote` where the files cannot tell."""
 
 import os
 import re
@@ -6,6 +6,7 @@ import subprocess
 from collections.abc import Sequence
 
 from conveyor.domain.errors import UpstreamError
+from conveyor.scm.local_refs import read_local_refs
 
 # `ext::` and friends run commands; only plain transports are allowed.
 _ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
@@ -35,6 +36,9 @@ class GitCli:
         self.timeout_s = timeout_s
 
     def resolve(self, url: str, refs: Sequence[str]) -> dict[str, str]:
+        local = read_local_refs(url, refs)
+        if local is not None:
+            return local
         # ls-remote patterns match ref-name tails, so only exact names are kept below.
         argv = ["git", "ls-remote", "--", url, *refs]
         try:
