@@ -63,7 +63,9 @@ class Metrics:
     def task_created(self, workflow: str) -> None:
         self.tasks_created.labels(workflow).inc()
 
-    def task_finished(self, workflow: str, status: str, seconds: float | None) -> None:
+    def task_finished(
+        self, workflow: str, task_id: int, status: str, seconds: float | None
+    ) -> None:
         self.tasks_finished.labels(workflow, status).inc()
         if seconds is not None:
             self.task_duration.labels(workflow).observe(max(0.0, seconds))

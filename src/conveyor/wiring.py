@@ -35,6 +35,7 @@ from conveyor.services.notifications import NotificationService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
 from conveyor.services.reconciler import OrphanSweeper, reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
+from conveyor.services.task_ends import AllTaskEvents, TaskEnds
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
 from conveyor.storage import migrate
@@ -72,6 +73,7 @@ class Container:
     notifications: NotificationService | None = None
     sender: NotificationSender | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    task_ends: TaskEnds = field(default_factory=TaskEnds)
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling and
@@ -139,6 +141,8 @@ def build_container(
     db = db or Database.from_url(config.database_url)
     metrics = Metrics()
     metrics.watch_database(db, config, clock)
+    task_ends = TaskEnds()
+    events = AllTaskEvents([metrics, task_ends])
     authorizer = Authorizer(config.roles, list(config.workflows))
     policy = notify_policy(config)
     outbox = Outbox(policy)
@@ -157,7 +161,7 @@ def build_container(
             # Workers cannot wake this process directly: PostgreSQL tells it when a job
             # ends; on SQLite (one machine) the poll is how it sees that.
             scheduler = Scheduler(
-                config, jobs, executor, clock, poll_s=CELERY_POLL_S, events=metrics
+                config, jobs, executor, clock, poll_s=CELERY_POLL_S, events=events
             )
             if not db.is_sqlite:
                 url = db.engine.url.render_as_string(hide_password=False)
@@ -180,7 +184,7 @@ def build_container(
             runner,
             isolation_for(config),
         )
-        scheduler = Scheduler(config, jobs, executor, clock, events=metrics)
+        scheduler = Scheduler(config, jobs, executor, clock, events=events)
         wake.append(scheduler)
     sender = None
     if run_jobs and policy is not None:
@@ -199,7 +203,7 @@ def build_container(
         clock,
         on_change=on_change,
         logs=logs,
-        events=metrics,
+        events=events,
     )
     return Container(
         config=config,
@@ -218,6 +222,7 @@ def build_container(
         ),
         sender=sender,
         metrics=metrics,
+        task_ends=task_ends,
     )
 
 

@@ -119,8 +119,7 @@ def _wait(api: Api, workflow: str, task_id: int, as_json: bool) -> int:
     if out.is_terminal and not as_json:
         with Live(_jobs_table(task), console=out, refresh_per_second=4) as live:
             while task["status"] not in TERMINAL:
-                time.sleep(1)
-                task = api.task(workflow, task_id)
+                task = api.task(workflow, task_id, wait_s=1)
                 live.update(_jobs_table(task))
     else:
         while True:
@@ -131,8 +130,7 @@ def _wait(api: Api, workflow: str, task_id: int, as_json: bool) -> int:
                     out.print(f"{j['stage']} {j['service']}: {j['status']}{why}", markup=False)
             if task["status"] in TERMINAL:
                 break
-            time.sleep(1)
-            task = api.task(workflow, task_id)
+            task = api.task(workflow, task_id, wait_s=1)
     if as_json:
         _print_json(task)
     else:

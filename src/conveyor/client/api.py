@@ -94,8 +94,17 @@ class Api:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._json(self._send("POST", path, json=body))
 
-    def task(self, workflow: str, task_id: int) -> dict[str, Any]:
-        found: dict[str, Any] = self.get(f"/api/workflows/{workflow}/tasks/{task_id}")
+    def task(self, workflow: str, task_id: int, wait_s: int = 0) -> dict[str, Any]:
+        """The task; with `wait_s`, once it has ended or after that many seconds."""
+        url = f"/api/workflows/{workflow}/tasks/{task_id}"
+        if not wait_s:
+            found: dict[str, Any] = self.get(url)
+            return found
+        asked = time.monotonic()
+        found = self.get(url, wait=str(wait_s))
+        if found["status"] not in TERMINAL:
+            # A server from before `wait` answers at once: do not ask it in a tight loop.
+            time.sleep(max(0.0, wait_s - (time.monotonic() - asked)))
         return found
 
     def log_pieces(self, log_url: str, offset: int = 0) -> Iterator[tuple[bytes, int, bool]]:

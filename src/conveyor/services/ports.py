@@ -184,16 +184,21 @@ class LogStore(Protocol):
 
 
 class TaskEvents(Protocol):
-    """Told of tasks created and ended, after the change is stored (metrics)."""
+    """Told of tasks created and ended, after the change is stored (metrics, and
+    requests waiting for a task's end)."""
 
     def task_created(self, workflow: str) -> None: ...
 
-    def task_finished(self, workflow: str, status: str, seconds: float | None) -> None: ...
+    def task_finished(
+        self, workflow: str, task_id: int, status: str, seconds: float | None
+    ) -> None: ...
 
 
 class NoTaskEvents:
     def task_created(self, workflow: str) -> None:
         pass
 
-    def task_finished(self, workflow: str, status: str, seconds: float | None) -> None:
+    def task_finished(
+        self, workflow: str, task_id: int, status: str, seconds: float | None
+    ) -> None:
         pass

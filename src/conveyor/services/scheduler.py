@@ -269,7 +269,9 @@ class Scheduler:
         if self._store.finish_task(task, outcome, now):
             log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
             took = None if task.start_time is None else now - task.start_time
-            self._events.task_finished(task.workflow_name, public_status(outcome).value, took)
+            self._events.task_finished(
+                task.workflow_name, task.task_id, public_status(outcome).value, took
+            )
 
     def _dispatch(
         self, task: Task, stage_jobs: list[JobRow], now: int, outputs: dict[str, dict[str, str]]

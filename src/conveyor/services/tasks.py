@@ -574,7 +574,7 @@ class TaskService:
     def _cancelled_before_start(self, task: Task) -> None:
         # A running task ends when its jobs stop, as the scheduler sees; a queued one here.
         if task.state is TaskState.CANCELLED:
-            self._events.task_finished(task.workflow_name, "cancelled", None)
+            self._events.task_finished(task.workflow_name, task.task_id, "cancelled", None)
 
     def _cancel_in(
         self, tx: TaskWriter, principal: Principal, task: Task, **detail: object
@@ -610,7 +610,7 @@ class TaskService:
         if task.state is TaskState.CANCELLING:
             # Restarted while still stopping: its attempt ended cancelled here, not in the
             # scheduler, which will never see it end.
-            self._events.task_finished(task.workflow_name, "cancelled", None)
+            self._events.task_finished(task.workflow_name, task.task_id, "cancelled", None)
         self._on_change()
         return new
 

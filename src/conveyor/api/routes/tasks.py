@@ -1,5 +1,7 @@
 """Beyond the API document: a task's jobs and their logs, for people and tools."""
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -8,6 +10,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import (
     MAX_ID_DIGITS,
@@ -31,6 +34,7 @@ from conveyor.domain.errors import InvalidParam
 from conveyor.domain.states import (
     RESTARTABLE_TASK_STATES,
     TERMINAL_JOB_STATES,
+    TERMINAL_TASK_STATES,
     JobState,
     TaskState,
     public_status,
@@ -74,6 +78,15 @@ _LIMIT = {
     "required": False,
     "description": "at most this many bytes (at most 1 MiB, the default)",
     "schema": {**whole_number_schema(1, 7), "maximum": LOG_CHUNK, "default": LOG_CHUNK},
+}
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "hold the answer until the task has ended, at most this many seconds "
+    "(0 to 60): a script learns of the end when it happens, without polling. The answer "
+    "is the task as it is then, ended or not",
+    "schema": {**whole_number_schema(0, 2), "maximum": 60, "default": 0},
 }
 _LOG_HEADERS: dict[str, tuple[dict[str, Any], str]] = {
     "X-Next-Offset": ({"type": "integer"}, "the offset to ask from next"),
@@ -242,13 +255,45 @@ def list_tasks(request: Request) -> JSONResponse:
     response_model=TaskDetailOut,
     responses=error_responses(400, 401, 403, 404, 500, 503),
     summary="A task with its commits, jobs and attempts",
-    openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID], **SECURED},
+    openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID, _WAIT], **SECURED},
 )
-def task_detail(request: Request) -> JSONResponse:
+async def task_detail(request: Request) -> JSONResponse:
+    body, done, wait_s = await run_in_threadpool(_task_detail, request)
+    if done or wait_s == 0:
+        return JSONResponse(body)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    with container(request).task_ends.watching(body["workflow_name"], body["task_id"]) as ended:
+        body, done, _ = await run_in_threadpool(_task_detail, request)  # ended in between?
+        while not done and (left := deadline - loop.time()) > 0:
+            # Re-read now and then: an end this process was not told of is seen too.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ended.wait(), min(left, WAIT_REREAD_S))
+            body, done, _ = await run_in_threadpool(_task_detail, request)
+    return JSONResponse(body)
+
+
+WAIT_MAX_S = 60
+WAIT_REREAD_S = 1.0
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 0
+    problem = f"wait: {raw!r} must be a whole number of seconds from 0 to {WAIT_MAX_S}"
+    seconds = whole_number(raw, problem, digits=2)
+    if seconds > WAIT_MAX_S:
+        raise InvalidParam(problem)
+    return seconds
+
+
+def _task_detail(request: Request) -> tuple[dict[str, Any], bool, float]:
+    """The task's detail, whether it has ended, and how long the client would wait."""
     c = container(request)
     principal = authenticate(request)
     name = request.path_params["name"]
     found = c.tasks.detail(principal, name, task_id_from_path(request.path_params["id"]))
+    wait_s = _wait_seconds(request.query_params.get("wait"))
     task = found.task
     base = f"/api/workflows/{name}/tasks/{task.task_id}"
     body: dict[str, Any] = {
@@ -293,7 +338,7 @@ def task_detail(request: Request) -> JSONResponse:
         and c.tasks.may(principal, "task:restart", name),
         "server_time": int(time.time()),
     }
-    return JSONResponse(body)
+    return body, task.state in TERMINAL_TASK_STATES, wait_s
 
 
 @router.get(
