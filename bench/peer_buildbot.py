@@ -9,6 +9,8 @@ Rounds alternate (Buildbot, then Conveyor, then again) so both see the same mach
   a build's end, so its client polls every 50 ms; Conveyor's asks `?wait=60`, as
   `conveyor task wait` does. Conveyor polled every 50 ms too is reported beside it;
 - throughput: N tasks created back to back -> all ended;
+- the floor: the same work with no service at all (a plain script clones, runs the two
+  steps and removes the clone, 8 at a time) 500 times, beside Conveyor's 500 tasks;
 - server RSS before and at its peak (VmHWM); Buildbot's 8 worker processes too.
 
     cd bench && ../.venv/bin/python peer_buildbot.py            # 50 / 20 / 200, 2 rounds
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,19 +151,33 @@ class Conveyor:
 
     def throughput(self, n: int) -> dict[str, Any]:
         t0 = time.time()
-        ids = {self.create(uuid.uuid4().hex) for _ in range(n)}
+        ids = [self.create(uuid.uuid4().hex) for _ in range(n)]
         submitted = time.time() - t0
         peak = rss_mb(self.proc.pid)
-        while True:
-            page = self.api.get("/api/workflows/wf/tasks", params={"limit": "200"}).json()
-            open_ = [t for t in page["tasks"] if t["task_id"] in ids and t["status"] not in DONE]
-            peak = max(peak, rss_mb(self.proc.pid))
-            if not open_ and len(ids) <= 200:
-                break
-            time.sleep(0.1)
+        for task in ids:  # in the order created: most have ended by their turn
+            assert self.wait_end(task) == "passed"
         wall = time.time() - t0
         return {"n": n, "submit_s": submitted, "wall_s": wall, "per_s": n / wall,
-                "rss_peak_sampled_mb": peak}  # fmt: skip
+                "rss_after_submit_mb": peak}  # fmt: skip
+
+
+def floor(n: int, parallel: int, home: Path) -> float:
+    """Tasks per second of the bare work: clone, the two steps, remove; no service."""
+    stamps = home / "floor-stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    script = (
+        'git clone -q "$1" "$2" && (cd "$2" && bash -c \'date +%s.%N > "$0" && true\' "$3") '
+        '&& bash -c true; rm -rf "$2"'
+    )
+
+    def one(i: int) -> None:
+        argv = ["sh", "-c", script, "floor", REPO, str(home / f"floor-{i}"), str(stamps / str(i))]
+        subprocess.run(argv, check=True)
+
+    t0 = time.time()
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, range(n)))
+    return n / (time.time() - t0)
 
 
 def buildbot_round(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -191,15 +208,17 @@ def main() -> None:
     parser.add_argument("--n-e2e", type=int, default=20)
     parser.add_argument("--n-throughput", type=int, default=200)
     parser.add_argument("--poll-ms", type=float, default=50, help="end-to-end poll, both")
+    parser.add_argument("--n-floor", type=int, default=500)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.n_latency, args.n_e2e, args.n_throughput = 1, 10, 5, 40
+        args.n_floor = 100
     home = Path(tempfile.mkdtemp(prefix="conveyor-bench-peer-"))
     # Buildbot's client reports each phase's median and p99; Conveyor's, every sample.
     bb: dict[str, list[float]] = {k: [] for k in ("latency", "latency99", "e2e", "e2e99",
                                                   "tp", "rss", "wrss")}  # fmt: skip
     cv: dict[str, list[float]] = {"latency": [], "e2e": [], "e2e_polled": [], "tp": [],
-                                  "rss": []}  # fmt: skip
+                                  "rss": [], "floor_tp": [], "floor": []}  # fmt: skip
     try:
         for r in range(args.rounds):
             found = buildbot_round(args, home / f"bb{r}.json")
@@ -217,8 +236,10 @@ def main() -> None:
                 cv["e2e"] += conveyor.e2e(args.n_e2e, polled=False)
                 cv["e2e_polled"] += conveyor.e2e(args.n_e2e, polled=True)
                 cv["tp"].append(conveyor.throughput(args.n_throughput)["per_s"])
+                cv["floor_tp"].append(conveyor.throughput(args.n_floor)["per_s"])
             finally:
                 cv["rss"].append(conveyor.close()["server_vmhwm_mb"])
+            cv["floor"].append(floor(args.n_floor, 8, home / f"floor{r}"))
     finally:
         shutil.rmtree(home, ignore_errors=True)
     report(args, bb, cv)
@@ -244,6 +265,9 @@ def report(
                   pick(cv["e2e_polled"]), "ms"))  # fmt: skip
     print(row(f"{args.n_throughput} tasks back to back", statistics.median(bb["tp"]),
               statistics.median(cv["tp"]), "tasks/s", lower_better=False))  # fmt: skip
+    fl, cf = statistics.median(cv["floor"]), statistics.median(cv["floor_tp"])
+    print(f"| {args.n_floor} tasks: the bare work (no service) vs Conveyor | {fl:.1f} tasks/s | "
+          f"{cf:.1f} tasks/s | **{cf / fl:.2f}x the floor** |")  # fmt: skip
     print(f"| server RSS peak | {max(bb['rss']):.0f} MB | {max(cv['rss']):.0f} MB | |")
     print(f"| worker processes' RSS | {max(bb['wrss']):.0f} MB (8 workers) | "
           "none: jobs are the server's children | |")  # fmt: skip
