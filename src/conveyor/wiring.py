@@ -173,7 +173,9 @@ def build_container(
         wake: list[Scheduler] = []
 
         def reporter_for(job: JobSpec) -> JobReporter:
-            reporter = StoreJobReporter(jobs, job.job_id, runner().id, clock, wake[0].wake)
+            reporter = StoreJobReporter(
+                jobs, job.job_id, runner().id, clock, lambda: wake[0].wake(job.task_pk)
+            )
             return metrics.measured(reporter, job.stage)
 
         executor = LocalExecutor(
@@ -189,11 +191,12 @@ def build_container(
     sender = None
     if run_jobs and policy is not None:
         sender = NotificationSender(SqlOutboxStore(db), http_poster(config), time.time)
-    wakes = [w.wake for w in (scheduler, sender) if w is not None]
 
-    def on_change() -> None:
-        for wake in wakes:
-            wake()
+    def on_change(task_pk: int | None) -> None:
+        if scheduler is not None:
+            scheduler.wake(task_pk)
+        if sender is not None:
+            sender.wake()
 
     tasks = TaskService(
         config,

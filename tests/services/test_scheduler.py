@@ -348,3 +348,29 @@ def test_a_restart_waits_until_the_attempt_it_replaces_has_stopped(
     scheduler.tick()
     assert task_state(database, task) == "running"
     assert executor.submitted[-1].attempt == 2
+
+
+def test_a_pass_for_named_tasks_advances_those_and_a_full_pass_catches_up_the_rest(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    create(container)
+    create(container, workflow="team-b-deploy")
+    scheduler.tick()
+    first, second = executor.submitted
+    for build in (first, second):
+        run(SqlJobStore(database), build, Outcome.PASSED, clocks.now)
+    # A wake that names the first task (its job ended): only its deploy is sent.
+    scheduler.tick({first.task_pk})
+    assert [(j.task_pk, j.stage) for j in executor.submitted[2:]] == [(first.task_pk, "deploy")]
+    # The second's end was told to nobody: the next full pass (at least every poll_s) sees it.
+    scheduler.tick()
+    assert [(j.task_pk, j.stage) for j in executor.submitted[2:]] == [
+        (first.task_pk, "deploy"),
+        (second.task_pk, "deploy"),
+    ]

@@ -1,6 +1,6 @@
 """What the use cases need from storage and SCM, as small Protocols."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -150,6 +150,10 @@ class JobStore(Protocol):
         self, *states: TaskState, limit: int = 1000, after: int | None = None
     ) -> list[Task]:
         """Tasks in these states, first stored first; `after` (a task pk) pages on."""
+        ...
+
+    def tasks_among(self, pks: Collection[int], *states: TaskState) -> list[Task]:
+        """Those of the tasks `pks` that are in these states, first stored first."""
         ...
 
     def claim_task(self, task: Task, now: int) -> bool: ...

@@ -4,6 +4,9 @@ It reads the database (the truth), starts queued tasks first-in first-out within
 caps, dispatches each stage's jobs to the executor, and turns the jobs' reported
 outcomes into the task's state. Executors only report. One `tick()` does one pass;
 `run()` repeats it whenever `wake()` is called, and on a short poll as a safety net.
+A wake that names a task (its job ended, it was created) advances only that task and
+starts what the free slots allow; every other pass, and at least one every `poll_s`,
+goes over every active task.
 """
 
 import logging
@@ -49,6 +52,10 @@ class Scheduler:
         self._executor = executor
         self._clock = clock
         self._wake = threading.Event()
+        self._woken_lock = threading.Lock()
+        self._woken: set[int] = set()  # tasks named by wakes since the last pass
+        self._woken_all = False
+        self._next_full = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_reap = 0
@@ -59,7 +66,14 @@ class Scheduler:
 
     # -- the loop ----------------------------------------------------------------------
 
-    def wake(self) -> None:
+    def wake(self, task_pk: int | None = None) -> None:
+        """Schedule again: for `task_pk` only (one of its jobs ended, or it is new), or
+        for every task."""
+        with self._woken_lock:
+            if task_pk is None:
+                self._woken_all = True
+            else:
+                self._woken.add(task_pk)
         self._wake.set()
 
     def start(self, resubmit_queued: bool = False) -> None:
@@ -84,21 +98,35 @@ class Scheduler:
         while not self._stop.is_set():
             self._wake.wait(self._poll_s)
             self._wake.clear()
+            with self._woken_lock:
+                woken: set[int] | None = self._woken
+                everything = self._woken_all
+                self._woken, self._woken_all = set(), False
+            if everything or self._monotonic() >= self._next_full:
+                woken = None
             try:
-                self.tick()
+                self.tick(woken)
             except Exception:  # one bad pass must not stop scheduling for good
                 log.exception("scheduler pass failed; retrying")
+                with self._woken_lock:
+                    self._woken_all = True
 
     # -- one pass ----------------------------------------------------------------------
 
-    def tick(self) -> None:
+    def tick(self, only: set[int] | None = None) -> None:
+        """One pass: over every active task, or `only` these (task pks)."""
         now = self._clock()
         if now >= self._next_reap:
             self.reap_lost_jobs(now)
             self.fail_untaken_jobs(now)
             self.resend_untaken_jobs(now)
             self._next_reap = now + REAP_EVERY_S
-        active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
+            only = None  # a reaped job's task must be advanced too
+        if only is None:
+            self._next_full = self._monotonic() + self._poll_s
+            active = self._store.tasks_in(TaskState.RUNNING, TaskState.CANCELLING)
+        else:
+            active = self._store.tasks_among(only, TaskState.RUNNING, TaskState.CANCELLING)
         for task in active:
             self._isolated(task, self._advance, task, now)
         self._start_queued(now)

@@ -135,7 +135,7 @@ class TaskService:
         resolver: RefResolver,
         authorizer: Authorizer,
         clock: Clock,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[int | None], None] = lambda task_pk: None,
         logs: LogStore | None = None,
         events: TaskEvents | None = None,
     ) -> None:
@@ -158,7 +158,7 @@ class TaskService:
         with self._store.write() as tx:
             task = self._add(tx, principal, spec)
         self._events.task_created(task.workflow_name)
-        self._on_change()
+        self._on_change(task.pk)
         return task
 
     def plan(self, request: CreateRequest) -> TaskSpec:
@@ -263,7 +263,7 @@ class TaskService:
             self._events.task_created(task.workflow_name)
         for task in ended:
             self._cancelled_before_start(task)
-        self._on_change()
+        self._on_change(None)
         return created
 
     def is_head(self, repo_name: str, ref: str, commit: str) -> bool:
@@ -568,7 +568,7 @@ class TaskService:
                 )
             new = self._cancel_in(tx, principal, task)
         self._cancelled_before_start(new)
-        self._on_change()
+        self._on_change(None)
         return new
 
     def _cancelled_before_start(self, task: Task) -> None:
@@ -611,7 +611,7 @@ class TaskService:
             # Restarted while still stopping: its attempt ended cancelled here, not in the
             # scheduler, which will never see it end.
             self._events.task_finished(task.workflow_name, task.task_id, "cancelled", None)
-        self._on_change()
+        self._on_change(None)
         return new
 
     @staticmethod

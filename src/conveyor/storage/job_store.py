@@ -4,7 +4,7 @@ Every state change is a conditional update from the state it was read in, checke
 `transition()` first: a late or duplicate report changes nothing.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,6 +58,17 @@ class SqlJobStore:
         if after is not None:
             stmt = stmt.where(tasks.c.id > after)
         stmt = stmt.order_by(tasks.c.id).limit(limit)
+        with self._db.read() as conn:
+            return [task_from_row(r) for r in conn.execute(stmt)]
+
+    def tasks_among(self, pks: Collection[int], *states: TaskState) -> list[Task]:
+        if not pks:
+            return []
+        stmt = (
+            sa.select(*TASK_COLUMNS)
+            .where(tasks.c.id.in_(sorted(pks)), tasks.c.state.in_([s.value for s in states]))
+            .order_by(tasks.c.id)
+        )
         with self._db.read() as conn:
             return [task_from_row(r) for r in conn.execute(stmt)]
 
