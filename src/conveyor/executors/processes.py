@@ -61,12 +61,26 @@ class ProcessInfo:
         return next((v for k, v in self.marks if k == name), None)
 
 
-# Plain open() and listdir() below, not pathlib: a scan runs at every job's end, and
-# pathlib doubled its cost (3.1 against 1.6 ms for 78 processes here).
+def _read_small(path: str) -> bytes:
+    """A /proc file whole: os.open and os.read, without open()'s buffered file object.
+    A scan runs at every job's end; pathlib doubled its cost (3.1 against 1.6 ms for 78
+    processes here), and open() costs 10 us a file against 7 for this."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) < 65536:
+            return data
+        parts = [data]
+        while chunk := os.read(fd, 65536):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
 def _read_process(pid: str, since: int) -> ProcessInfo | None:
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:  # noqa: PTH123
-            stat = f.read()
+        stat = _read_small(f"/proc/{pid}/stat")
     except OSError:  # gone meanwhile
         return None
     name, _, rest = stat.partition(b" (")[2].rpartition(b") ")
@@ -75,8 +89,7 @@ def _read_process(pid: str, since: int) -> ProcessInfo | None:
     if fields[0] in (b"Z", b"X") or start < since:  # dead, or older than what we look for
         return None
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:  # noqa: PTH123
-            environ = f.read()
+        environ = _read_small(f"/proc/{pid}/environ")
     except OSError:  # not ours to read: not ours to stop either, unless it is a descendant
         environ = b""
     marks = tuple(
