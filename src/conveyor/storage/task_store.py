@@ -63,7 +63,9 @@ TASK_COLUMNS = (
 )
 
 
-def latest_jobs(task_pk: int, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+def latest_jobs(
+    task_pk: int | sa.BindParameter[int], *columns: sa.ColumnElement[Any]
+) -> sa.Select[Any]:
     """`columns` of the latest row of each (stage, service) of a task: the jobs its status
     is made of, since a restart adds rows only for the jobs that did not pass."""
     latest = (
