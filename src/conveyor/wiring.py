@@ -29,6 +29,7 @@ from conveyor.metrics import Metrics
 from conveyor.outbound.http_poster import HttpPoster
 from conveyor.scm.git import GitCli
 from conveyor.services.auth import Authorizer, TokenService
+from conveyor.services.commit_lookup import CommitLookup
 from conveyor.services.delivery import NotificationSender
 from conveyor.services.hooks import HookService
 from conveyor.services.notifications import NotificationService
@@ -39,6 +40,7 @@ from conveyor.services.task_ends import AllTaskEvents, TaskEnds
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
 from conveyor.storage import migrate
+from conveyor.storage.async_reads import AsyncReads, SqlAsyncLookups
 from conveyor.storage.db import Database
 from conveyor.storage.installation import installation_id
 from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
@@ -74,6 +76,9 @@ class Container:
     sender: NotificationSender | None = None
     metrics: Metrics = field(default_factory=Metrics)
     task_ends: TaskEnds = field(default_factory=TaskEnds)
+    # PostgreSQL: the lookup by commit's reads on the event loop (ADR 0004).
+    async_reads: AsyncReads | None = None
+    commit_lookup: CommitLookup | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling and
@@ -198,9 +203,10 @@ def build_container(
         if sender is not None:
             sender.wake()
 
+    task_store = SqlTaskStore(db, outbox)
     tasks = TaskService(
         config,
-        SqlTaskStore(db, outbox),
+        task_store,
         resolver or GitCli(),
         authorizer,
         clock,
@@ -208,11 +214,18 @@ def build_container(
         logs=logs,
         events=events,
     )
+    token_store = SqlTokenStore(db)
+    tokens = TokenService(token_store, config.roles, clock)
+    async_reads = None if db.is_sqlite else AsyncReads(db)
     return Container(
         config=config,
         db=db,
         tasks=tasks,
-        tokens=TokenService(SqlTokenStore(db), config.roles, clock),
+        tokens=tokens,
+        async_reads=async_reads,
+        commit_lookup=None
+        if async_reads is None
+        else CommitLookup(tokens, tasks, SqlAsyncLookups(async_reads, token_store, task_store)),
         jobs=jobs,
         scheduler=scheduler,
         executor=executor,

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import pytest
 from fastapi.testclient import TestClient
 
+from conveyor.wiring import Container
 from tests.fixtures import WF, FakeClock, Headers, Repos, create_body
 
 URL = "/api/directory/workflowTask"
@@ -113,3 +114,38 @@ def test_bad_parameters_are_400(
     body = r.json()
     assert (body["resultCode"], body["errorMsg"]) == (400, "param is illegal!")
     assert body["detail"].startswith(detail)
+
+
+@pytest.mark.parametrize(
+    "params", [{"commitId": "xyz"}, {"commitId": "abcdef12", "limit": "ten"}, {"commitId": "ab"}]
+)
+def test_bad_parameters_from_an_unknown_or_revoked_token_are_401_not_400(
+    client: TestClient, container: Container, params: dict[str, str]
+) -> None:
+    unknown = {"Authorization": "Bearer " + "x" * 43}
+    assert client.get(URL, params=params, headers=unknown).status_code == 401
+    token, info = container.tokens.issue("alice", ["admin"], None)
+    container.tokens.revoke(info.id, actor="admin")
+    revoked = {"Authorization": f"Bearer {token}"}
+    r = client.get(URL, params=params, headers=revoked)
+    assert (r.status_code, r.json()["detail"]) == (401, "token revoked")
+
+
+def test_a_revoked_token_sees_nothing_of_what_was_read_beside_it(
+    client: TestClient, admin: Headers, container: Container, repos: Repos
+) -> None:
+    """On PostgreSQL the tasks are read with the token, before it is checked."""
+    create(client, admin)
+    sha = repos.voting.head("master")
+    token, info = container.tokens.issue("alice", ["admin"], None)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert len(client.get(URL, params={"commitId": sha}, headers=headers).json()) == 1
+    container.tokens.revoke(info.id, actor="admin")
+    r = client.get(URL, params={"commitId": sha}, headers=headers)
+    assert r.status_code == 401
+    assert "task_id" not in r.text
+
+
+def test_postgres_serves_the_lookup_from_the_event_loop(container: Container) -> None:
+    """So that the PostgreSQL run of this file covers that path (ADR 0004)."""
+    assert (container.commit_lookup is None) == container.db.is_sqlite

@@ -111,6 +111,8 @@ def create_app(container: Container) -> FastAPI:
         try:
             yield
         finally:
+            if container.async_reads is not None:
+                await container.async_reads.close()
             container.stop()
 
     app = FastAPI(

@@ -73,9 +73,16 @@ class TokenService:
         return token, info
 
     def authenticate(self, authorization: str | None) -> Principal:
-        token = token_from_header(authorization)
-        digest = hash_token(token)
-        found = self._store.find_by_hash(digest)
+        digest = self.digest_of(authorization)
+        return self.principal_of(self._store.find_by_hash(digest), digest)
+
+    @staticmethod
+    def digest_of(authorization: str | None) -> str:
+        """The hash to look the header's token up by; AuthFailed if it carries none."""
+        return hash_token(token_from_header(authorization))
+
+    def principal_of(self, found: tuple[TokenInfo, str] | None, digest: str) -> Principal:
+        """Who the token looked up by `digest` (the token and its stored hash) is."""
         if found is None or not hmac.compare_digest(found[1], digest):
             raise AuthFailed("unknown token")
         return self._check(found[0])

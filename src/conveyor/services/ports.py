@@ -206,3 +206,23 @@ class NoTaskEvents:
         self, workflow: str, task_id: int, status: str, seconds: float | None
     ) -> None:
         pass
+
+
+class AsyncLookups(Protocol):
+    """The lookup by commit's reads, run on the event loop (PostgreSQL: ADR 0004)."""
+
+    async def token(self, token_hash: str) -> tuple[TokenInfo, str] | None:
+        """The token with this hash and its stored hash, if any."""
+        ...
+
+    async def token_and_tasks(
+        self, token_hash: str, commit_prefix: str, limit: int
+    ) -> tuple[tuple[TokenInfo, str] | None, list[TaskWithCommits]]:
+        """The token, and every task of any workflow that built the commit: one round trip."""
+        ...
+
+    async def tasks(
+        self, commit_prefix: str, workflows: frozenset[str], limit: int
+    ) -> list[TaskWithCommits]:
+        """The tasks of these workflows that built the commit."""
+        ...

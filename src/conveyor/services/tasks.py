@@ -411,13 +411,23 @@ class TaskService:
     def find_by_commit(
         self, principal: Principal, commit_id: str, limit: int = 100
     ) -> list[TaskWithCommits]:
-        commit_id = _commit_prefix("commitId", commit_id)
-        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
-            raise InvalidParam(f"limit: must be between 1 and {MAX_LOOKUP_LIMIT}")
-        viewable = self._auth.viewable_workflows(principal)
+        commit_id = self.lookup_prefix(commit_id, limit)
+        viewable = self.viewable(principal)
         if viewable is not None and not viewable:
             return []
         return self._store.find_by_commit(commit_id, viewable, limit)
+
+    @staticmethod
+    def lookup_prefix(commit_id: str, limit: int) -> str:
+        """The commit id or prefix a lookup asks for, checked with its limit."""
+        commit_id = _commit_prefix("commitId", commit_id)
+        if not 1 <= limit <= MAX_LOOKUP_LIMIT:
+            raise InvalidParam(f"limit: must be between 1 and {MAX_LOOKUP_LIMIT}")
+        return commit_id
+
+    def viewable(self, principal: Principal) -> frozenset[str] | None:
+        """The workflows whose tasks the caller may view; None: every one."""
+        return self._auth.viewable_workflows(principal)
 
     # -- lists ----------------------------------------------------------------------
 

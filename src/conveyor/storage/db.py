@@ -90,13 +90,16 @@ class PreparedQuery:
         # Values the compiler bound itself (SQLite's `OFFSET 0`, say); callers add the rest.
         self._defaults = compiled.construct_params(_check=False)
 
+    def arguments(self, params: dict[str, Any]) -> Any:
+        """The driver's arguments for `params`: a dict, or a list in placeholder order."""
+        values = {**self._defaults, **params}
+        return values if self._order is None else [values[n] for n in self._order]
+
     def rows(self, dbapi_conn: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Run on a DBAPI connection; prefer Database.read_rows, which picks one."""
-        values = {**self._defaults, **params}
-        args: Any = values if self._order is None else [values[n] for n in self._order]
         cursor = dbapi_conn.cursor()
         try:
-            cursor.execute(self.sql, args)
+            cursor.execute(self.sql, self.arguments(params))
             return list(cursor.fetchall())
         finally:
             cursor.close()

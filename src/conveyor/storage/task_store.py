@@ -330,6 +330,18 @@ def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
     )
 
 
+def lookups_of(rows: list[tuple[Any, ...]]) -> list[TaskWithCommits]:
+    """The tasks found, newest first, from the rows of SqlTaskStore.by_commit."""
+    found: dict[int, tuple[Task, list[CommitMatch]]] = {}
+    for pk, wf, task_id, env, state, attempt, ct, st, et, svc, repo, kind, ref, sha in rows:
+        entry = found.get(pk)
+        if entry is None:
+            task = Task(pk, wf, task_id, env, TaskState(state), attempt, ct, st, et)
+            entry = found[pk] = (task, [])
+        entry[1].append(CommitMatch(svc, repo, RefKind(kind), ref, sha))
+    return [TaskWithCommits(task=t, matches=tuple(m)) for t, m in found.values()]
+
+
 class SqlTaskStore:
     def __init__(self, db: Database, outbox: Outbox = NO_OUTBOX) -> None:
         self._db = db
@@ -439,6 +451,12 @@ class SqlTaskStore:
     def find_by_commit(
         self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
     ) -> list[TaskWithCommits]:
+        return lookups_of(self._db.read_rows(*self.by_commit(commit_prefix, workflows, limit)))
+
+    def by_commit(
+        self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
+    ) -> tuple[PreparedQuery, dict[str, Any]]:
+        """The read behind find_by_commit, for a caller that runs it itself (lookups_of)."""
         exact = len(commit_prefix) == 40
         params: dict[str, Any] = {"lo": commit_prefix, "limit": limit}
         if not exact:
@@ -447,15 +465,7 @@ class SqlTaskStore:
         if workflows is not None:
             n_workflows = len(workflows)
             params.update({f"wf{i}": name for i, name in enumerate(sorted(workflows))})
-        rows = self._db.read_rows(self._lookup(exact, n_workflows), params)
-        found: dict[int, tuple[Task, list[CommitMatch]]] = {}
-        for pk, wf, task_id, env, state, attempt, ct, st, et, svc, repo, kind, ref, sha in rows:
-            entry = found.get(pk)
-            if entry is None:
-                task = Task(pk, wf, task_id, env, TaskState(state), attempt, ct, st, et)
-                entry = found[pk] = (task, [])
-            entry[1].append(CommitMatch(svc, repo, RefKind(kind), ref, sha))
-        return [TaskWithCommits(task=t, matches=tuple(m)) for t, m in found.values()]
+        return self._lookup(exact, n_workflows), params
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
         with self._db.read() as conn:

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -38,6 +39,17 @@ def _info(row: AnyRow) -> TokenInfo:
     )
 
 
+def token_of(rows: list[tuple[Any, ...]]) -> tuple[TokenInfo, str] | None:
+    """The token and its stored hash, from the rows of SqlTokenStore.by_hash."""
+    if not rows:
+        return None
+    id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]
+    # Raw rows skip JSON decoding: SQLite hands back text, psycopg a decoded list.
+    role_list = json.loads(roles) if isinstance(roles, str) else roles
+    info = TokenInfo(id_, user, tuple(role_list), create_time, expire_time, revoke_time)
+    return info, stored_hash
+
+
 class SqlTokenStore:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -70,14 +82,11 @@ class SqlTokenStore:
         return info
 
     def find_by_hash(self, token_hash: str) -> tuple[TokenInfo, str] | None:
-        rows = self._db.read_rows(self._by_hash, {"token_hash": token_hash})
-        if not rows:
-            return None
-        id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]
-        # Raw rows skip JSON decoding: SQLite hands back text, psycopg a decoded list.
-        role_list = json.loads(roles) if isinstance(roles, str) else roles
-        info = TokenInfo(id_, user, tuple(role_list), create_time, expire_time, revoke_time)
-        return info, stored_hash
+        return token_of(self._db.read_rows(*self.by_hash(token_hash)))
+
+    def by_hash(self, token_hash: str) -> tuple[PreparedQuery, dict[str, Any]]:
+        """The read behind find_by_hash, for a caller that runs it itself (token_of)."""
+        return self._by_hash, {"token_hash": token_hash}
 
     def list(self) -> list[TokenInfo]:
         with self._db.read() as conn:

@@ -14,6 +14,7 @@ from conveyor.api.deps import (
     TASK_ID,
     WORKFLOW_NAME,
     authenticate,
+    authorization,
     commit_json,
     container,
     error_responses,
@@ -90,6 +91,12 @@ _TASK_PARAMETERS = [TASK_ID, WORKFLOW_NAME]
 async def find_tasks_by_commit(request: Request) -> JSONResponse:
     c = container(request)
     query = request.query_params
+    header = authorization(request)
+    if c.commit_lookup is not None and header is not None:
+        found = await c.commit_lookup.find(
+            header, query.get("commitId", ""), lambda: _limit(query.get("limit"))
+        )
+        return JSONResponse([_item(f, c.config.public_url) for f in found])
 
     def lookup() -> list[dict[str, Any]]:
         principal = authenticate(request)
