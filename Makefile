@@ -54,7 +54,8 @@ bench-lookup: $(STAMP)
 
 ## Every benchmark, in one go (never part of `make test`); QUICK=1 for a few minutes'
 ## worth of each. The figures go in docs/benchmarks.md with the machine and the command.
-## distributed.py needs PostgreSQL and Redis; peer_buildbot.py installs Buildbot in /tmp.
+## distributed.py and memory.py (its celery soak) need PostgreSQL and Redis;
+## peer_buildbot.py installs Buildbot in /tmp.
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python task_cost.py --tasks $(if $(QUICK),20,100)
 	cd bench && ../$(BIN)/python engine.py $(if $(QUICK),--latency-tasks 30 --trivial-runs 10 --throughput-tasks 100)
@@ -63,6 +64,7 @@ bench: $(STAMP)
 	cd bench && ../$(BIN)/python distributed.py $(if $(QUICK),--latency-tasks 20 --throughput-tasks 100)
 	cd bench && ../$(BIN)/python web_ui.py --rounds $(if $(QUICK),2,10)
 	cd bench && ../$(BIN)/python peer_buildbot.py $(if $(QUICK),--quick)
+	cd bench && ../$(BIN)/python memory.py $(if $(QUICK),--stored 20000 --soak 2000,--celery)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
