@@ -225,7 +225,9 @@ def build_container(
         async_reads=async_reads,
         commit_lookup=None
         if async_reads is None
-        else CommitLookup(tokens, tasks, SqlAsyncLookups(async_reads, token_store, task_store)),
+        else CommitLookup(
+            tokens, tasks, SqlAsyncLookups(async_reads, token_store, task_store), clock
+        ),
         jobs=jobs,
         scheduler=scheduler,
         executor=executor,

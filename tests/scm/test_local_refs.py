@@ -1,5 +1,6 @@
 """Reading a local repository's refs from its files answers what `git ls-remote` does."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -78,3 +79,21 @@ def test_what_the_reader_does_not_understand_is_left_to_git(repo: GitRepo, tmp_p
     git(repo.path, "config", "extensions.worktreeConfig", "true")
     assert local_git_dir(repo.url) is None
     assert GitCli().resolve(repo.url, ["refs/heads/main"]) == {"refs/heads/main": repo.head("main")}
+
+
+def test_symlinks_and_hidden_refs_are_left_to_git(repo: GitRepo, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_text("1" * 40 + "\n")
+    (repo.path / ".git/refs/heads/link").symlink_to(outside)
+    assert read_local_refs(repo.url, ["refs/heads/link"]) is None
+    # git itself answers for such a ref (here: it follows the link).
+    assert read_local_refs(repo.url, ["refs/heads/main"]) is not None
+    git(repo.path, "config", "uploadpack.hideRefs", "refs/merge-requests")
+    assert local_git_dir(repo.url) is None
+    assert GitCli().resolve(repo.url, ["refs/merge-requests/7/head"]) == {}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a repository away")
+def test_a_repository_of_another_owner_is_left_to_git(repo: GitRepo) -> None:
+    os.chown(repo.path / ".git", 65534, 65534)
+    assert local_git_dir(repo.url) is None

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -200,7 +201,15 @@ def serve(
         container.config.executor,
         container.config.public_url,
     )
-    uvicorn.run(
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Requests waiting for a task's end (?wait=) answer now: they would
+            # otherwise hold the shutdown for up to a minute.
+            container.task_ends.stop()
+            super().handle_exit(sig, frame)
+
+    settings = uvicorn.Config(
         create_app(container),
         host=host,
         port=port,
@@ -208,6 +217,7 @@ def serve(
         access_log=access_log,
         log_config=None,  # uvicorn's lines go through the handler configured above
     )
+    Server(settings).run()
 
 
 @token_app.command("create")

@@ -2,10 +2,13 @@
 
 `git ls-remote /path` starts three processes (git, a shell, upload-pack) to print what
 `refs/` and `packed-refs` already say. For a repository on this machine in git's
-"files" ref format (gitrepository-layout(5)) the answer is read directly; anything this
-reader does not fully understand returns None and the caller asks git instead.
+"files" ref format (gitrepository-layout(5)), owned by this user, the answer is read
+directly; anything this reader does not fully understand returns None and the caller
+asks git instead: another owner (git's safe.directory check), extensions, linked
+worktrees, hidden refs, symbolic refs, symlinks anywhere under the git directory.
 """
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,11 +36,16 @@ def local_git_dir(url: str) -> Path | None:
                 continue
             if (git_dir / "commondir").exists() or (git_dir / "reftable").exists():
                 return None
+            if git_dir.stat().st_uid != os.geteuid():
+                return None
             config = (git_dir / "config").read_text(errors="replace").lower()
         except OSError:
             return None
-        # Extensions (refStorage = reftable, ...) change what the files mean.
-        return None if "[extensions]" in config else git_dir
+        # Extensions (refStorage = reftable, ...) change what the files mean; hidden refs
+        # are not what ls-remote would list.
+        if "[extensions]" in config or "hiderefs" in config:
+            return None
+        return git_dir
     return None
 
 
@@ -46,11 +54,15 @@ def read_local_refs(url: str, refs: Sequence[str]) -> dict[str, str] | None:
     git_dir = local_git_dir(url)
     if git_dir is None or not all(_is_plain(ref) for ref in refs):
         return None
+    real_dir = git_dir.resolve()
     found: dict[str, str] = {}
     missing = []
     for ref in refs:
+        path = real_dir / ref
+        if path.resolve() != path:
+            return None  # a symlink on the way: where it leads is git's to say
         try:
-            text = (git_dir / ref).read_text(encoding="ascii").strip()
+            text = path.read_text(encoding="ascii").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             missing.append(ref)
             continue
@@ -60,7 +72,10 @@ def read_local_refs(url: str, refs: Sequence[str]) -> dict[str, str] | None:
             return None  # a symbolic ref, or something being written: git knows
         found[ref] = text
     if missing:
-        packed = _packed_refs(git_dir)
+        packed_refs = real_dir / "packed-refs"
+        if packed_refs.resolve() != packed_refs:
+            return None
+        packed = _packed_refs(packed_refs)
         if packed is None:
             return None
         found.update({ref: packed[ref] for ref in missing if ref in packed})
@@ -74,9 +89,9 @@ def _is_plain(ref: str) -> bool:
     return all(p and not p.startswith(".") and not p.endswith(".lock") for p in parts)
 
 
-def _packed_refs(git_dir: Path) -> dict[str, str] | None:
+def _packed_refs(path: Path) -> dict[str, str] | None:
     try:
-        text = (git_dir / "packed-refs").read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError):

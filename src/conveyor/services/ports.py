@@ -216,9 +216,10 @@ class AsyncLookups(Protocol):
         ...
 
     async def token_and_tasks(
-        self, token_hash: str, commit_prefix: str, limit: int
+        self, token_hash: str, commit_prefix: str, limit: int, now: int
     ) -> tuple[tuple[TokenInfo, str] | None, list[TaskWithCommits]]:
-        """The token, and every task of any workflow that built the commit: one round trip."""
+        """The token, and every task of any workflow that built the commit, in one round
+        trip; no task unless the token is valid `now` (unrevoked, unexpired)."""
         ...
 
     async def tasks(

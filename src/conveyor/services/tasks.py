@@ -1,6 +1,6 @@
 """The workflow-task use cases: create, lookup by commit, cancel, restart."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -348,13 +348,20 @@ class TaskService:
                 wanted.setdefault(repo.url, set()).update(repo.refs)
         if not wanted:
             return {}
-        with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
-            answers = pool.map(lambda url: self._resolver.resolve(url, sorted(wanted[url])), wanted)
-            found = {
-                (url, ref): sha
-                for url, refs in zip(wanted, answers, strict=True)
-                for ref, sha in refs.items()
-            }
+
+        def resolve(url: str) -> dict[str, str]:
+            return self._resolver.resolve(url, sorted(wanted[url]))
+
+        if len(wanted) == 1:  # the usual case: no thread to start for it
+            answers: Iterable[dict[str, str]] = [resolve(next(iter(wanted)))]
+        else:
+            with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+                answers = list(pool.map(resolve, wanted))
+        found = {
+            (url, ref): sha
+            for url, refs in zip(wanted, answers, strict=True)
+            for ref, sha in refs.items()
+        }
         for repo in repos:
             req = repo.request
             if repo.pinned:

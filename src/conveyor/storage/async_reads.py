@@ -8,6 +8,7 @@ its own.
 """
 
 import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +21,23 @@ from conveyor.storage.db import Database, PreparedQuery
 from conveyor.storage.task_store import SqlTaskStore, lookups_of
 from conveyor.storage.token_store import SqlTokenStore, token_of
 
-MAX_IDLE = 8
+# Per event loop: requests beyond this many wait for a connection, so a flood of
+# lookups cannot take PostgreSQL's connection slots from the scheduler and the writes.
+MAX_CONNECTIONS = 10
+CONNECT_TIMEOUT_S = 10
+RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
 
 Read = tuple[PreparedQuery, dict[str, Any]]
+_Conn = psycopg.AsyncConnection[TupleRow]
+
+
+class _LoopConnections:
+    """One event loop's connections: those idle, and a cap on those open."""
+
+    def __init__(self) -> None:
+        self.idle: list[tuple[_Conn, float]] = []  # with when each was opened (loop time)
+        self.slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.closed = False
 
 
 class AsyncReads:
@@ -31,47 +46,62 @@ class AsyncReads:
     def __init__(self, db: Database) -> None:
         url = db.engine.url.set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
-        self._idle: dict[asyncio.AbstractEventLoop, list[psycopg.AsyncConnection[TupleRow]]] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopConnections] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def rows(self, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
-        """Each read's rows, all sent at once. A connection the server dropped (it
-        restarted) is closed and the reads run once more on a new one."""
-        for attempt in (1, 2):
-            conn = await self._connection()
-            try:
-                found = await _run(conn, reads)
-            except psycopg.OperationalError:
-                dropped = conn.broken
-                await conn.close()
-                if attempt == 2 or not dropped:
+        """Each read's rows, all sent at once. When the server dropped the connection
+        (it restarted), every idle one is dropped too and the reads run once more on a
+        new connection."""
+        loop = asyncio.get_running_loop()
+        mine = self._loops.get(loop)
+        if mine is None:
+            mine = self._loops[loop] = _LoopConnections()
+        async with mine.slots:
+            for attempt in (1, 2):
+                conn, opened = await self._connection(mine, fresh=attempt == 2)
+                try:
+                    found = await _run(conn, reads)
+                except psycopg.OperationalError:
+                    dropped = conn.broken
+                    await conn.close()
+                    if attempt == 2 or not dropped:
+                        raise
+                    for stale, _ in mine.idle:  # from before the restart too
+                        await stale.close()
+                    mine.idle.clear()
+                    continue
+                except BaseException:  # cancelled mid-read, say: its state is unknown
+                    await conn.close()
                     raise
-                continue
-            except BaseException:
-                await conn.close()
-                raise
-            self._release(conn)
-            return found
+                if mine.closed or loop.time() - opened > RECYCLE_AFTER_S:
+                    await conn.close()
+                else:
+                    mine.idle.append((conn, opened))
+                return found
         raise AssertionError("unreachable")
 
-    async def _connection(self) -> psycopg.AsyncConnection[TupleRow]:
-        idle = self._idle.get(asyncio.get_running_loop())
-        while idle:
-            conn = idle.pop()
+    async def _connection(self, mine: _LoopConnections, fresh: bool) -> tuple[_Conn, float]:
+        while mine.idle and not fresh:
+            conn, opened = mine.idle.pop()
             if not conn.closed and not conn.broken:
-                return conn
-        return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-
-    def _release(self, conn: psycopg.AsyncConnection[TupleRow]) -> None:
-        idle = self._idle.setdefault(asyncio.get_running_loop(), [])
-        if len(idle) < MAX_IDLE:
-            idle.append(conn)
-        else:
-            asyncio.get_running_loop().create_task(conn.close())
+                return conn, opened
+        conn = await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
+        return conn, asyncio.get_running_loop().time()
 
     async def close(self) -> None:
-        """Close this loop's connections (the app's shutdown)."""
-        for conn in self._idle.pop(asyncio.get_running_loop(), []):
+        """Close this loop's connections (the app's shutdown); one still in use is
+        closed when its read ends."""
+        mine = self._loops.get(asyncio.get_running_loop())
+        if mine is None:
+            return
+        mine.closed = True
+        for conn, _ in mine.idle:
             await conn.close()
+        mine.idle.clear()
 
 
 async def _run(
@@ -99,11 +129,10 @@ class SqlAsyncLookups:
         return token_of(rows)
 
     async def token_and_tasks(
-        self, token_hash: str, commit_prefix: str, limit: int
+        self, token_hash: str, commit_prefix: str, limit: int, now: int
     ) -> tuple[tuple[TokenInfo, str] | None, list[TaskWithCommits]]:
-        token_rows, task_rows = await self._reads.rows(
-            [self._tokens.by_hash(token_hash), self._tasks.by_commit(commit_prefix, None, limit)]
-        )
+        tasks = self._tasks.by_commit(commit_prefix, None, limit, token=(token_hash, now))
+        token_rows, task_rows = await self._reads.rows([self._tokens.by_hash(token_hash), tasks])
         return token_of(token_rows), lookups_of(task_rows)
 
     async def tasks(

@@ -87,8 +87,10 @@ class PreparedQuery:
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string
         self._order = compiled.positiontup
-        # Values the compiler bound itself (SQLite's `OFFSET 0`, say); callers add the rest.
-        self._defaults = compiled.construct_params(_check=False)
+        # Values the compiler bound itself (SQLite's `OFFSET 0`, say); callers add the rest,
+        # and one they leave out is an error, not a NULL.
+        bound = compiled.construct_params(_check=False).items()
+        self._defaults = {name: value for name, value in bound if value is not None}
 
     def arguments(self, params: dict[str, Any]) -> Any:
         """The driver's arguments for `params`: a dict, or a list in placeholder order."""

@@ -24,6 +24,7 @@ from conveyor.storage.db import AnyRow, Database, PreparedQuery
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
+    api_tokens,
     attempts,
     audit_log,
     hook_deliveries,
@@ -294,7 +295,7 @@ def commit_matching(
     return sa.and_(sha >= lo, sha < hi)
 
 
-def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
+def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.Select[Any]:
     """Tasks pinning a matching commit, newest first, with those commits: one round trip.
 
     Built once per shape with bind parameters, so SQLAlchemy neither rebuilds the
@@ -310,6 +311,19 @@ def _lookup_statement(exact: bool, n_workflows: int | None) -> sa.Select[Any]:
             sa.bindparam(f"wf{i}", type_=sa.String) for i in range(n_workflows)
         ]
         found = found.where(tasks.c.workflow_name.in_(names))
+    if gated:
+        # Read beside the token, before it is checked: rows only for a token that is
+        # valid, so a stranger's request costs one index probe, not a lookup.
+        found = found.where(
+            sa.exists().where(
+                api_tokens.c.token_hash == sa.bindparam("token_hash"),
+                api_tokens.c.revoke_time.is_(None),
+                sa.or_(
+                    api_tokens.c.expire_time.is_(None),
+                    api_tokens.c.expire_time > sa.bindparam("now"),
+                ),
+            )
+        )
     hits = (
         found.order_by(tasks.c.create_time.desc(), tasks.c.id.desc())
         .limit(sa.bindparam("limit"))
@@ -346,16 +360,16 @@ class SqlTaskStore:
     def __init__(self, db: Database, outbox: Outbox = NO_OUTBOX) -> None:
         self._db = db
         self._outbox = outbox
-        # Compiled once per (exact id or prefix, how many workflows the caller may view).
-        self._lookups: dict[tuple[bool, int | None], PreparedQuery] = {}
+        # Compiled once per (exact id or prefix, how many workflows the caller may view,
+        # whether a token must be valid for any row).
+        self._lookups: dict[tuple[bool, int | None, bool], PreparedQuery] = {}
 
-    def _lookup(self, exact: bool, n_workflows: int | None) -> PreparedQuery:
-        query = self._lookups.get((exact, n_workflows))
+    def _lookup(self, exact: bool, n_workflows: int | None, gated: bool) -> PreparedQuery:
+        key = (exact, n_workflows, gated)
+        query = self._lookups.get(key)
         if query is None:
-            stmt = _lookup_statement(exact, n_workflows)
-            query = self._lookups[(exact, n_workflows)] = PreparedQuery(
-                stmt, self._db.engine.dialect
-            )
+            stmt = _lookup_statement(*key)
+            query = self._lookups[key] = PreparedQuery(stmt, self._db.engine.dialect)
         return query
 
     @contextmanager
@@ -454,9 +468,14 @@ class SqlTaskStore:
         return lookups_of(self._db.read_rows(*self.by_commit(commit_prefix, workflows, limit)))
 
     def by_commit(
-        self, commit_prefix: str, workflows: frozenset[str] | None, limit: int
+        self,
+        commit_prefix: str,
+        workflows: frozenset[str] | None,
+        limit: int,
+        token: tuple[str, int] | None = None,
     ) -> tuple[PreparedQuery, dict[str, Any]]:
-        """The read behind find_by_commit, for a caller that runs it itself (lookups_of)."""
+        """The read behind find_by_commit, for a caller that runs it itself (lookups_of).
+        With `token` (its hash, and the time now): no rows unless that token is valid."""
         exact = len(commit_prefix) == 40
         params: dict[str, Any] = {"lo": commit_prefix, "limit": limit}
         if not exact:
@@ -465,7 +484,9 @@ class SqlTaskStore:
         if workflows is not None:
             n_workflows = len(workflows)
             params.update({f"wf{i}": name for i, name in enumerate(sorted(workflows))})
-        return self._lookup(exact, n_workflows), params
+        if token is not None:
+            params.update(token_hash=token[0], now=token[1])
+        return self._lookup(exact, n_workflows, token is not None), params
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
         with self._db.read() as conn:

@@ -258,23 +258,28 @@ def list_tasks(request: Request) -> JSONResponse:
     openapi_extra={"parameters": [WORKFLOW_NAME, TASK_ID, _WAIT], **SECURED},
 )
 async def task_detail(request: Request) -> JSONResponse:
+    ends = container(request).task_ends
+    since = ends.sequence()  # an end after this is one the first read may have missed
     body, done, wait_s = await run_in_threadpool(_task_detail, request)
     if done or wait_s == 0:
         return JSONResponse(body)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    with container(request).task_ends.watching(body["workflow_name"], body["task_id"]) as ended:
-        body, done, _ = await run_in_threadpool(_task_detail, request)  # ended in between?
-        while not done and (left := deadline - loop.time()) > 0:
-            # Re-read now and then: an end this process was not told of is seen too.
+    with ends.watching(body["workflow_name"], body["task_id"], since) as ended:
+        while ended is not None and not done and (left := deadline - loop.time()) > 0:
+            # Woken by the end; or re-read now and then, for an end this process was not
+            # told of (another server on the same database).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ended.wait(), min(left, WAIT_REREAD_S))
+            if ends.stopping or await request.is_disconnected():
+                break
+            ended.clear()  # a restart may follow the end: wait for the next one then
             body, done, _ = await run_in_threadpool(_task_detail, request)
     return JSONResponse(body)
 
 
 WAIT_MAX_S = 60
-WAIT_REREAD_S = 1.0
+WAIT_REREAD_S = 5.0
 
 
 def _wait_seconds(raw: str | None) -> float:
@@ -291,9 +296,9 @@ def _task_detail(request: Request) -> tuple[dict[str, Any], bool, float]:
     """The task's detail, whether it has ended, and how long the client would wait."""
     c = container(request)
     principal = authenticate(request)
+    wait_s = _wait_seconds(request.query_params.get("wait"))
     name = request.path_params["name"]
     found = c.tasks.detail(principal, name, task_id_from_path(request.path_params["id"]))
-    wait_s = _wait_seconds(request.query_params.get("wait"))
     task = found.task
     base = f"/api/workflows/{name}/tasks/{task.task_id}"
     body: dict[str, Any] = {

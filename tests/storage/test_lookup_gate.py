@@ -1,0 +1,32 @@
+"""The lookup read that runs beside its token (ADR 0004): rows only for a valid token."""
+
+from fastapi.testclient import TestClient
+
+from conveyor.services.auth import hash_token
+from conveyor.storage.task_store import SqlTaskStore, lookups_of
+from conveyor.wiring import Container
+from tests.fixtures import FakeClock, Headers, Repos, create_body
+
+
+def test_the_tasks_read_beside_a_token_come_only_for_a_valid_one(
+    client: TestClient, admin: Headers, container: Container, repos: Repos, clock: FakeClock
+) -> None:
+    r = client.post("/api/directory/workflowTask/create", json=create_body(), headers=admin)
+    assert r.status_code == 200
+    sha = repos.voting.head("master")
+    store = SqlTaskStore(container.db)
+
+    def found(token: str) -> int:
+        read = store.by_commit(sha, None, 100, token=(hash_token(token), clock()))
+        return len(lookups_of(container.db.read_rows(*read)))
+
+    valid, _ = container.tokens.issue("alice", ["admin"], None)
+    revoked, info = container.tokens.issue("bob", ["admin"], None)
+    container.tokens.revoke(info.id, actor="admin")
+    expiring, _ = container.tokens.issue("carol", ["admin"], 60)
+    assert found(valid) == 1
+    assert found("cvy_" + "x" * 43) == 0  # unknown
+    assert found(revoked) == 0
+    assert found(expiring) == 1
+    clock.offset += 61
+    assert found(expiring) == 0
