@@ -1,14 +1,19 @@
 """What one trivial task costs the server, counted rather than timed (stable on a noisy
 machine): write transactions, read connections and processes started, per task, over N
-tasks of a one-service workflow (a `true` build and deploy) run by the local executor.
+tasks of a one-service workflow (a `true` build and deploy) run by the local executor;
+and the CPU time it takes, by part: the creates (this script's main thread, the work of
+the API's create without HTTP), the scheduler's thread, the job runners' threads.
 
     cd bench && ../.venv/bin/python task_cost.py [--tasks 40]
 """
 
 import argparse
 import collections
+import os
+import re
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,7 @@ def main() -> None:
 
     subprocess.Popen.__init__ = counting  # type: ignore[method-assign]
     container.start()
+    process_cpu, threads_before = sum(os.times()[:2]), thread_cpu()
     principal = Principal("bench", ("admin",))
     for _ in range(n):
         container.tasks.create(principal, CreateRequest("wf", "dev", (TargetRequest("svc", ()),)))
@@ -66,11 +72,31 @@ def main() -> None:
             if conn.execute(open_tasks).scalar() == 0:
                 break
         time.sleep(0.05)
+    cpu = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu().items()}
+    process_cpu = sum(os.times()[:2]) - process_cpu
     container.stop()
     subprocess.Popen.__init__ = real  # type: ignore[method-assign]
     print(f"# {n} trivial tasks (one service, a `true` build and deploy), local executor")
     for name, count in sorted(counts.items()):
         print(f"{name}: {count / n:.1f} per task")
+    print(f"CPU, the whole process: {process_cpu * 1000 / n:.1f} ms per task")
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"CPU, {name}: {seconds * 1000 / n:.1f} ms per task")
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of the live threads so far, by name without the pool's number."""
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+        except OSError:  # ended meanwhile
+            continue
+        name = re.sub(r"_\d+$", "", thread.name)
+        found[name] = found.get(name, 0.0) + time.clock_gettime(clock)
+    return found
 
 
 if __name__ == "__main__":
