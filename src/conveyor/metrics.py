@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -76,6 +76,14 @@ class Metrics:
 
     def measured(self, reporter: JobReporter, stage: str) -> JobReporter:
         return _MeasuredReporter(reporter, stage, self)
+
+    def watch_waits(self, waiting: Callable[[], int]) -> None:
+        """A gauge of the requests waiting for a task's end (`?wait=`), at each scrape."""
+        gauge = Gauge(
+            "conveyor_requests_waiting", "Requests waiting for a task's end (?wait=)",
+            registry=self.registry,
+        )  # fmt: skip
+        gauge.set_function(waiting)
 
     def watch_database(self, db: Database, config: Config, clock: Callable[[], int]) -> None:
         """Gauges of what waits and runs now, read from the database at each scrape."""

@@ -147,6 +147,7 @@ def build_container(
     metrics = Metrics()
     metrics.watch_database(db, config, clock)
     task_ends = TaskEnds()
+    metrics.watch_waits(task_ends.waiting)
     events = AllTaskEvents([metrics, task_ends])
     authorizer = Authorizer(config.roles, list(config.workflows))
     policy = notify_policy(config)

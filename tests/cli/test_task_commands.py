@@ -3,13 +3,17 @@ process of its own, against a real `conveyor serve`, checked by output and exit 
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 
 from tests.conftest import PG_URL, GitRepo
@@ -201,3 +205,35 @@ def test_usage_errors_are_3_and_say_what_is_wrong(cli: Cli) -> None:
         assert message in done.stderr, (args, done.stderr)
     version = cli("--version")
     assert (version.returncode, version.stdout.split()[0]) == (0, "conveyor")
+
+
+def test_a_server_asked_to_stop_answers_the_requests_waiting_for_a_task(
+    tmp_path: Path,
+) -> None:
+    """A `?wait=60` (what `task wait` rides on) must not hold the shutdown for a minute."""
+    own = Cli(tmp_path)  # this test stops its server
+    try:
+        task = own.json("task", "run", "wf", "-t", "svc", "--var", "MODE=slow")["task_id"]
+        url = f"{own.server.url}/api/workflows/wf/tasks/{task}"
+        headers = {"Authorization": f"Bearer {own.token}"}
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(httpx.get, url, params={"wait": "60"}, headers=headers,
+                                  timeout=90)  # fmt: skip
+            deadline = time.monotonic() + 30
+            while (
+                "conveyor_requests_waiting 1.0" not in httpx.get(f"{own.server.url}/metrics").text
+            ):
+                assert not waiting.done(), waiting.result().text
+                assert time.monotonic() < deadline, "the request never started waiting"
+                time.sleep(0.02)
+            asked = time.monotonic()
+            assert own.server.proc is not None
+            own.server.proc.terminate()
+            answer = waiting.result(timeout=30)
+            # uvicorn ends by raising the signal again once it has shut down.
+            assert own.server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - asked < 10  # not the 60 s the wait allowed
+        assert (answer.status_code, answer.json()["status"]) == (200, "running")
+    finally:
+        (tmp_path / f"stop-{task}").touch()
+        own.server.stop()
