@@ -7,8 +7,8 @@ and throughput (several keep-alive connections). Run by hand:
     .venv/bin/python bench/lookup.py                       # SQLite, 1,000,000 tasks
     .venv/bin/python bench/lookup.py --database-url postgresql+psycopg://postgres@127.0.0.1/conveyor_bench
 
-The filled database is kept under bench/out/ (SQLite) or in the named PostgreSQL
-database and reused by the next run with the same size.
+The filled database is kept under bench/out/ (SQLite, a file per size) or in the named
+PostgreSQL database and reused by the next run with the same size.
 """
 
 import argparse
@@ -182,12 +182,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--database-url", default=f"sqlite:///{OUT / 'lookup.db'}")
+    parser.add_argument(
+        "--database-url", help="default: a SQLite file under bench/out/, one per size"
+    )
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=3000, help="per route, for latency")
     parser.add_argument("--seconds", type=float, default=8.0, help="per route, for throughput")
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
+    args.database_url = args.database_url or f"sqlite:///{OUT / f'lookup-{args.tasks}.db'}"
 
     OUT.mkdir(exist_ok=True)
     port = free_port()
