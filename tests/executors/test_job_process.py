@@ -185,3 +185,23 @@ def test_a_runner_is_alive_only_as_the_process_that_started_as_it() -> None:
     assert not runner_alive(f"host:{me}:{started + 1}")
     assert runner_alive(f"host:{me}")  # the id of a runner from before the start time
     assert not runner_alive("host:not-a-pid:1")
+
+
+def test_a_scan_from_a_pid_reads_the_processes_started_since_and_no_older_one(
+    tmp_path: Path,
+) -> None:
+    """What a job's end reads instead of every process (snapshot's pids_from)."""
+    older = subprocess.Popen(["sleep", "30"])
+    newer = subprocess.Popen(["sleep", "30"])
+    try:
+        if older.pid > newer.pid:
+            pytest.skip("the pids came round between the two: nothing to tell apart")
+        found = {p.pid for p in snapshot(pids_from=newer.pid)}
+        assert newer.pid in found and older.pid not in found
+        assert {older.pid, newer.pid} <= {p.pid for p in snapshot()}
+        # Pids that came round (the last one given is below the start): every process.
+        assert older.pid in {p.pid for p in snapshot(pids_from=2**22 + 1)}
+    finally:
+        for proc in (older, newer):
+            proc.kill()
+            proc.wait()

@@ -22,6 +22,7 @@ from conveyor.executors.processes import (
     RunnerIdentity,
     Stopped,
     job_members,
+    pid_window_s,
     snapshot,
     start_time,
     stop_processes,
@@ -62,6 +63,7 @@ class JobProcess:
         self.pid = self._proc.pid
         # Every process of the job starts after its script: older ones need no look.
         self._since = start_time(self.pid)
+        self._started = time.monotonic()
         assert self._proc.stdout is not None
         self._out: int | None = self._proc.stdout.fileno()
         os.set_blocking(self._out, False)
@@ -111,7 +113,11 @@ class JobProcess:
             taken += len(chunk)
 
     def members(self) -> list[ProcessInfo]:
-        return job_members(snapshot(self._since), self._runner, self._job_id, leader=self.pid)
+        # Soon after the script started, every process of the job has a pid above its
+        # own: only those need a look (a trivial job's end read every process's stat).
+        recent = time.monotonic() - self._started < pid_window_s()
+        found = snapshot(self._since, pids_from=self.pid if recent else None)
+        return job_members(found, self._runner, self._job_id, leader=self.pid)
 
     def stop(self, grace_s: float) -> Stopped:
         """Stop every process of the job (the script too, if it runs): SIGTERM, then

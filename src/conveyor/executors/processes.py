@@ -15,6 +15,7 @@ reused by an unrelated process is never signalled.
 """
 
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -27,6 +28,9 @@ MARK_INSTALLATION = "CONVEYOR_INSTALLATION"
 MARK_RUNNER = "CONVEYOR_RUNNER"
 MARK_JOB = "CONVEYOR_JOB_ID"
 _MARKS = tuple(f"{m}=".encode() for m in (MARK_INSTALLATION, MARK_RUNNER, MARK_JOB))
+# No machine starts processes faster than this: pids cannot come round (pid_max of
+# them) in less than pid_max / this many seconds.
+MAX_FORKS_PER_S = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +112,46 @@ def _read_process(pid: str, since: int) -> ProcessInfo | None:
     )
 
 
-def snapshot(since: int = 0) -> list[ProcessInfo]:
+def snapshot(since: int = 0, pids_from: int | None = None) -> list[ProcessInfo]:
     """Every living process on this host (as far as this user may read them) started
-    at or after `since` (clock ticks after boot, as `ProcessInfo.start`)."""
+    at or after `since` (clock ticks after boot, as `ProcessInfo.start`).
+
+    `pids_from`: the caller looks only for processes that got their pid since the one
+    of `pids_from` did, and knows pids cannot have come round in between (pid_window_s):
+    only pids from it to the last one allocated are read, not every process's stat. If
+    the last pid is below it (the pids wrapped) or cannot be read, every one is."""
+    upto = last_pid() if pids_from is not None else None
+    if pids_from is None or upto is None or upto < pids_from:
+        pids_from = upto = None
     found = []
     for pid in os.listdir("/proc"):  # noqa: PTH208
-        if pid.isdigit():
-            info = _read_process(pid, since)
-            if info is not None:
-                found.append(info)
+        if not pid.isdigit():
+            continue
+        if pids_from is not None and upto is not None and not pids_from <= int(pid) <= upto:
+            continue
+        info = _read_process(pid, since)
+        if info is not None:
+            found.append(info)
     return found
+
+
+def last_pid() -> int | None:
+    """The pid the kernel gave last in this PID namespace; None if it does not say."""
+    try:
+        return int(_read_small("/proc/sys/kernel/ns_last_pid"))
+    except (OSError, ValueError):
+        return None
+
+
+@functools.cache
+def pid_window_s() -> float:
+    """How long after a process started every pid given since is still above its own:
+    pids come round after pid_max of them, and no machine makes them faster than
+    MAX_FORKS_PER_S (32768 pids: a third of a second; 4194304: 42 s)."""
+    try:
+        return int(_read_small("/proc/sys/kernel/pid_max")) / MAX_FORKS_PER_S
+    except (OSError, ValueError):
+        return 0.0
 
 
 def start_time(pid: int) -> int:
