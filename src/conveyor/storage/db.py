@@ -6,6 +6,7 @@ transaction that reads and then writes fails at once with SQLITE_BUSY when anoth
 writer got there first, where an immediate one waits its turn.
 """
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,6 +72,12 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(
         parsed, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600
     )
+
+
+def json_value(raw: Any) -> Any:
+    """A JSON column's value in a PreparedQuery row: SQLite's driver hands back the text,
+    psycopg the decoded value."""
+    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 class PreparedQuery:

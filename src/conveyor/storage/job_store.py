@@ -4,8 +4,7 @@ Every state change is a conditional update from the state it was read in, checke
 `transition()` first: a late or duplicate report changes nothing.
 """
 
-import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from conveyor.domain.jobs import JobResult, JobRow
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
-from conveyor.storage.db import Database, PreparedQuery
+from conveyor.storage.db import Database, PreparedQuery, json_value
 from conveyor.storage.notify import notify_in
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task
@@ -31,33 +30,12 @@ _JOB_COLUMNS = (
 )
 
 
-def _job(row: Any) -> JobRow:
-    return JobRow(
-        row.id,
-        row.task_pk,
-        row.attempt,
-        row.stage,
-        row.service,
-        JobState(row.state),
-        dict(row.outputs or {}),
-    )
-
-
-def _json(value: Any) -> Any:
-    """A JSON column's raw driver value: text on SQLite, already parsed by psycopg."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _job_of(row: tuple[Any, ...]) -> JobRow:
-    """A JobRow from a raw row of _JOB_COLUMNS."""
-    pk, task_pk, attempt, stage, service, state, outputs = row
-    return JobRow(pk, task_pk, attempt, stage, service, JobState(state), dict(_json(outputs) or {}))
-
-
-def _task_of(row: tuple[Any, ...]) -> Task:
-    """A Task from a raw row of TASK_COLUMNS."""
-    pk, workflow, task_id, env, state, attempt, created, started, ended = row
-    return Task(pk, workflow, task_id, env, TaskState(state), attempt, created, started, ended)
+def _job(row: Sequence[Any]) -> JobRow:
+    """A JobRow from a row that starts with _JOB_COLUMNS: a Core row, or a raw tuple of
+    a PreparedQuery, whose JSON `outputs` is text on SQLite (psycopg decodes it)."""
+    pk, task_pk, attempt, stage, service, state, outputs = row[:7]
+    outputs = json_value(outputs)
+    return JobRow(pk, task_pk, attempt, stage, service, JobState(state), dict(outputs or {}))
 
 
 # The scheduler's and the runners' reads, a few per job: compiled once and run on the
@@ -115,7 +93,7 @@ class SqlJobStore:
             )
         params: dict[str, Any] = {f"s{i}": state.value for i, state in enumerate(states)}
         params.update(limit=limit, after=after)
-        return [_task_of(row) for row in self._db.read_rows(query, params)]
+        return [task_from_row(row) for row in self._db.read_rows(query, params)]
 
     def tasks_among(self, pks: Collection[int], *states: TaskState) -> list[Task]:
         # Tasks in states a pass looks for are few (max_parallel_tasks): read them all.
@@ -137,13 +115,13 @@ class SqlJobStore:
 
     def task_spec(self, task_pk: int) -> TaskSpec:
         [(data,)] = self._db.read_rows(self._task_spec, {"task_pk": task_pk})
-        return TaskSpec.from_json(_json(data))
+        return TaskSpec.from_json(json_value(data))
 
     # -- jobs -------------------------------------------------------------------------
 
     def current_jobs(self, task_pk: int) -> list[JobRow]:
         """The latest row of each (stage, service): what the task's status is made of."""
-        return [_job_of(r) for r in self._db.read_rows(self._current_jobs, {"task_pk": task_pk})]
+        return [_job(r) for r in self._db.read_rows(self._current_jobs, {"task_pk": task_pk})]
 
     def has_live_jobs(self, task_pk: int) -> bool:
         """Any job of the task queued for or held by a runner, of any attempt."""

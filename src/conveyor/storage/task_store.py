@@ -1,6 +1,6 @@
 """Tasks, their commits, attempts, jobs and the audit log, in SQL."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +20,7 @@ from conveyor.domain.views import (
     TaskWithCommits,
     WorkflowSummary,
 )
-from conveyor.storage.db import AnyRow, Database, PreparedQuery
+from conveyor.storage.db import Database, PreparedQuery
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
@@ -37,18 +37,11 @@ from conveyor.storage.tables import (
 STAGES = ("build", "deploy")
 
 
-def task_from_row(row: AnyRow) -> Task:
-    return Task(
-        pk=row.id,
-        workflow_name=row.workflow_name,
-        task_id=row.task_id,
-        env_name=row.env_name,
-        state=TaskState(row.state),
-        attempt=row.attempt,
-        create_time=row.create_time,
-        start_time=row.start_time,
-        end_time=row.end_time,
-    )
+def task_from_row(row: Sequence[Any]) -> Task:
+    """A Task from a row that starts with TASK_COLUMNS: a Core row, or a raw tuple of a
+    PreparedQuery."""
+    pk, workflow, task_id, env, state, attempt, created, started, ended = row[:9]
+    return Task(pk, workflow, task_id, env, TaskState(state), attempt, created, started, ended)
 
 
 TASK_COLUMNS = (
@@ -347,11 +340,11 @@ def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.S
 def lookups_of(rows: list[tuple[Any, ...]]) -> list[TaskWithCommits]:
     """The tasks found, newest first, from the rows of SqlTaskStore.by_commit."""
     found: dict[int, tuple[Task, list[CommitMatch]]] = {}
-    for pk, wf, task_id, env, state, attempt, ct, st, et, svc, repo, kind, ref, sha in rows:
-        entry = found.get(pk)
+    for row in rows:
+        entry = found.get(row[0])
         if entry is None:
-            task = Task(pk, wf, task_id, env, TaskState(state), attempt, ct, st, et)
-            entry = found[pk] = (task, [])
+            entry = found[row[0]] = (task_from_row(row), [])
+        svc, repo, kind, ref, sha = row[9:]
         entry[1].append(CommitMatch(svc, repo, RefKind(kind), ref, sha))
     return [TaskWithCommits(task=t, matches=tuple(m)) for t, m in found.values()]
 

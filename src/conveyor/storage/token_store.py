@@ -1,6 +1,5 @@
 """API tokens, stored only as hashes."""
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -9,7 +8,7 @@ import sqlalchemy as sa
 
 from conveyor.domain.audit import AuditEntry
 from conveyor.domain.principals import SessionInfo, TokenInfo
-from conveyor.storage.db import AnyRow, Database, PreparedQuery
+from conveyor.storage.db import AnyRow, Database, PreparedQuery, json_value
 from conveyor.storage.tables import api_tokens, sessions
 from conveyor.storage.task_store import write_audit
 
@@ -44,9 +43,7 @@ def token_of(rows: list[tuple[Any, ...]]) -> tuple[TokenInfo, str] | None:
     if not rows:
         return None
     id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]
-    # Raw rows skip JSON decoding: SQLite hands back text, psycopg a decoded list.
-    role_list = json.loads(roles) if isinstance(roles, str) else roles
-    info = TokenInfo(id_, user, tuple(role_list), create_time, expire_time, revoke_time)
+    info = TokenInfo(id_, user, tuple(json_value(roles)), create_time, expire_time, revoke_time)
     return info, stored_hash
 
 
