@@ -19,11 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import sqlalchemy as sa
-from serving import free_port, start_conveyor, stop, wait_healthy
+from serving import free_port, serve_with_token, start_workers, stop
 
-from conveyor.config_file import load_config
-from conveyor.storage import migrate
-from conveyor.wiring import build_container
 from engine import CONFIG, Client, make_repo, pct
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -55,26 +52,10 @@ def measure(
         header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: bench-{port}\n"
     base = CONFIG.replace("database_url: sqlite:///conveyor.db\n", "")
     config.write_text(header + base.format(port=port, repo=repo, marks=marks))
-    container = build_container(load_config(config))
-    migrate.upgrade(container.db)
-    token, _ = container.tokens.issue("bench", ["admin"], None)
-    container.db.dispose()
-    procs = [
-        start_conveyor(
-            ["serve", "-c", str(config), "--port", str(port), "--no-access-log"],
-            root / "server.log",
-        )
-    ]
-    for i in range(workers):
-        procs.append(
-            start_conveyor(["worker", "-c", str(config), "--concurrency", "4"], root / f"w{i}.log")
-        )
+    server, url, token = serve_with_token(config, port, root / "server.log", access_log=False)
+    procs = [server]
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, procs[0])
-        for i in range(workers):
-            while " ready." not in (root / f"w{i}.log").read_text():
-                time.sleep(0.05)
+        procs += start_workers(config, workers, root)
         client = Client(url, token)
         client.wait("stamp", client.create("stamp", "stamp"))
         latencies = []

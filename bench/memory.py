@@ -27,19 +27,12 @@ import httpx2 as httpx
 from distributed import BROKER, fresh_database
 from lookup import CONFIG as LOOKUP_CONFIG
 from lookup import OUT, WORKFLOWS, fill, sample_commits
-from serving import free_port, serve_with_token, start_conveyor, stop, wait_healthy
+from serving import free_port, rss_mb, serve_with_token, start_workers, stop
 
-from conveyor.config_file import load_config, parse_config
+from conveyor.config_file import parse_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
 from engine import CONFIG, Client, make_repo
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -116,32 +109,16 @@ def soak(n: int, celery: bool) -> str:
         header = f"database_url: {fresh_database()}\nexecutor: celery\n"
         header += f"broker_url: '{BROKER}'\nqueue: memory-{port}\n"
         text = header + text.replace("database_url: sqlite:///conveyor.db\n", "")
-    config.write_text(text.replace("data_dir: data", f"data_dir: {root / 'data'}").replace(
-        "sqlite:///conveyor.db", f"sqlite:///{root / 'conveyor.db'}"))  # fmt: skip
+    config.write_text(text)  # its relative paths are the config file's: under root
     procs = []
     try:
-        container = build_container(load_config(config))
-        migrate.upgrade(container.db)
-        token, _ = container.tokens.issue("bench", ["admin"], None)
-        container.db.dispose()
-        server = start_conveyor(
-            ["serve", "-c", str(config), "--port", str(port), "--no-access-log"],
-            root / "server.log",
-        )
+        server, url, token = serve_with_token(config, port, root / "server.log", access_log=False)
         procs.append(server)
-        watched = server.pid
-        if celery:
-            worker = start_conveyor(
-                ["worker", "-c", str(config), "--concurrency", "4"], root / "worker.log"
-            )
-            procs.append(worker)
-            watched = worker.pid
-            while " ready." not in (root / "worker.log").read_text():
-                time.sleep(0.05)
-        wait_healthy(f"http://127.0.0.1:{port}", server)
+        procs += start_workers(config, 1 if celery else 0, root)
+        watched = procs[-1].pid
         measure: Callable[[], float] = (lambda: tree_rss_mb(watched)) if celery else (
             lambda: rss_mb(watched))  # fmt: skip
-        client = Client(f"http://127.0.0.1:{port}", token)
+        client = Client(url, token)
         samples: dict[int, float] = {}
         t0 = time.monotonic()
         done = 0

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from serving import free_port, pct, serve_with_token, stop
+from serving import free_port, pct, rss_mb, serve_with_token, stop
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "buildbot"
 # Where the peer's setup.sh puts its repository and workers (fixed paths of that harness).
@@ -61,13 +61,6 @@ roles:
   admin: {{permissions: [task:view, task:create, task:restart, task:cancel], workflows: ["*"]}}
 """
 DONE = ("passed", "failed", "timeout", "cancelled")
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def wait_for(path: Path, timeout_s: float = 60) -> float:

@@ -52,7 +52,7 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def serve_with_token(
-    config: Path, port: int, log: Path
+    config: Path, port: int, log: Path, access_log: bool = True
 ) -> tuple[subprocess.Popen[bytes], str, str]:
     """Migrate the config's database, issue an admin token (role `admin`), start `conveyor
     serve` on `port` and wait until it answers: (process, base URL, token)."""
@@ -64,10 +64,33 @@ def serve_with_token(
     migrate.upgrade(container.db)
     token, _ = container.tokens.issue("bench", ["admin"], None)
     container.db.dispose()
-    proc = start_conveyor(["serve", "-c", str(config), "--port", str(port)], log)
+    args = ["serve", "-c", str(config), "--port", str(port)]
+    proc = start_conveyor(args + ([] if access_log else ["--no-access-log"]), log)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
     return proc, url, token
+
+
+def start_workers(config: Path, n: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """`n` celery workers (`--concurrency 4`) for `config`, once each says it is ready;
+    their logs are `logs`/w<i>.log."""
+    procs = []
+    for i in range(n):
+        log = logs / f"w{i}.log"
+        procs.append(start_conveyor(["worker", "-c", str(config), "--concurrency", "4"], log))
+        while " ready." not in log.read_text():
+            if procs[-1].poll() is not None:
+                sys.exit(f"a worker did not start: {log}")
+            time.sleep(0.05)
+    return procs
+
+
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def pct(values: list[float], q: float) -> float:
