@@ -79,6 +79,8 @@ _LIMIT = {
     "description": "at most this many bytes (at most 1 MiB, the default)",
     "schema": {**whole_number_schema(1, 7), "maximum": LOG_CHUNK, "default": LOG_CHUNK},
 }
+WAIT_MAX_S = 60
+WAIT_REREAD_S = 5.0
 _WAIT = {
     "name": "wait",
     "in": "query",
@@ -86,7 +88,7 @@ _WAIT = {
     "description": "hold the answer until the task has ended, at most this many seconds "
     "(0 to 60): a script learns of the end when it happens, without polling. The answer "
     "is the task as it is then, ended or not",
-    "schema": {**whole_number_schema(0, 2), "maximum": 60, "default": 0},
+    "schema": {**whole_number_schema(0, 2), "maximum": WAIT_MAX_S, "default": 0},
 }
 _LOG_HEADERS: dict[str, tuple[dict[str, Any], str]] = {
     "X-Next-Offset": ({"type": "integer"}, "the offset to ask from next"),
@@ -276,10 +278,6 @@ async def task_detail(request: Request) -> JSONResponse:
             ended.clear()  # a restart may follow the end: wait for the next one then
             body, done, _ = await run_in_threadpool(_task_detail, request)
     return JSONResponse(body)
-
-
-WAIT_MAX_S = 60
-WAIT_REREAD_S = 5.0
 
 
 def _wait_seconds(raw: str | None) -> float:
