@@ -12,6 +12,7 @@ from conveyor.scm.git import git_env, mask_url
 
 GIT_TIMEOUT_S = 600
 _IDENTITY = ("-c", "user.name=Conveyor", "-c", "user.email=conveyor@localhost")
+_NO_REFLOG = ("-c", "core.logAllRefUpdates=false")
 
 
 # Commits this process has seen in a mirror, so they need not be looked up again. Only a
@@ -43,20 +44,18 @@ def _why(proc: subprocess.CompletedProcess[str]) -> str:
     return mask_url(fatal[0]) if fatal else f"exit code {proc.returncode}"
 
 
-# What `git init --template=` writes, less what a checkout never uses: a process less
-# per checkout.
-_CONFIG = "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
+def _new_repository(git_dir: Path, objects: Path, head: str) -> None:
+    """A repository at `git_dir` whose HEAD is `head`, borrowing `objects` (`alternates`).
 
-
-def _new_repository(git_dir: Path, objects: Path) -> None:
-    """An empty repository at `git_dir` that borrows `objects` (`alternates`)."""
+    Only what git needs to see a repository: HEAD, objects/ and refs/. No config (its
+    defaults are a non-bare repository's) and no reflog: each file made is an inode
+    created, and on a file system under workspace churn inodes are the dearest part of
+    a small checkout (docs/benchmarks.md).
+    """
     try:
-        # What git needs to see a repository: HEAD, objects/ and refs/ (a detached
-        # checkout writes no branch; loose objects and packs make their own directories).
         (git_dir / "objects" / "info").mkdir(parents=True)
         (git_dir / "refs").mkdir()
-        (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
-        (git_dir / "config").write_text(_CONFIG)
+        (git_dir / "HEAD").write_text(f"{head}\n")
         (git_dir / "objects" / "info" / "alternates").write_text(f"{objects}\n")
     except OSError as exc:
         raise CheckoutError(f"cannot create the workspace repository: {exc.strerror}") from exc
@@ -128,12 +127,16 @@ class MirrorCache:
         `git clone --shared` would, without clone's transport round (measured: about
         half the cost of a checkout on a small repository; docs/benchmarks.md).
         """
-        _new_repository(dest / ".git", mirror / "objects")
-        proc = _git("checkout", "--quiet", "--detach", commit, "--", cwd=dest)
+        _new_repository(dest / ".git", mirror / "objects", commit)
+        # HEAD already names the commit: `read-tree -u` fills the index and the files
+        # (with the checkout's attributes and filters) and, unlike `checkout`, does not
+        # write HEAD again.
+        proc = _git("read-tree", "--reset", "-u", commit, cwd=dest)
         if proc.returncode != 0:
             raise CheckoutError(f"cannot check out {commit}: {_why(proc)}")
         if merge is not None:
-            proc = _git(*_IDENTITY, "merge", "--no-edit", "--no-ff", "--quiet", merge, cwd=dest)
+            merging = ("merge", "--no-edit", "--no-ff", "--quiet", merge)
+            proc = _git(*_NO_REFLOG, *_IDENTITY, *merging, cwd=dest)
             if proc.returncode != 0:
                 conflicts = _git("diff", "--name-only", "--diff-filter=U", cwd=dest).stdout.split()
                 shown = ", ".join(conflicts) if conflicts else _why(proc)
