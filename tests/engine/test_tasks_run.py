@@ -3,6 +3,9 @@
 import time
 from collections.abc import Callable
 
+import sqlalchemy as sa
+
+from conveyor.storage.tables import jobs
 from conveyor.wiring import unix_now
 from tests.conftest import alive
 from tests.engine.conftest import Engine
@@ -70,6 +73,11 @@ def test_timeout_ends_the_task_and_its_processes(engine_factory: Callable[..., E
     pids = engine.wait_for_pids(task)
     assert engine.wait(task)["status"] == "timeout"
     assert [p for p in pids if alive(p)] == []
+    # The script's pid is in the jobs table for whoever investigates (`echo $$`).
+    [build] = [j for j in engine.jobs(task) if j.stage == "build"]
+    with engine.container.db.read() as conn:
+        recorded = conn.execute(sa.select(jobs.c.pid).where(jobs.c.id == build.id)).scalar()
+    assert recorded == pids[-1]
 
 
 def test_cancel_while_queued_never_runs_and_while_running_leaves_no_process(engine: Engine) -> None:

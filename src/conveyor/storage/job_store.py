@@ -165,20 +165,15 @@ class SqlJobStore:
         with self._db.write() as conn:
             return move_job(conn, job_id, JobState.QUEUED, JobState.RUNNING, now, runner_host=host)
 
-    def job_started(self, job_id: int, pid: int, now: int) -> None:
+    def heartbeat(self, job_id: int, now: int, pid: int | None) -> None:
+        values: dict[str, int] = {"heartbeat_time": now}
+        if pid is not None:
+            values["pid"] = pid
         with self._db.write() as conn:
             conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
-                .values(pid=pid, heartbeat_time=now)
-            )
-
-    def heartbeat(self, job_id: int, now: int) -> None:
-        with self._db.write() as conn:
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.state == JobState.RUNNING)
-                .values(heartbeat_time=now)
+                .values(**values)
             )
 
     def cancel_requested(self, job_id: int) -> bool:
@@ -193,8 +188,9 @@ class SqlJobStore:
             or job_state != JobState.RUNNING
         )
 
-    def finish_job(self, job_id: int, result: JobResult, now: int) -> bool:
+    def finish_job(self, job_id: int, result: JobResult, now: int, pid: int | None = None) -> bool:
         """Record a runner's result; ignored if the job already ended (reaped, say)."""
+        recorded = {} if pid is None else {"pid": pid}
         with self._db.write() as conn:
             done = move_job(
                 conn,
@@ -205,6 +201,7 @@ class SqlJobStore:
                 detail=result.detail,
                 exit_code=result.exit_code,
                 outputs=result.outputs or None,
+                **recorded,
             )
             if done:
                 notify_in(conn)
@@ -212,7 +209,12 @@ class SqlJobStore:
 
 
 class StoreJobReporter:
-    """A runner's reports, written to the database; `on_finished` wakes the scheduler."""
+    """A runner's reports, written to the database; `on_finished` wakes the scheduler.
+
+    The script's pid is for people reading the jobs table, not for finding the job's
+    processes (their environment marks do that): it rides on the next heartbeat and on
+    the result rather than costing a transaction of its own at every job's start.
+    """
 
     def __init__(
         self,
@@ -227,19 +229,20 @@ class StoreJobReporter:
         self._host = host
         self._clock = clock
         self._on_finished = on_finished
+        self._pid: int | None = None
 
     def claim(self) -> bool:
         return self._store.claim_job(self._job_id, self._host, self._clock())
 
     def started(self, pid: int) -> None:
-        self._store.job_started(self._job_id, pid, self._clock())
+        self._pid = pid
 
     def heartbeat(self) -> None:
-        self._store.heartbeat(self._job_id, self._clock())
+        self._store.heartbeat(self._job_id, self._clock(), self._pid)
 
     def cancel_requested(self) -> bool:
         return self._store.cancel_requested(self._job_id)
 
     def finished(self, result: JobResult) -> None:
-        self._store.finish_job(self._job_id, result, self._clock())
+        self._store.finish_job(self._job_id, result, self._clock(), self._pid)
         self._on_finished()
