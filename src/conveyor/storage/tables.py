@@ -66,6 +66,21 @@ task_commits = sa.Table(
     # A workflow's tasks filtered by branch.
     sa.Index(None, "ref", "task_pk"),
 )
+# A lookup by prefix (8 hex digits at least) asks for its first 8 as an equality: a
+# PostgreSQL plan made once for any prefix still probes this index, where one made for
+# a range of unknown bounds expects thousands of rows and scans (docs/adr/0004).
+COMMIT_HEAD = 8
+
+
+def commit_head(sha: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """The first COMMIT_HEAD digits, with the numbers in the SQL text: an index on an
+    expression serves only a query with the very same expression, not placeholders."""
+    return sa.func.substr(sha, sa.literal_column("1"), sa.literal_column(str(COMMIT_HEAD)))
+
+
+sa.Index(
+    "ix_task_commits_commit_head", commit_head(task_commits.c.commit_sha), task_commits.c.task_pk
+)
 
 attempts = sa.Table(
     "attempts",

@@ -24,9 +24,11 @@ from conveyor.storage.db import Database, PreparedQuery
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
+    COMMIT_HEAD,
     api_tokens,
     attempts,
     audit_log,
+    commit_head,
     hook_deliveries,
     jobs,
     task_commits,
@@ -277,15 +279,16 @@ def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
 
 
 def commit_matching(
-    lo: sa.ColumnElement[str], hi: sa.ColumnElement[str], exact: bool
+    lo: sa.ColumnElement[str], hi: sa.ColumnElement[str], head: sa.ColumnElement[str] | None
 ) -> sa.ColumnElement[bool]:
-    """task_commits rows whose commit is `lo`, or starts with the prefix `lo`."""
+    """task_commits rows whose commit is `lo` (no `head`), or starts with the prefix `lo`
+    of at least COMMIT_HEAD digits, `head` being its first COMMIT_HEAD."""
     sha = task_commits.c.commit_sha
-    if exact:
+    if head is None:
         return sha == lo
-    # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"): an index
-    # range scan, where LIKE would need a pattern index (and a C collation) to use one.
-    return sa.and_(sha >= lo, sha < hi)
+    # Every id that starts with a hex prefix sorts in [prefix, prefix + "g"); the
+    # equality on its head is what a generic plan can see is selective (tables.py).
+    return sa.and_(commit_head(sha) == head, sha >= lo, sha < hi)
 
 
 def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.Select[Any]:
@@ -294,7 +297,8 @@ def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.S
     Built once per shape with bind parameters, so SQLAlchemy neither rebuilds the
     statement nor recomputes its cache key on every lookup (the hot path of the GET).
     """
-    matching = commit_matching(sa.bindparam("lo"), sa.bindparam("hi"), exact)
+    head = None if exact else sa.bindparam("head", type_=sa.String)
+    matching = commit_matching(sa.bindparam("lo"), sa.bindparam("hi"), head)
     found = sa.select(*TASK_COLUMNS).where(
         tasks.c.id.in_(sa.select(task_commits.c.task_pk).where(matching))
     )
@@ -434,9 +438,10 @@ class SqlTaskStore:
             )
         if commit_prefix is not None:
             lo, hi = sa.literal(commit_prefix), sa.literal(commit_prefix + "g")
+            head = sa.literal(commit_prefix[:COMMIT_HEAD])
             stmt = stmt.where(
                 tasks.c.id.in_(
-                    sa.select(task_commits.c.task_pk).where(commit_matching(lo, hi, exact=False))
+                    sa.select(task_commits.c.task_pk).where(commit_matching(lo, hi, head))
                 )
             )
         stmt = stmt.order_by(tasks.c.task_id.desc()).limit(limit)
@@ -472,7 +477,7 @@ class SqlTaskStore:
         exact = len(commit_prefix) == 40
         params: dict[str, Any] = {"lo": commit_prefix, "limit": limit}
         if not exact:
-            params["hi"] = commit_prefix + "g"
+            params.update(hi=commit_prefix + "g", head=commit_prefix[:COMMIT_HEAD])
         n_workflows = None
         if workflows is not None:
             n_workflows = len(workflows)
