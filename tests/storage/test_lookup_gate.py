@@ -1,9 +1,10 @@
-"""The lookup read that runs beside its token (ADR 0004): rows only for a valid token."""
+"""The lookup read that runs with its token (ADR 0004): the token's row, and tasks only
+for a valid token."""
 
 from fastapi.testclient import TestClient
 
 from conveyor.services.auth import hash_token
-from conveyor.storage.task_store import SqlTaskStore, lookups_of
+from conveyor.storage.task_store import SqlTaskStore, lookups_with_token
 from conveyor.wiring import Container
 from tests.fixtures import FakeClock, Headers, Repos, create_body
 
@@ -17,15 +18,20 @@ def test_the_tasks_read_beside_a_token_come_only_for_a_valid_one(
     store = SqlTaskStore(container.db)
 
     def found(token: str) -> int:
-        read = store.by_commit(sha, None, 100, token=(hash_token(token), clock()))
-        return len(lookups_of(container.db.read_rows(*read)))
+        digest = hash_token(token)
+        read = store.by_commit(sha, None, 100, token=(digest, clock()))
+        row, tasks = lookups_with_token(container.db.read_rows(*read))
+        assert (row is None) == (token == unknown)
+        assert row is None or row[-1] == digest  # the token's row comes with its hash
+        return len(tasks)
 
     valid, _ = container.tokens.issue("alice", ["admin"], None)
     revoked, info = container.tokens.issue("bob", ["admin"], None)
     container.tokens.revoke(info.id, actor="admin")
     expiring, _ = container.tokens.issue("carol", ["admin"], 60)
+    unknown = "cvy_" + "x" * 43
     assert found(valid) == 1
-    assert found("cvy_" + "x" * 43) == 0  # unknown
+    assert found(unknown) == 0
     assert found(revoked) == 0
     assert found(expiring) == 1
     clock.offset += 61

@@ -1,15 +1,14 @@
 """PostgreSQL reads on the event loop, for the API's hot path (docs/adr/0004).
 
-The lookup by commit is two reads (the token, then the tasks). Through the sync pool
-each is handed to a thread and back, and each is a round trip; here both go in one
-pipeline on an asyncio connection: one round trip, no thread. Connections belong to
-the event loop that opened them; a request on another loop (tests start several) gets
-its own.
+The lookup by commit reads the token and the tasks. Through the sync pool each read is
+handed to a thread and back; here both are one statement on an asyncio connection: one
+round trip, no thread, and no pipeline (whose bookkeeping cost more CPU than the second
+statement it saved). Connections belong to the event loop that opened them; a request
+on another loop (tests start several) gets its own.
 """
 
 import asyncio
 import weakref
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -18,7 +17,7 @@ from psycopg.rows import TupleRow
 from conveyor.domain.principals import TokenInfo
 from conveyor.domain.views import TaskWithCommits
 from conveyor.storage.db import Database, PreparedQuery
-from conveyor.storage.task_store import SqlTaskStore, lookups_of
+from conveyor.storage.task_store import SqlTaskStore, lookups_of, lookups_with_token
 from conveyor.storage.token_store import SqlTokenStore, token_of
 
 # Per event loop: requests beyond this many wait for a connection, so a flood of
@@ -50,10 +49,9 @@ class AsyncReads:
             weakref.WeakKeyDictionary()
         )
 
-    async def rows(self, reads: Sequence[Read]) -> list[list[tuple[Any, ...]]]:
-        """Each read's rows, all sent at once. When the server dropped the connection
-        (it restarted), every idle one is dropped too and the reads run once more on a
-        new connection."""
+    async def rows(self, read: Read) -> list[tuple[Any, ...]]:
+        """The read's rows. When the server dropped the connection (it restarted), every
+        idle one is dropped too and the read runs once more on a new connection."""
         loop = asyncio.get_running_loop()
         mine = self._loops.get(loop)
         if mine is None:
@@ -62,7 +60,7 @@ class AsyncReads:
             for attempt in (1, 2):
                 conn, opened = await self._connection(mine, fresh=attempt == 2)
                 try:
-                    found = await _run(conn, reads)
+                    found = await _run(conn, read)
                 except psycopg.OperationalError:
                     dropped = conn.broken
                     await conn.close()
@@ -104,16 +102,10 @@ class AsyncReads:
         mine.idle.clear()
 
 
-async def _run(
-    conn: psycopg.AsyncConnection[TupleRow], reads: Sequence[Read]
-) -> list[list[tuple[Any, ...]]]:
-    if len(reads) == 1:
-        [(query, params)] = reads
-        cursor = await conn.execute(query.sql, query.arguments(params))
-        return [list(await cursor.fetchall())]
-    async with conn.pipeline():
-        cursors = [await conn.execute(q.sql, q.arguments(p)) for q, p in reads]
-    return [list(await c.fetchall()) for c in cursors]
+async def _run(conn: _Conn, read: Read) -> list[tuple[Any, ...]]:
+    query, params = read
+    cursor = await conn.execute(query.sql, query.arguments(params))
+    return list(await cursor.fetchall())
 
 
 class SqlAsyncLookups:
@@ -125,18 +117,18 @@ class SqlAsyncLookups:
         self._tasks = tasks
 
     async def token(self, token_hash: str) -> tuple[TokenInfo, str] | None:
-        [rows] = await self._reads.rows([self._tokens.by_hash(token_hash)])
-        return token_of(rows)
+        return token_of(await self._reads.rows(self._tokens.by_hash(token_hash)))
 
     async def token_and_tasks(
         self, token_hash: str, commit_prefix: str, limit: int, now: int
     ) -> tuple[tuple[TokenInfo, str] | None, list[TaskWithCommits]]:
-        tasks = self._tasks.by_commit(commit_prefix, None, limit, token=(token_hash, now))
-        token_rows, task_rows = await self._reads.rows([self._tokens.by_hash(token_hash), tasks])
-        return token_of(token_rows), lookups_of(task_rows)
+        read = self._tasks.by_commit(commit_prefix, None, limit, token=(token_hash, now))
+        token, tasks = lookups_with_token(await self._reads.rows(read))
+        return token_of([] if token is None else [token]), tasks
 
     async def tasks(
         self, commit_prefix: str, workflows: frozenset[str], limit: int
     ) -> list[TaskWithCommits]:
-        [rows] = await self._reads.rows([self._tasks.by_commit(commit_prefix, workflows, limit)])
-        return lookups_of(rows)
+        return lookups_of(
+            await self._reads.rows(self._tasks.by_commit(commit_prefix, workflows, limit))
+        )

@@ -46,6 +46,17 @@ def task_from_row(row: Sequence[Any]) -> Task:
     return Task(pk, workflow, task_id, env, TaskState(state), attempt, created, started, ended)
 
 
+# A token's row as token_store.token_of reads it; here because a lookup reads it beside
+# its tasks (_lookup_statement).
+TOKEN_COLUMNS = (
+    api_tokens.c.id,
+    api_tokens.c.user_name,
+    api_tokens.c.roles,
+    api_tokens.c.create_time,
+    api_tokens.c.expire_time,
+    api_tokens.c.revoke_time,
+    api_tokens.c.token_hash,
+)
 TASK_COLUMNS = (
     tasks.c.id,
     tasks.c.workflow_name,
@@ -291,8 +302,10 @@ def commit_matching(
     return sa.and_(commit_head(sha) == head, sha >= lo, sha < hi)
 
 
-def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.Select[Any]:
+def _lookup_statement(exact: bool, n_workflows: int | None, with_token: bool) -> sa.Select[Any]:
     """Tasks pinning a matching commit, newest first, with those commits: one round trip.
+    `with_token`: each row starts with the token's (TOKEN_COLUMNS), which is read in the
+    same statement; see lookups_with_token.
 
     Built once per shape with bind parameters, so SQLAlchemy neither rebuilds the
     statement nor recomputes its cache key on every lookup (the hot path of the GET).
@@ -308,7 +321,7 @@ def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.S
             sa.bindparam(f"wf{i}", type_=sa.String) for i in range(n_workflows)
         ]
         found = found.where(tasks.c.workflow_name.in_(names))
-    if gated:
+    if with_token:
         # Read beside the token, before it is checked: rows only for a token that is
         # valid, so a stranger's request costs one index probe, not a lookup.
         found = found.where(
@@ -326,19 +339,45 @@ def _lookup_statement(exact: bool, n_workflows: int | None, gated: bool) -> sa.S
         .limit(sa.bindparam("limit"))
         .cte("hits")
     )
-    return (
-        sa.select(
-            hits,
-            task_commits.c.service,
-            task_commits.c.repo_name,
-            task_commits.c.kind,
-            task_commits.c.ref,
-            task_commits.c.commit_sha,
-        )
-        .join(task_commits, task_commits.c.task_pk == hits.c.id)
-        .where(matching)
-        .order_by(hits.c.create_time.desc(), hits.c.id.desc(), task_commits.c.id)
+    commits = (
+        task_commits.c.service,
+        task_commits.c.repo_name,
+        task_commits.c.kind,
+        task_commits.c.ref,
+        task_commits.c.commit_sha,
     )
+    order = (hits.c.create_time.desc(), hits.c.id.desc(), task_commits.c.id)
+    if not with_token:
+        return (
+            sa.select(hits, *commits)
+            .join(task_commits, task_commits.c.task_pk == hits.c.id)
+            .where(matching)
+            .order_by(*order)
+        )
+    # The token's row, then the hits beside it: no row at all for an unknown token, one
+    # with no task for a token that finds none (or that is not valid).
+    token = api_tokens.alias("token")
+    return (
+        sa.select(*(token.c[c.name] for c in TOKEN_COLUMNS), hits, *commits)
+        .select_from(
+            token.outerjoin(hits, sa.true()).outerjoin(
+                task_commits, sa.and_(task_commits.c.task_pk == hits.c.id, matching)
+            )
+        )
+        .where(token.c.token_hash == sa.bindparam("token_hash"))
+        .order_by(*order)
+    )
+
+
+def lookups_with_token(
+    rows: list[tuple[Any, ...]],
+) -> tuple[tuple[Any, ...] | None, list[TaskWithCommits]]:
+    """The token's row (TOKEN_COLUMNS; None if there is no such token) and the tasks
+    found, from the rows of SqlTaskStore.by_commit with a token."""
+    if not rows:
+        return None, []
+    width = len(TOKEN_COLUMNS)
+    return rows[0][:width], lookups_of([r[width:] for r in rows if r[width] is not None])
 
 
 def lookups_of(rows: list[tuple[Any, ...]]) -> list[TaskWithCommits]:
@@ -473,7 +512,8 @@ class SqlTaskStore:
         token: tuple[str, int] | None = None,
     ) -> tuple[PreparedQuery, dict[str, Any]]:
         """The read behind find_by_commit, for a caller that runs it itself (lookups_of).
-        With `token` (its hash, and the time now): no rows unless that token is valid."""
+        With `token` (its hash, and the time now): the token's row too, and tasks only if
+        that token is valid (lookups_with_token)."""
         exact = len(commit_prefix) == 40
         params: dict[str, Any] = {"lo": commit_prefix, "limit": limit}
         if not exact:

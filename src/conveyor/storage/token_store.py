@@ -10,21 +10,12 @@ from conveyor.domain.audit import AuditEntry
 from conveyor.domain.principals import SessionInfo, TokenInfo
 from conveyor.storage.db import AnyRow, Database, PreparedQuery, json_value
 from conveyor.storage.tables import api_tokens, sessions
-from conveyor.storage.task_store import write_audit
+from conveyor.storage.task_store import TOKEN_COLUMNS, write_audit
 
-_COLUMNS = (
-    api_tokens.c.id,
-    api_tokens.c.user_name,
-    api_tokens.c.roles,
-    api_tokens.c.create_time,
-    api_tokens.c.expire_time,
-    api_tokens.c.revoke_time,
-)
+_COLUMNS = TOKEN_COLUMNS[:-1]  # all but the hash
 
 
-_BY_HASH = sa.select(*_COLUMNS, api_tokens.c.token_hash).where(
-    api_tokens.c.token_hash == sa.bindparam("token_hash")
-)
+_BY_HASH = sa.select(*TOKEN_COLUMNS).where(api_tokens.c.token_hash == sa.bindparam("token_hash"))
 
 
 def _info(row: AnyRow) -> TokenInfo:
@@ -39,7 +30,8 @@ def _info(row: AnyRow) -> TokenInfo:
 
 
 def token_of(rows: list[tuple[Any, ...]]) -> tuple[TokenInfo, str] | None:
-    """The token and its stored hash, from the rows of SqlTokenStore.by_hash."""
+    """The token and its stored hash, from the rows of SqlTokenStore.by_hash (or the
+    token's part of a lookup's, task_store.lookups_with_token)."""
     if not rows:
         return None
     id_, user, roles, create_time, expire_time, revoke_time, stored_hash = rows[0]
