@@ -69,6 +69,22 @@ TASK_COLUMNS = (
     tasks.c.end_time,
 )
 
+# The create path's statements, built once: parameters come with each execution, so
+# SQLAlchemy neither builds them nor computes their cache keys again.
+_INSERT_TASK = tasks.insert().returning(*TASK_COLUMNS)
+_INSERT_ATTEMPT = attempts.insert()
+_INSERT_AUDIT = audit_log.insert()
+_NEXT_TASK_ID = {
+    name: dialect.insert(workflow_sequences)
+    .values(workflow_name=sa.bindparam("name"), last_task_id=1)
+    .on_conflict_do_update(
+        index_elements=[workflow_sequences.c.workflow_name],
+        set_={"last_task_id": workflow_sequences.c.last_task_id + 1},
+    )
+    .returning(workflow_sequences.c.last_task_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
 
 def latest_jobs(
     task_pk: int | sa.BindParameter[int], *columns: sa.ColumnElement[Any]
@@ -104,17 +120,8 @@ class SqlTaskWriter:
     def next_task_id(self, workflow_name: str) -> int:
         # One statement that both creates and bumps the counter: concurrent creates queue
         # on its row lock, and a rolled-back create gives its number back.
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        upsert = (
-            insert(workflow_sequences)
-            .values(workflow_name=workflow_name, last_task_id=1)
-            .on_conflict_do_update(
-                index_elements=[workflow_sequences.c.workflow_name],
-                set_={"last_task_id": workflow_sequences.c.last_task_id + 1},
-            )
-            .returning(workflow_sequences.c.last_task_id)
-        )
-        return int(self._conn.execute(upsert).scalar_one())
+        upsert = _NEXT_TASK_ID[self._dialect]
+        return int(self._conn.execute(upsert, {"name": workflow_name}).scalar_one())
 
     def add_task(
         self,
@@ -126,19 +133,18 @@ class SqlTaskWriter:
         trigger_key: str | None = None,
     ) -> Task:
         row = self._conn.execute(
-            tasks.insert()
-            .values(
-                workflow_name=spec.workflow_name,
-                task_id=task_id,
-                env_name=spec.env_name,
-                state=TaskState.QUEUED,
-                attempt=1,
-                create_time=create_time,
-                created_by=created_by,
-                spec=spec.to_json(),
-                trigger_key=trigger_key,
-            )
-            .returning(*TASK_COLUMNS)
+            _INSERT_TASK,
+            {
+                "workflow_name": spec.workflow_name,
+                "task_id": task_id,
+                "env_name": spec.env_name,
+                "state": TaskState.QUEUED,
+                "attempt": 1,
+                "create_time": create_time,
+                "created_by": created_by,
+                "spec": spec.to_json(),
+                "trigger_key": trigger_key,
+            },
         ).one()
         task = task_from_row(row)
         pk = task.pk
@@ -229,14 +235,9 @@ class SqlTaskWriter:
         return task_from_row(row)
 
     def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None:
-        self._conn.execute(
-            attempts.insert().values(
-                task_pk=task.pk,
-                number=task.attempt,
-                requested_by=requested_by,
-                create_time=create_time,
-            )
-        )
+        row = {"task_pk": task.pk, "number": task.attempt, "requested_by": requested_by,
+               "create_time": create_time}  # fmt: skip
+        self._conn.execute(_INSERT_ATTEMPT, row)
 
     def cancel_pending_jobs(self, task: Task, now: int) -> None:
         for job_id in pending_jobs(self._conn, task):
@@ -277,15 +278,16 @@ class SqlTaskWriter:
 
 def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
     conn.execute(
-        audit_log.insert().values(
-            time=time,
-            actor=entry.actor,
-            token_id=entry.token_id,
-            action=entry.action,
-            workflow_name=entry.workflow_name,
-            task_id=entry.task_id,
-            detail=entry.detail,
-        )
+        _INSERT_AUDIT,
+        {
+            "time": time,
+            "actor": entry.actor,
+            "token_id": entry.token_id,
+            "action": entry.action,
+            "workflow_name": entry.workflow_name,
+            "task_id": entry.task_id,
+            "detail": entry.detail,
+        },
     )
 
 
