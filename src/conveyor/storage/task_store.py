@@ -74,6 +74,22 @@ TASK_COLUMNS = (
 _INSERT_TASK = tasks.insert().returning(*TASK_COLUMNS)
 _INSERT_ATTEMPT = attempts.insert()
 _INSERT_AUDIT = audit_log.insert()
+# A task's detail (the status route every client polls), the same way.
+_DETAIL_TASK = sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
+    tasks.c.workflow_name == sa.bindparam("workflow_name"),
+    tasks.c.task_id == sa.bindparam("task_id"),
+)
+_DETAIL_COMMITS = (
+    sa.select(task_commits)
+    .where(task_commits.c.task_pk == sa.bindparam("task_pk"))
+    .order_by(task_commits.c.id)
+)
+_DETAIL_JOBS = sa.select(jobs).where(jobs.c.task_pk == sa.bindparam("task_pk")).order_by(jobs.c.id)
+_DETAIL_ATTEMPTS = (
+    sa.select(attempts)
+    .where(attempts.c.task_pk == sa.bindparam("task_pk"))
+    .order_by(attempts.c.number)
+)
 _NEXT_TASK_ID = {
     name: dialect.insert(workflow_sequences)
     .values(workflow_name=sa.bindparam("name"), last_task_id=1)
@@ -530,24 +546,13 @@ class SqlTaskStore:
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
         with self._db.read() as conn:
-            row = conn.execute(
-                sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
-                    tasks.c.workflow_name == workflow_name, tasks.c.task_id == task_id
-                )
-            ).one_or_none()
+            found = {"workflow_name": workflow_name, "task_id": task_id}
+            row = conn.execute(_DETAIL_TASK, found).one_or_none()
             if row is None:
                 return None
-            commits = conn.execute(
-                sa.select(task_commits)
-                .where(task_commits.c.task_pk == row.id)
-                .order_by(task_commits.c.id)
-            ).all()
-            job_rows = conn.execute(
-                sa.select(jobs).where(jobs.c.task_pk == row.id).order_by(jobs.c.id)
-            ).all()
-            attempt_rows = conn.execute(
-                sa.select(attempts).where(attempts.c.task_pk == row.id).order_by(attempts.c.number)
-            ).all()
+            commits = conn.execute(_DETAIL_COMMITS, {"task_pk": row.id}).all()
+            job_rows = conn.execute(_DETAIL_JOBS, {"task_pk": row.id}).all()
+            attempt_rows = conn.execute(_DETAIL_ATTEMPTS, {"task_pk": row.id}).all()
         return TaskDetail(
             task=task_from_row(row),
             created_by=row.created_by,
