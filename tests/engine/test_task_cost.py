@@ -1,0 +1,79 @@
+"""What one trivial task costs, counted rather than timed (issue 12): the write
+transactions and the processes of a one-service task run by the local executor, with
+real git and a real database. Counts are stable on a noisy machine; a regression that
+adds a transaction or a process to every task fails here, not only in a benchmark."""
+
+import collections
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.config_file import parse_config
+from conveyor.domain.principals import Principal
+from conveyor.services.tasks import CreateRequest, TargetRequest
+from conveyor.wiring import Container, build_container
+from tests.conftest import RepoFactory
+
+CONFIG = """
+database_url: {database_url}
+data_dir: {data}
+max_parallel_tasks: 4
+repos: {{app: {{url: "{repo}"}}}}
+services: {{svc: {{build: {{repos: [app], script: "true"}}, deploy: {{script: "true"}}}}}}
+envs: {{dev: {{}}}}
+workflows: {{wf: {{env: dev, services: [svc], parallel: true}}}}
+roles: {{admin: {{permissions: [task:view, task:create], workflows: ["*"]}}}}
+"""
+TASKS = 6
+
+
+@pytest.fixture
+def container(
+    make_repo: RepoFactory, tmp_path: Path, empty_database_url: str
+) -> Iterator[Container]:
+    repo = make_repo("app")
+    text = CONFIG.format(database_url=empty_database_url, data=tmp_path / "data", repo=repo.url)
+    built = build_container(parse_config(text), run_jobs=True)
+    built.migrate()
+    yield built
+    built.stop()
+
+
+def test_a_trivial_task_costs_nine_write_transactions_and_one_checkout_a_job(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counts: collections.Counter[str] = collections.Counter()
+    sa.event.listen(container.db._writer, "begin", lambda _conn: counts.update(["write"]))
+    real = subprocess.Popen.__init__
+
+    def counting(self: subprocess.Popen[Any], args: Any, *rest: Any, **kwargs: Any) -> None:
+        counts.update([" ".join(args[:2]) if isinstance(args, list) else "other"])
+        real(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", counting)
+    container.start()
+    counts.clear()  # the start's own: the installation's id
+    principal = Principal("cost", ("admin",))
+    for _ in range(TASKS):
+        container.tasks.create(principal, CreateRequest("wf", "dev", (TargetRequest("svc", ()),)))
+    open_tasks = sa.text("SELECT count(*) FROM tasks WHERE state NOT IN ('passed', 'failed')")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with container.db.read() as conn:
+            if conn.execute(open_tasks).scalar() == 0:
+                break
+        time.sleep(0.02)
+    with container.db.read() as conn:
+        states = conn.execute(sa.text("SELECT state FROM tasks")).scalars().all()
+    assert states == ["passed"] * TASKS
+    # The create; the task's claim and end; each job's queueing, claim and end.
+    assert counts["write"] <= 9 * TASKS
+    # A build and a deploy: a checkout and a script each. (The mirror's first clone, and
+    # the check that it holds a commit, are the repository's, once per process.)
+    assert (counts["git read-tree"], counts["bash -eo"]) == (2 * TASKS, 2 * TASKS)
+    assert counts["git ls-remote"] == 0  # a create reads a local repository's refs itself
