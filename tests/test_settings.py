@@ -193,6 +193,19 @@ def test_a_secret_too_short_to_mask_is_an_error_not_a_silent_leak(
     ]
 
 
+def test_a_deploy_may_do_without_a_checkout_and_says_so_with_a_boolean() -> None:
+    assert parse_config(GOOD).services["redis3"].deploy.checkout is True
+    off = GOOD.replace(
+        "    deploy: {script: ./deploy.sh}", "    deploy: {script: ./deploy.sh, checkout: false}"
+    )
+    assert parse_config(off).services["redis3"].deploy.checkout is False
+    wrong = GOOD.replace(
+        "    deploy: {script: ./deploy.sh}", "    deploy: {script: ./deploy.sh, checkout: 'no'}"
+    )
+    [problem] = problems_of(wrong)
+    assert problem.startswith("services.redis3.deploy.checkout: ")
+
+
 def test_sandbox_settings_and_a_service_without_network() -> None:
     text = GOOD.replace(
         "    deploy: {script: ./deploy.sh}", "    deploy: {script: ./deploy.sh}\n    network: false"

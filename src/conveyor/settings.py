@@ -99,6 +99,11 @@ class DeployConfig(_Strict):
     script: StrictStr = Field(min_length=1, description="bash script run in the workspace")
     timeout: Seconds = Field(600, description="deploy step timeout (default 10m)")
     queue: StrictStr | None = Field(None, description="celery queue; default: `queue`")
+    checkout: StrictBool = Field(
+        True,
+        description="false: the deploy runs in an empty workspace, without its build's "
+        "repos checked out (GitLab's GIT_STRATEGY: none); their commit variables are set",
+    )
 
 
 Sandbox = Literal["none", "bubblewrap"]

@@ -24,7 +24,7 @@ database_url: {database_url}
 data_dir: {data}
 max_parallel_tasks: 4
 repos: {{app: {{url: "{repo}"}}}}
-services: {{svc: {{build: {{repos: [app], script: "true"}}, deploy: {{script: "true"}}}}}}
+services: {{svc: {{build: {{repos: [app], script: "true"}}, deploy: {{script: "true"{deploy}}}}}}}
 envs: {{dev: {{}}}}
 workflows: {{wf: {{env: dev, services: [svc], parallel: true}}}}
 roles: {{admin: {{permissions: [task:view, task:create], workflows: ["*"]}}}}
@@ -32,21 +32,26 @@ roles: {{admin: {{permissions: [task:view, task:create], workflows: ["*"]}}}}
 TASKS = 6
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["deploy-checks-out", "deploy-checkout-false"])
 def container(
-    make_repo: RepoFactory, tmp_path: Path, empty_database_url: str
+    request: pytest.FixtureRequest, make_repo: RepoFactory, tmp_path: Path, empty_database_url: str
 ) -> Iterator[Container]:
     repo = make_repo("app")
-    text = CONFIG.format(database_url=empty_database_url, data=tmp_path / "data", repo=repo.url)
+    deploy = "" if request.param else ", checkout: false"
+    text = CONFIG.format(
+        database_url=empty_database_url, data=tmp_path / "data", repo=repo.url, deploy=deploy
+    )
     built = build_container(parse_config(text), run_jobs=True)
     built.migrate()
     yield built
     built.stop()
+    built.db.dispose()
 
 
-def test_a_trivial_task_costs_nine_write_transactions_and_one_checkout_a_job(
+def test_a_trivial_task_costs_nine_write_transactions_and_a_checkout_a_job_that_wants_one(
     container: Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    checkouts = 2 if container.config.services["svc"].deploy.checkout else 1
     counts: collections.Counter[str] = collections.Counter()
     sa.event.listen(container.db._writer, "begin", lambda _conn: counts.update(["write"]))
     real = subprocess.Popen.__init__
@@ -73,7 +78,8 @@ def test_a_trivial_task_costs_nine_write_transactions_and_one_checkout_a_job(
     assert states == ["passed"] * TASKS
     # The create; the task's claim and end; each job's queueing, claim and end.
     assert counts["write"] <= 9 * TASKS
-    # A build and a deploy: a checkout and a script each. (The mirror's first clone, and
-    # the check that it holds a commit, are the repository's, once per process.)
-    assert (counts["git read-tree"], counts["bash -eo"]) == (2 * TASKS, 2 * TASKS)
+    # A build and a deploy: a script each, and a checkout each unless the deploy says
+    # `checkout: false`. (The mirror's first clone, and the check that it holds a
+    # commit, are the repository's, once per process.)
+    assert (counts["git read-tree"], counts["bash -eo"]) == (checkouts * TASKS, 2 * TASKS)
     assert counts["git ls-remote"] == 0  # a create reads a local repository's refs itself

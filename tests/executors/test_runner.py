@@ -43,6 +43,19 @@ def test_a_passing_build_sees_its_variables_and_hands_on_outputs(
     assert not (paths.workspaces / "7").exists()
 
 
+def test_a_deploy_without_checkout_runs_in_an_empty_workspace_with_the_commit_variables(
+    repo: GitRepo, paths: RunnerPaths
+) -> None:
+    script = 'echo "commit $VOTING_APP_COMMIT"\necho "entries: $(ls -A)"\n'
+    spec = spec_for(repo, script, stage="deploy", checkout=False)
+    result = run_claimed(spec, paths, RecordingReporter())
+    assert result.outcome is Outcome.PASSED
+    text = log_of(paths)
+    assert f"commit {repo.head('main')}\nentries: .conveyor\n" in text  # the control dir only
+    assert "no checkout: the deploy runs in an empty workspace (checkout: false)" in text
+    assert "checking out" not in text
+
+
 def test_the_server_environment_does_not_leak_into_jobs(
     repo: GitRepo, paths: RunnerPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,9 @@ class JobSpec:
     sandbox: str = "none"  # or "bubblewrap"; a worker applies its own config's
     network: bool = True
     outputs: tuple[str, ...] = ()  # a build's declared outputs
+    # False: the workspace starts empty; the repos' commit variables are set all the same.
+    # (A message from a server before this field has none: the default applies.)
+    checkout: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """The job as a message: everything but the secrets, which each worker resolves

@@ -65,6 +65,7 @@ class StepSpec:
     timeout_s: int
     queue: str | None = None
     outputs: tuple[str, ...] = ()  # a build's declared outputs, handed to its deploy
+    checkout: bool = True  # False: the job's workspace starts empty (deploy.checkout)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,11 +73,16 @@ class StepSpec:
             "timeout_s": self.timeout_s,
             "queue": self.queue,
             "outputs": list(self.outputs),
+            "checkout": self.checkout,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "StepSpec":
-        return cls(data["script"], data["timeout_s"], data["queue"], tuple(data.get("outputs", ())))
+        # Tasks stored before a key existed get its default.
+        outputs = tuple(data.get("outputs", ()))
+        return cls(
+            data["script"], data["timeout_s"], data["queue"], outputs, data.get("checkout", True)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,11 +179,14 @@ def _run(
 ) -> JobResult:
     task = f"{spec.workflow_name}#{spec.task_id}"
     log.say(f"{spec.stage} {spec.service} for {task}, attempt {spec.attempt}")
-    try:
-        _checkout(spec, paths, workspace, log)
-    except CheckoutError as exc:
-        log.say(str(exc))
-        return JobResult(Outcome.FAILED, None, str(exc))
+    if not spec.checkout:
+        log.say(f"no checkout: the {spec.stage} runs in an empty workspace (checkout: false)")
+    else:
+        try:
+            _checkout(spec, paths, workspace, log)
+        except CheckoutError as exc:
+            log.say(str(exc))
+            return JobResult(Outcome.FAILED, None, str(exc))
     if reporter.cancel_requested():
         return JobResult(Outcome.CANCELLED, None, "cancelled before the script started")
     if log.failure is not None:
@@ -196,7 +199,8 @@ def _run(
     if sandboxed:
         # Only the objects of the job's own mirrors: a mirror's config holds its URL.
         mirrors = MirrorCache(paths.mirrors)
-        objects = [mirrors.path(repo.url) / "objects" for repo in spec.repos]
+        checked_out = spec.repos if spec.checkout else ()
+        objects = [mirrors.path(repo.url) / "objects" for repo in checked_out]
         argv = bubblewrap_argv(argv, workspace, objects, paths.data_dir, isolation, spec.network)
     proc = JobProcess(
         argv, workspace, env, log, runner, spec.job_id, sandboxed, **isolation.popen_args()

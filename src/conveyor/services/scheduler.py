@@ -359,4 +359,5 @@ class Scheduler:
             sandbox=self._config.sandbox_of(job.service),
             network=self._config.network_of(job.service),
             outputs=target.build.outputs if job.stage == "build" else (),
+            checkout=step.checkout,
         )

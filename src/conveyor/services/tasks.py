@@ -408,7 +408,12 @@ class TaskService:
                 service.build.queue,
                 tuple(service.build.outputs),
             ),
-            deploy=StepSpec(service.deploy.script, service.deploy.timeout, service.deploy.queue),
+            deploy=StepSpec(
+                service.deploy.script,
+                service.deploy.timeout,
+                service.deploy.queue,
+                checkout=service.deploy.checkout,
+            ),
             # Captured whole, defaults included, so a restart sets the same values.
             envs=tuple({**service.build.variables, **dict(target.envs)}.items()),
         )
