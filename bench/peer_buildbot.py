@@ -1,6 +1,9 @@
 """Conveyor beside Buildbot 4.3.0, the Python CI users would pick instead, on the same
 trivial work in one run: the same bare repository, a build step that stamps the time, a
 deploy step, 8 builds at once, SQLite for both (../shared/peers/buildbot/README.md).
+One checkout per task, as Buildbot's one clone per build and the floor's one clone: the
+deploy says `checkout: false` (`--deploy-checkout`: it checks out too, as runs before
+2026-11-30 08:50 did).
 
 Rounds alternate (Buildbot, then Conveyor, then again) so both see the same machine:
 
@@ -52,7 +55,7 @@ services:
       repos: [app]
       variables: {{STAMP: none}}
       script: date +%s.%N > "{stamps}/$STAMP" && true
-    deploy: {{script: "true"}}
+    deploy: {{script: "true", checkout: {deploy_checkout}}}
 envs:
   dev: {{}}
 workflows:
@@ -78,13 +81,15 @@ def wait_for(path: Path, timeout_s: float = 60) -> float:
 
 
 class Conveyor:
-    def __init__(self, home: Path, poll_s: float) -> None:
+    def __init__(self, home: Path, poll_s: float, deploy_checkout: bool = False) -> None:
         self.home, self.poll_s = home, poll_s
         self.stamps = home / "stamps"
         self.stamps.mkdir(parents=True, exist_ok=True)
         port = free_port()
         config = home / "conveyor.yaml"
-        config.write_text(CONFIG.format(port=port, home=home, repo=REPO, stamps=self.stamps))
+        text = CONFIG.format(port=port, home=home, repo=REPO, stamps=self.stamps,
+                             deploy_checkout=str(deploy_checkout).lower())  # fmt: skip
+        config.write_text(text)
         self.proc, self.url, token = serve_with_token(config, port, home / "server.log")
         self.api = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -202,6 +207,9 @@ def main() -> None:
     parser.add_argument("--n-throughput", type=int, default=200)
     parser.add_argument("--poll-ms", type=float, default=50, help="end-to-end poll, both")
     parser.add_argument("--n-floor", type=int, default=500)
+    parser.add_argument(
+        "--deploy-checkout", action="store_true", help="the deploy checks out too: 2 a task"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.n_latency, args.n_e2e, args.n_throughput = 1, 10, 5, 40
@@ -223,7 +231,7 @@ def main() -> None:
             bb["rss"].append(found["throughput"]["master_vmhwm_mb"])
             bb["wrss"].append(found["workers_rss_mb"])
 
-            conveyor = Conveyor(home / f"cv{r}", args.poll_ms / 1000)
+            conveyor = Conveyor(home / f"cv{r}", args.poll_ms / 1000, args.deploy_checkout)
             try:
                 cv["latency"] += conveyor.latency(args.n_latency)
                 cv["e2e"] += conveyor.e2e(args.n_e2e, polled=False)
@@ -245,8 +253,11 @@ def report(
         ratio = b / c if lower_better else c / b
         return f"| {name} | {b:.1f} {unit} | {c:.1f} {unit} | **{ratio:.1f}x** |"
 
-    print(f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{args.rounds} rounds, interleaved")  # fmt: skip
+    checkouts = 2 if args.deploy_checkout else 1
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{args.rounds} rounds, interleaved; Conveyor: {checkouts} checkout(s) a task"
+    )
     print("| measure | Buildbot 4.3.0 | Conveyor | Conveyor is |")
     print("|---|---:|---:|---:|")
     for name, key in (("trigger → first step", "latency"), ("end to end", "e2e")):
