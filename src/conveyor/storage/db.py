@@ -48,9 +48,10 @@ def _prepare_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         if mode is not None:
-            # On the driver's connection: the statement pipeline would cost more than
-            # the BEGIN, and every write transaction pays it.
-            conn.connection.dbapi_connection.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+            # Through SQLAlchemy, though the driver's connection would be a little
+            # cheaper: a "database is locked" here must reach callers wrapped, as a
+            # DBAPIError, like any other statement's (the log store retries on those).
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def make_engine(url: str) -> Engine:
