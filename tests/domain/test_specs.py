@@ -21,3 +21,16 @@ def test_a_job_message_keeps_checkout_false_and_an_older_message_checks_out() ->
     older = job.to_json()
     del older["checkout"]
     assert JobSpec.from_json(older, {}, ()).checkout is True
+
+
+def test_a_job_that_checks_out_is_sent_as_a_worker_from_before_the_field_reads_it() -> None:
+    job = JobSpec(1, 2, "wf", 3, 1, "deploy", "svc", "dev", (REPO,), "true", 60, ())
+    assert "checkout" not in job.to_json()
+
+
+def test_a_message_from_a_newer_server_reads_without_the_keys_this_runner_does_not_know() -> None:
+    job = JobSpec(1, 2, "wf", 3, 1, "build", "svc", "dev", (REPO,), "true", 60, ())
+    newer = {**job.to_json(), "some_future_setting": True, "secrets": {"X": "smuggled"}}
+    read = JobSpec.from_json(newer, {"TOKEN": "from-this-config"}, ())
+    assert read.to_json() == job.to_json()
+    assert dict(read.secrets) == {"TOKEN": "from-this-config"}  # never from the message

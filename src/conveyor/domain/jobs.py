@@ -54,13 +54,20 @@ class JobSpec:
         data["repos"] = [r.to_json() for r in self.repos]
         data["variables"] = [list(kv) for kv in self.variables]
         data["outputs"] = list(self.outputs)
+        if self.checkout:
+            # Sent only when it says something: a worker from before the field exists
+            # cannot read a key it does not know, and checks out by default anyway.
+            del data["checkout"]
         return data
 
     @classmethod
     def from_json(
         cls, data: dict[str, Any], secrets: Mapping[str, str], masked: tuple[str, ...]
     ) -> "JobSpec":
-        fields = dict(data)
+        # Keys of a newer server's message that this runner does not know are left out:
+        # it runs the job as it knows how (the isolation is its own config's anyway).
+        known = set(cls.__slots__) - {"secrets", "masked"}
+        fields = {k: v for k, v in data.items() if k in known}
         fields["repos"] = tuple(ResolvedRepo(**r) for r in data["repos"])
         fields["variables"] = tuple((k, v) for k, v in data["variables"])
         fields["outputs"] = tuple(data.get("outputs", ()))
