@@ -121,7 +121,9 @@ def test_create_captures_commits_and_step_definitions(
         "timeout_s": 3600,
         "queue": None,
         "outputs": [],
+        "checkout": True,
     }
+    assert target["deploy"]["checkout"] is True  # deploy.checkout's default, captured
     # The declared defaults are captured with the request's values, for restarts.
     assert target["envs"] == [["FLAVOUR", "x y"], ["SIZE", ""], ["MODE", ""]]
     assert [r["commit"] for r in target["repos"]] == [
