@@ -13,15 +13,13 @@ import argparse
 import os
 import platform
 import shutil
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import sqlalchemy as sa
-from serving import free_port, serve_with_token, start_workers, stop
+from serving import serve_with_token, start_workers, stop
 
-from engine import CONFIG, Client, make_repo, pct
+from engine import CONFIG, Client, bench_home, pct
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "conveyor_bench_dist"
@@ -37,21 +35,22 @@ def fresh_database() -> str:
     return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
 
 
+def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
+    """The engine's config `text` on a fresh PostgreSQL database; with `celery`, run by
+    workers through Redis, on a queue of its own."""
+    header = f"database_url: {fresh_database()}\n"
+    if celery:
+        header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: {queue_prefix}-{port}\n"
+    return header + text.replace("database_url: sqlite:///conveyor.db\n", "")
+
+
 def measure(
     setup: str, workers: int, latency_tasks: int, throughput_tasks: int
 ) -> tuple[str, float]:
     """(the table's row but the ratio, tasks per second)"""
-    root = Path(tempfile.mkdtemp(prefix="conveyor-dist-"))
-    repo, marks = root / "repo", root / "marks"
-    make_repo(repo)
-    marks.mkdir()
-    port = free_port()
-    config = root / "conveyor.yaml"
-    header = f"database_url: {fresh_database()}\n"
-    if setup == "celery":
-        header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: bench-{port}\n"
-    base = CONFIG.replace("database_url: sqlite:///conveyor.db\n", "")
-    config.write_text(header + base.format(port=port, repo=repo, marks=marks))
+    root, repo, marks, port, config = bench_home("conveyor-dist-")
+    text = CONFIG.format(port=port, repo=repo, marks=marks)
+    config.write_text(on_postgres(text, port, setup == "celery", "bench"))
     server, url, token = serve_with_token(config, port, root / "server.log", access_log=False)
     procs = [server]
     try:

@@ -67,6 +67,17 @@ def make_repo(path: Path) -> None:
     git(path, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-q", "-m", "init")
 
 
+def bench_home(prefix: str) -> tuple[Path, Path, Path, int, Path]:
+    """What a benchmark of the engine starts from: a temp dir (`root`) holding the
+    repository its tasks build (`repo`) and the directory their scripts mark (`marks`),
+    a free port, and where the config goes."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    repo, marks = root / "repo", root / "marks"
+    make_repo(repo)
+    marks.mkdir()
+    return root, repo, marks, free_port(), root / "conveyor.yaml"
+
+
 def pct(values: list[float], q: int) -> float:
     return (
         statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 1 else values[0] * 1000
@@ -127,12 +138,7 @@ def main() -> None:
     parser.add_argument("--throughput-tasks", type=int, default=500)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
-    repo, marks = root / "repo", root / "marks"
-    make_repo(repo)
-    marks.mkdir()
-    port = free_port()
-    config = root / "conveyor.yaml"
+    root, repo, marks, port, config = bench_home("conveyor-bench-")
     config.write_text(CONFIG.format(port=port, repo=repo, marks=marks))
     container = build_container(load_config(config))
     migrate.upgrade(container.db)

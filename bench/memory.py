@@ -17,14 +17,13 @@ import os
 import platform
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
-from distributed import BROKER, fresh_database
+from distributed import on_postgres
 from lookup import CONFIG as LOOKUP_CONFIG
 from lookup import OUT, WORKFLOWS, fill, sample_commits
 from serving import free_port, rss_mb, serve_with_token, start_workers, stop
@@ -32,7 +31,7 @@ from serving import free_port, rss_mb, serve_with_token, start_workers, stop
 from conveyor.config_file import parse_config
 from conveyor.storage import migrate
 from conveyor.wiring import build_container
-from engine import CONFIG, Client, make_repo
+from engine import CONFIG, Client, bench_home
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -98,17 +97,10 @@ def stored(n: int) -> str:
 def soak(n: int, celery: bool) -> str:
     """RSS after the first 1,000 tasks ended and after `n`: the server's, or with
     `celery` the worker's."""
-    root = Path(tempfile.mkdtemp(prefix="conveyor-memory-"))
-    repo, marks = root / "repo", root / "marks"
-    make_repo(repo)
-    marks.mkdir()
-    port = free_port()
-    config = root / "conveyor.yaml"
+    root, repo, marks, port, config = bench_home("conveyor-memory-")
     text = CONFIG.format(port=port, repo=repo, marks=marks)
     if celery:
-        header = f"database_url: {fresh_database()}\nexecutor: celery\n"
-        header += f"broker_url: '{BROKER}'\nqueue: memory-{port}\n"
-        text = header + text.replace("database_url: sqlite:///conveyor.db\n", "")
+        text = on_postgres(text, port, celery=True, queue_prefix="memory")
     config.write_text(text)  # its relative paths are the config file's: under root
     procs = []
     try:
