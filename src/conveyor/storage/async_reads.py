@@ -124,7 +124,7 @@ class SqlAsyncLookups:
     ) -> tuple[tuple[TokenInfo, str] | None, list[TaskWithCommits]]:
         read = self._tasks.by_commit(commit_prefix, None, limit, token=(token_hash, now))
         token, tasks = lookups_with_token(await self._reads.rows(read))
-        return token_of([] if token is None else [token]), tasks
+        return token_of(token), tasks
 
     async def tasks(
         self, commit_prefix: str, workflows: frozenset[str], limit: int

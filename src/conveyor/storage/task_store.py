@@ -389,13 +389,12 @@ def _lookup_statement(exact: bool, n_workflows: int | None, with_token: bool) ->
 
 def lookups_with_token(
     rows: list[tuple[Any, ...]],
-) -> tuple[tuple[Any, ...] | None, list[TaskWithCommits]]:
-    """The token's row (TOKEN_COLUMNS; None if there is no such token) and the tasks
-    found, from the rows of SqlTaskStore.by_commit with a token."""
-    if not rows:
-        return None, []
+) -> tuple[list[tuple[Any, ...]], list[TaskWithCommits]]:
+    """The token's rows as token_store.token_of reads them (none for an unknown token)
+    and the tasks found, from the rows of SqlTaskStore.by_commit with a token."""
     width = len(TOKEN_COLUMNS)
-    return rows[0][:width], lookups_of([r[width:] for r in rows if r[width] is not None])
+    token = [row[:width] for row in rows[:1]]
+    return token, lookups_of([r[width:] for r in rows if r[width] is not None])
 
 
 def lookups_of(rows: list[tuple[Any, ...]]) -> list[TaskWithCommits]:
