@@ -7,6 +7,7 @@ writer got there first, where an immediate one waits its turn.
 """
 
 import json
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,7 +129,14 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._writer: Engine
+        # SQLite has one writer at a time. Its busy handler makes a waiting writer
+        # sleep and poll (1, 2, 5, 10… ms), so this process's own writers queue on a
+        # lock instead and each starts the moment the last one commits; the busy
+        # timeout still covers writers in other processes (the CLI, say). Reentrant, so
+        # a nested write fails on SQLite's timeout as it always has, not in a deadlock.
+        self._write_lock: threading.RLock | None = None
         if engine.dialect.name == "sqlite":
+            self._write_lock = threading.RLock()
             self._writer = engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
             self._writer = sa.create_engine(
@@ -190,7 +198,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._writer.begin() as conn:
+        if self._write_lock is None:
+            with self._writer.begin() as conn:
+                yield conn
+            return
+        with self._write_lock, self._writer.begin() as conn:
             yield conn
 
     def dispose(self) -> None:
