@@ -180,7 +180,7 @@ def build_container(
 
         def reporter_for(job: JobSpec) -> JobReporter:
             reporter = StoreJobReporter(
-                jobs, job.job_id, runner().id, clock, lambda: wake[0].wake(job.task_pk)
+                jobs, job.job_id, runner().id, clock, lambda: wake[0].job_ended(job.task_pk)
             )
             return metrics.measured(reporter, job.stage)
 

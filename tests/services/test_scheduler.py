@@ -1,6 +1,7 @@
 """The scheduler's rules, one test each: `tick()` over a real database, with an executor
 that records what it is given and refuses on demand. No sleeps: time is a counter."""
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -374,3 +375,87 @@ def test_a_pass_for_named_tasks_advances_those_and_a_full_pass_catches_up_the_re
         (first.task_pk, "deploy"),
         (second.task_pk, "deploy"),
     ]
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Until the scheduler's own thread has done what `check` looks for."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the scheduler's thread never got there"
+        time.sleep(0.01)
+
+
+def test_a_job_that_ends_advances_its_task_on_the_reporting_thread(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    scheduler.job_ended(build.task_pk)  # no pass of the scheduler's in between
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+    # The scheduler's pass for the same wake finds the deploy sent: not sent twice.
+    scheduler.tick({build.task_pk})
+    assert len(executor.submitted) == 2
+    run(store, executor.submitted[1], Outcome.PASSED, clocks.now)
+    scheduler.job_ended(build.task_pk)
+    assert task_state(database, task) == "passed"
+
+
+def test_a_task_that_ends_after_its_job_frees_its_slot_for_the_next_in_line(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    one_slot = config.model_copy(update={"max_parallel_tasks": 1})
+    scheduler, store = scheduler_for(one_slot), SqlJobStore(database)
+    first, second = create(container), create(container)
+    scheduler.tick()
+    assert task_state(database, second) == "queued"
+    run(store, executor.submitted[0], Outcome.FAILED, clocks.now)
+    # A poll an hour long: only the wake that the task's end sends starts the second.
+    scheduler._poll_s = 3600
+    scheduler.start()
+    try:
+        scheduler.job_ended(executor.submitted[0].task_pk)
+        assert task_state(database, first) == "failed"
+        wait_until(lambda: task_state(database, second) == "running")
+    finally:
+        scheduler.stop()
+
+
+def test_a_fault_while_advancing_after_a_job_leaves_the_task_to_the_scheduler(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    scheduler._poll_s = 3600  # after this first full pass, only wakes start one
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    real = SqlJobStore.current_jobs
+    monkeypatch.setattr(SqlJobStore, "current_jobs", lambda *_: (_ for _ in ()).throw(OSError))
+    scheduler.job_ended(build.task_pk)  # does not raise into the runner
+    assert len(executor.submitted) == 1
+    monkeypatch.setattr(SqlJobStore, "current_jobs", real)
+    scheduler.start()
+    try:
+        wait_until(lambda: len(executor.submitted) == 2)
+    finally:
+        scheduler.stop()
+    assert executor.submitted[1].stage == "deploy"

@@ -76,6 +76,24 @@ class Scheduler:
                 self._woken.add(task_pk)
         self._wake.set()
 
+    def job_ended(self, task_pk: int) -> None:
+        """A job of `task_pk` ended in this process: advance the task now, on the caller's
+        thread, instead of after a hop to the scheduler's (which would queue it behind
+        every other wake). Each move is conditional, so a pass of the scheduler's own
+        advancing the same task at the same time starts nothing twice; a task that ends
+        here wakes the scheduler to fill the slot it frees. Never raises: on a fault the
+        scheduler's thread advances the task instead."""
+        try:
+            now = self._clock()
+            active = self._store.tasks_among({task_pk}, TaskState.RUNNING, TaskState.CANCELLING)
+            if active and not self._advance(active[0], now):
+                return
+        except Exception:
+            log.exception("task %s: advancing it after its job failed; retrying", task_pk)
+            self.wake(task_pk)
+            return
+        self._wake.set()  # no task named: the pass starts what the freed slot allows
+
     def start(self, resubmit_queued: bool = False) -> None:
         """Schedule from a thread of its own; first, with `resubmit_queued`, hand the
         executor again every queued job no runner has claimed (see resubmit_queued)."""
@@ -200,8 +218,10 @@ class Scheduler:
         after: int | None = None
         while slots > 0:
             # First in, first out, a batch at a time: a long queue is not read in full
-            # on every pass, only as far as it takes to fill the free slots.
-            batch = self._store.tasks_in(TaskState.QUEUED, limit=QUEUED_BATCH, after=after)
+            # on every pass, only as far as it takes to fill the free slots (one, mostly:
+            # the slot a task that just ended freed).
+            limit = QUEUED_BATCH if after is not None else min(slots, QUEUED_BATCH)
+            batch = self._store.tasks_in(TaskState.QUEUED, limit=limit, after=after)
             if not batch:
                 return
             after = batch[-1].pk
@@ -265,41 +285,44 @@ class Scheduler:
         workflow = self._config.workflows.get(workflow_name)
         return workflow is not None and workflow.parallel
 
-    def _advance(self, task: Task, now: int) -> None:
+    def _advance(self, task: Task, now: int) -> bool:
+        """Move the task on by what its jobs say; True if this ended it."""
         jobs = self._store.current_jobs(task.pk)
         if task.state is TaskState.CANCELLING:
             for job in jobs:
                 if job.state in (JobState.PENDING, JobState.QUEUED):
                     self._store.move_job(job, JobState.CANCELLED, now, "task cancelled")
             if not self._store.has_live_jobs(task.pk):
-                self._finish(task, TaskState.CANCELLED, now)
-            return
+                return self._finish(task, TaskState.CANCELLED, now)
+            return False
         builds = [j for j in jobs if j.stage == "build"]
         deploys = [j for j in jobs if j.stage == "deploy"]
         if self._dispatch(task, builds, now, outputs={}):
-            return
+            return False
         if any(j.state not in TERMINAL_JOB_STATES for j in builds):
-            return
+            return False
         if all(j.state is JobState.PASSED for j in builds):
             outputs = {j.service: j.outputs for j in builds}
             if self._dispatch(task, deploys, now, outputs):
-                return
+                return False
             if any(j.state not in TERMINAL_JOB_STATES for j in deploys):
-                return
+                return False
         else:
             for job in deploys:
                 if job.state is JobState.PENDING:
                     self._store.move_job(job, JobState.SKIPPED, now, "a build did not pass")
         outcome = task_outcome([j.state for j in builds], [j.state for j in deploys])
-        self._finish(task, outcome, now)
+        return self._finish(task, outcome, now)
 
-    def _finish(self, task: Task, outcome: TaskState, now: int) -> None:
-        if self._store.finish_task(task, outcome, now):
-            log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
-            took = None if task.start_time is None else now - task.start_time
-            self._events.task_finished(
-                task.workflow_name, task.task_id, public_status(outcome).value, took
-            )
+    def _finish(self, task: Task, outcome: TaskState, now: int) -> bool:
+        if not self._store.finish_task(task, outcome, now):
+            return False
+        log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
+        took = None if task.start_time is None else now - task.start_time
+        self._events.task_finished(
+            task.workflow_name, task.task_id, public_status(outcome).value, took
+        )
+        return True
 
     def _dispatch(
         self, task: Task, stage_jobs: list[JobRow], now: int, outputs: dict[str, dict[str, str]]
