@@ -14,7 +14,8 @@ Rounds alternate (Buildbot, then Conveyor, then again) so both see the same mach
 - throughput: N tasks created back to back -> all ended;
 - the floor: the same work with no service at all (a plain script clones, runs the two
   steps and removes the clone, 8 at a time) 500 times, beside Conveyor's 500 tasks;
-- server RSS before and at its peak (VmHWM); Buildbot's 8 worker processes too.
+- server RSS before and at its peak (VmHWM); Buildbot's 8 worker processes too;
+- where the throughput tasks' time went in Conveyor, segment by segment (timeline.py).
 
     cd bench && ../.venv/bin/python peer_buildbot.py            # 50 / 20 / 200, 2 rounds
     cd bench && ../.venv/bin/python peer_buildbot.py --quick    # 10 / 5 / 40, 1 round
@@ -36,6 +37,7 @@ from typing import Any
 
 import httpx2 as httpx
 from serving import free_port, pct, rss_mb, serve_with_token, stop
+from timeline import medians, segments
 
 PEER = Path(__file__).resolve().parents[1].parent / "shared" / "peers" / "buildbot"
 # Where the peer's setup.sh puts its repository and workers (fixed paths of that harness).
@@ -156,7 +158,11 @@ class Conveyor:
             assert self.wait_end(task) == "passed"
         wall = time.time() - t0
         return {"n": n, "submit_s": submitted, "wall_s": wall, "per_s": n / wall,
-                "rss_after_submit_mb": peak}  # fmt: skip
+                "rss_after_submit_mb": peak, "ids": ids}  # fmt: skip
+
+    def timeline(self, ids: list[int]) -> dict[str, float]:
+        """Where these tasks' time went (p50 of each segment, ms): timeline.py."""
+        return medians(segments(self.home / "server.log", self.home / "conveyor.db", ids))
 
 
 def floor(n: int, parallel: int, home: Path) -> float:
@@ -220,6 +226,7 @@ def main() -> None:
                                                   "tp", "rss", "wrss")}  # fmt: skip
     cv: dict[str, list[float]] = {"latency": [], "e2e": [], "e2e_polled": [], "tp": [],
                                   "rss": [], "floor_tp": [], "floor": []}  # fmt: skip
+    timelines: list[dict[str, float]] = []
     try:
         for r in range(args.rounds):
             found = buildbot_round(args, home / f"bb{r}.json")
@@ -236,18 +243,23 @@ def main() -> None:
                 cv["latency"] += conveyor.latency(args.n_latency)
                 cv["e2e"] += conveyor.e2e(args.n_e2e, polled=False)
                 cv["e2e_polled"] += conveyor.e2e(args.n_e2e, polled=True)
-                cv["tp"].append(conveyor.throughput(args.n_throughput)["per_s"])
+                run = conveyor.throughput(args.n_throughput)
+                cv["tp"].append(run["per_s"])
+                timelines.append(conveyor.timeline(run["ids"]))
                 cv["floor_tp"].append(conveyor.throughput(args.n_floor)["per_s"])
             finally:
                 cv["rss"].append(conveyor.close()["server_vmhwm_mb"])
             cv["floor"].append(floor(args.n_floor, 8, home / f"floor{r}"))
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    report(args, bb, cv)
+    report(args, bb, cv, timelines)
 
 
 def report(
-    args: argparse.Namespace, bb: dict[str, list[float]], cv: dict[str, list[float]]
+    args: argparse.Namespace,
+    bb: dict[str, list[float]],
+    cv: dict[str, list[float]],
+    timelines: list[dict[str, float]],
 ) -> None:
     def row(name: str, b: float, c: float, unit: str, lower_better: bool = True) -> str:
         ratio = b / c if lower_better else c / b
@@ -275,6 +287,12 @@ def report(
     print(f"| server RSS peak | {max(bb['rss']):.0f} MB | {max(cv['rss']):.0f} MB | |")
     print(f"| worker processes' RSS | {max(bb['wrss']):.0f} MB (8 workers) | "
           "none: jobs are the server's children | |")  # fmt: skip
+    print(f"\nWhere a task's time went in Conveyor's {args.n_throughput} tasks (p50, ms; "
+          "each round):")  # fmt: skip
+    print("| segment | " + " | ".join(f"round {r + 1}" for r in range(len(timelines))) + " |")
+    print("|---|" + "---:|" * len(timelines))
+    for name in timelines[0] if timelines else ():
+        print(f"| {name} | " + " | ".join(f"{t.get(name, 0):.1f}" for t in timelines) + " |")
 
 
 if __name__ == "__main__":
