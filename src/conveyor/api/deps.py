@@ -6,9 +6,11 @@ themselves, after authentication (docs/adr/0002), so FastAPI does not see them a
 parameters; each route declares them in `openapi_extra` with these helpers instead.
 """
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.errors import MESSAGES
 from conveyor.api.schemas import EXAMPLE_WORKFLOW, MAX_NAME
@@ -158,6 +160,19 @@ def authenticate(request: Request) -> Principal:
         changes = request.method not in _SAFE_METHODS
         return tokens.authenticate_session(cookie, request.headers.get("x-csrf-token"), changes)
     return tokens.authenticate(header)
+
+
+T = TypeVar("T")
+
+
+async def run_read(request: Request, read: Callable[[Request], T]) -> T:
+    """`read(request)`, which only reads the database: in a worker thread where reads
+    wait on the network (PostgreSQL), on the event loop where they are local and short
+    (SQLite), since the hand-off to a thread and back costs more than such a read under
+    load (docs/adr/0004-lookup-hot-path.md)."""
+    if container(request).db.reads_wait_on_io:
+        return await run_in_threadpool(read, request)
+    return read(request)
 
 
 def task_id_from_path(raw: str) -> int:

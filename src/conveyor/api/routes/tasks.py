@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from conveyor.api.deps import (
     MAX_ID_DIGITS,
@@ -23,6 +22,7 @@ from conveyor.api.deps import (
     container,
     error_responses,
     path_parameter,
+    run_read,
     task_id_from_path,
     task_times,
     whole_number,
@@ -262,7 +262,7 @@ def list_tasks(request: Request) -> JSONResponse:
 async def task_detail(request: Request) -> JSONResponse:
     ends = container(request).task_ends
     since = ends.sequence()  # an end after this is one the first read may have missed
-    body, done, wait_s = await run_in_threadpool(_task_detail, request)
+    body, done, wait_s = await run_read(request, _task_detail)
     if done or wait_s == 0:
         return JSONResponse(body)
     loop = asyncio.get_running_loop()
@@ -276,7 +276,7 @@ async def task_detail(request: Request) -> JSONResponse:
             if ends.stopping or await request.is_disconnected():
                 break
             ended.clear()  # a restart may follow the end: wait for the next one then
-            body, done, _ = await run_in_threadpool(_task_detail, request)
+            body, done, _ = await run_read(request, _task_detail)
     return JSONResponse(body)
 
 

@@ -18,6 +18,7 @@ from conveyor.api.deps import (
     commit_json,
     container,
     error_responses,
+    run_read,
     task_id_from_path,
     task_times,
     whole_number,
@@ -98,16 +99,14 @@ async def find_tasks_by_commit(request: Request) -> JSONResponse:
         )
         return JSONResponse([_item(f, c.config.public_url) for f in found])
 
-    def lookup() -> list[dict[str, Any]]:
+    def lookup(request: Request) -> list[dict[str, Any]]:
         principal = authenticate(request)
         found = c.tasks.find_by_commit(
             principal, query.get("commitId", ""), _limit(query.get("limit"))
         )
         return [_item(f, c.config.public_url) for f in found]
 
-    # A thread hand-off costs more than the two indexed reads on SQLite (docs/adr/0004).
-    items = await run_in_threadpool(lookup) if c.db.reads_wait_on_io else lookup()
-    return JSONResponse(items)
+    return JSONResponse(await run_read(request, lookup))
 
 
 TaskOperation = Callable[[TaskService, Principal, str, int], Task]
@@ -197,7 +196,7 @@ def _create_request(raw: bytes) -> CreateRequest:
 )
 async def create_task(request: Request) -> JSONResponse:
     c = container(request)
-    principal = await run_in_threadpool(authenticate, request)
+    principal = await run_read(request, authenticate)
     require_json_media_type(request.headers.get("content-type"))
     create = _create_request(await read_body(request))
     task = await run_in_threadpool(c.tasks.create, principal, create)
