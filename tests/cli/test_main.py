@@ -246,8 +246,13 @@ def test_json_logs_are_one_object_a_line_with_task_job_and_request_ids(
     port = free_port()
     assert runner.invoke(app, ["demo", "--dir", str(demo_dir), "--port", str(port)]).exit_code == 0
     headers = {"Authorization": f"Bearer {(demo_dir / 'token').read_text().strip()}"}
+    # A deploy that runs until it is cancelled: the cancel below finds the task running.
+    config = demo_dir / "conveyor.yaml"
+    text = config.read_text()
+    assert 'script: echo "deploying $IMAGE to $NAMESPACE"' in text
+    config.write_text(text.replace('echo "deploying $IMAGE to $NAMESPACE"', "sleep 60"))
     log = demo_dir / "serve.log"
-    server = Server(demo_dir / "conveyor.yaml", port, log, ("--log-format", "json"))
+    server = Server(config, port, log, ("--log-format", "json"))
     server.start()
     try:
         body = {"workflow_name": "hello-dev", "env_name": "dev",
