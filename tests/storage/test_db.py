@@ -5,7 +5,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from conveyor.storage.db import Database
+from conveyor.storage.db import Database, after_commit
 from conveyor.storage.token_store import SqlTokenStore
 from tests.conftest import PG_URL
 
@@ -28,6 +28,59 @@ def test_a_failed_write_transaction_leaves_nothing(database: Database) -> None:
         )
     with database.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM workflow_sequences").scalar_one() == 0
+
+
+class Boom(Exception):
+    pass
+
+
+def insert_sequence(conn: sa.Connection, name: str) -> None:
+    conn.exec_driver_sql(
+        "INSERT INTO workflow_sequences (workflow_name, last_task_id) VALUES (?, 1)"
+        if conn.dialect.name == "sqlite"
+        else "INSERT INTO workflow_sequences (workflow_name, last_task_id) VALUES (%s, 1)",
+        (name,),
+    )
+
+
+def test_what_waits_for_a_commit_runs_after_it_and_never_after_a_rollback(
+    database: Database,
+) -> None:
+    ran: list[str] = []
+    with pytest.raises(Boom), database.write() as conn:
+        insert_sequence(conn, "rolled-back")
+        after_commit(conn, lambda: ran.append("rolled-back"))
+        raise Boom
+    with database.write() as conn:
+        insert_sequence(conn, "kept")
+        after_commit(conn, lambda: ran.append("kept"))
+        assert ran == []  # not before the commit
+    assert ran == ["kept"]
+    with database.write() as conn:  # and not again with the next transaction
+        insert_sequence(conn, "next")
+    assert ran == ["kept"]
+
+
+def test_what_waits_for_a_commit_runs_once_the_writer_is_free(database: Database) -> None:
+    # Another thread's write can start and end while the action runs: it does not hold
+    # SQLite's one writer (nor this process's lock in front of it).
+    def write_elsewhere() -> None:
+        other = threading.Thread(target=lambda: insert_sequence_in(database, "other"))
+        other.start()
+        other.join(timeout=10)
+        assert not other.is_alive(), "the other write waited for the action's transaction"
+
+    with database.write() as conn:
+        insert_sequence(conn, "first")
+        after_commit(conn, write_elsewhere)
+    with database.read() as read:
+        names = read.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
+        assert sorted(names) == ["first", "other"]
+
+
+def insert_sequence_in(database: Database, name: str) -> None:
+    with database.write() as conn:
+        insert_sequence(conn, name)
 
 
 def test_sqlite_writers_wait_for_each_other_instead_of_failing(database: Database) -> None:

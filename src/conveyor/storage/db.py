@@ -6,10 +6,10 @@ transaction that reads and then writes fails at once with SQLITE_BUSY when anoth
 writer got there first, where an immediate one waits its turn.
 """
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,17 @@ class PreparedQuery:
             cursor.close()
 
 
+_AFTER_COMMIT = "conveyor_after_commit"
+
+
+def after_commit(conn: Connection, action: Callable[[], object]) -> None:
+    """Run `action` once the transaction of `conn` (a `Database.write`) has committed,
+    after the writer is free again; never if it rolls back. For what must not hold the
+    only writer (a log line written to a pipe) or must not be told of a change that did
+    not happen."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
 class Database:
     """One database, with read and write transactions.
 
@@ -161,7 +172,7 @@ class Database:
         writer, so a short one may run on the event loop (docs/adr/0004)."""
         return not self.is_sqlite
 
-    @contextmanager
+    @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             yield conn
@@ -195,15 +206,17 @@ class Database:
                 conn.close()
         raise AssertionError("unreachable")
 
-    @contextmanager
+    @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction that commits on success and rolls back on any exception."""
-        if self._write_lock is None:
-            with self._writer.begin() as conn:
+        with self._write_lock or contextlib.nullcontext(), self._writer.begin() as conn:
+            try:
                 yield conn
-            return
-        with self._write_lock, self._writer.begin() as conn:
-            yield conn
+            finally:
+                committed = conn.info.pop(_AFTER_COMMIT, ())
+        # Reached only once the transaction has committed; outside the write lock.
+        for action in committed:
+            action()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -4,6 +4,8 @@ Every change is checked by `transition()` and written as a conditional update fr
 state it was read in, so a late or duplicate report changes nothing. A task's current
 attempt row moves with the task, in the same statement's transaction: the API's
 cancel and restart and the scheduler's start and finish write both, the same way.
+A change's log line is written once its transaction has committed: a change rolled back
+is never logged, and SQLite's one writer is not held while the line is written.
 """
 
 import functools
@@ -22,6 +24,7 @@ from conveyor.domain.states import (
 )
 from conveyor.domain.tasks import Task
 from conveyor.domain.transitions import transition
+from conveyor.storage.db import after_commit
 from conveyor.storage.outbox import Outbox
 from conveyor.storage.tables import attempts, jobs, tasks
 
@@ -82,12 +85,13 @@ def move_task(
         _update(conn, attempts, this_attempt, {"state": TaskState.CANCELLED, "end_time": now})
     if attempt is not None or public_status(task.state) is not public_status(new):
         outbox.task_changed(conn, task.pk, now)
-    log.info(
+    after_commit(conn, functools.partial(
+        log.info,
         "task %s#%s: %s -> %s%s", task.workflow_name, task.task_id, task.state.value, new.value,
         f" (attempt {attempt})" if attempt is not None else "",
         extra={"workflow": task.workflow_name, "task": task.task_id,
                "from_state": task.state.value, "state": new.value},
-    )  # fmt: skip
+    ))  # fmt: skip
     return True
 
 
@@ -113,10 +117,11 @@ def move_job(
         row.update(end_time=now, detail=detail)
     if not _update(conn, jobs, {"id": job_id, "state": current}, row):
         return False
-    log.info(
+    after_commit(conn, functools.partial(
+        log.info,
         "job %s: %s -> %s%s", job_id, current.value, new.value, f" ({detail})" if detail else "",
         extra={"job": job_id, "from_state": current.value, "state": new.value},
-    )  # fmt: skip
+    ))  # fmt: skip
     return True
 
 
