@@ -19,7 +19,7 @@ from conveyor.domain.durations import format_duration
 from conveyor.domain.jobs import JobRow, JobSpec
 from conveyor.domain.outcome import task_outcome
 from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState, public_status
-from conveyor.domain.tasks import StepSpec, TargetSpec, Task
+from conveyor.domain.tasks import StepSpec, TargetSpec, Task, TaskSpec
 from conveyor.services.ports import Clock, Executor, JobStore, NoTaskEvents, TaskEvents
 from conveyor.settings import Config
 
@@ -149,12 +149,14 @@ class Scheduler:
             self._isolated(task, self._advance, task, now)
         self._start_queued(now)
 
-    def _isolated(self, task: Task, step: Callable[..., object], *args: object) -> None:
-        """One task's step: a fault there is logged with the task and the others go on."""
+    def _isolated(self, task: Task, step: Callable[..., object], *args: object) -> object:
+        """One task's step: a fault there is logged with the task and the others go on
+        (the step's result; None after a fault)."""
         try:
-            step(*args)
+            return step(*args)
         except Exception:
             log.exception("%s#%s: scheduling it failed; retrying", task.workflow_name, task.task_id)
+            return None
 
     def reap_lost_jobs(self, now: int) -> None:
         """Fail running jobs whose runner has been silent for `heartbeat_timeout`."""
@@ -236,12 +238,26 @@ class Scheduler:
                     if serial:
                         busy.add(task.workflow_name)
                     continue
-                if self._store.claim_task(task, now):
+                if self._isolated(task, self._start, task, now):
                     slots -= 1
                     if serial:
                         busy.add(task.workflow_name)
-                    running = replace(task, state=TaskState.RUNNING, start_time=now)
-                    self._isolated(running, self._advance, running, now)
+
+    def _start(self, task: Task, now: int) -> bool:
+        """Start a queued task and send its builds; False if another writer started it
+        first. The builds are queued in the start's own transaction."""
+        # Read before anything is queued: nothing that can fail may come between
+        # queuing a job and handing it to the executor.
+        spec = self._store.task_spec(task.pk)
+        queued = self._store.start_task(task, now)
+        if queued is None:
+            return False
+        running = replace(task, state=TaskState.RUNNING, start_time=now)
+        if queued:
+            self._isolated(running, self._send, running, spec, queued, now, {})
+        else:  # no build to run (a restart whose builds all passed): on to the deploys
+            self._isolated(running, self._advance, running, now)
+        return True
 
     def resubmit_queued(self) -> int:
         """Hand every queued job no runner has claimed to the executor again, on start:
@@ -332,13 +348,27 @@ class Scheduler:
         if not pending:
             return False
         spec = self._store.task_spec(task.pk)
+        queued = [
+            replace(job, state=JobState.QUEUED)
+            for job in pending
+            # Not one whose last submit failed, until its backoff is over.
+            if self._backoff.get(job.id, (0.0, 0.0))[0] <= self._monotonic()
+            and self._store.move_job(job, JobState.QUEUED, now)
+        ]
+        return self._send(task, spec, queued, now, outputs)
+
+    def _send(
+        self,
+        task: Task,
+        spec: TaskSpec,
+        queued: list[JobRow],
+        now: int,
+        outputs: dict[str, dict[str, str]],
+    ) -> bool:
+        """Hand the task's queued jobs to the executor; True if it took any."""
         targets = {t.service: t for t in spec.targets}
         started = False
-        for job in pending:
-            if self._backoff.get(job.id, (0.0, 0.0))[0] > self._monotonic():
-                continue  # its last submit failed; not yet
-            if not self._store.move_job(job, JobState.QUEUED, now):
-                continue
+        for job in queued:
             job_spec = self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
             started = self._submit(job, job_spec, now) or started
         return started

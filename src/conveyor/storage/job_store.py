@@ -5,6 +5,7 @@ Every state change is a conditional update from the state it was read in, checke
 """
 
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,6 +58,7 @@ _CANCEL_STATE = (
     .where(jobs.c.id == sa.bindparam("job_id"))
 )
 _TASK_SPEC = sa.select(tasks.c.spec).where(tasks.c.id == sa.bindparam("task_pk"))
+_TASK_BY_PK = sa.select(*TASK_COLUMNS).where(tasks.c.id == sa.bindparam("task_pk"))
 
 
 def _tasks_in_statement(n_states: int, paged: bool) -> sa.Select[Any]:
@@ -76,6 +78,7 @@ class SqlJobStore:
         self._has_live_jobs = PreparedQuery(_HAS_LIVE_JOBS, dialect)
         self._cancel_state = PreparedQuery(_CANCEL_STATE, dialect)
         self._task_spec = PreparedQuery(_TASK_SPEC, dialect)
+        self._task_by_pk = PreparedQuery(_TASK_BY_PK, dialect)
         self._tasks_in: dict[tuple[int, bool], PreparedQuery] = {}
 
     # -- tasks ------------------------------------------------------------------------
@@ -96,6 +99,9 @@ class SqlJobStore:
         return [task_from_row(row) for row in self._db.read_rows(query, params)]
 
     def tasks_among(self, pks: Collection[int], *states: TaskState) -> list[Task]:
+        if len(pks) == 1:  # a job of this task ended: the usual case
+            rows = self._db.read_rows(self._task_by_pk, {"task_pk": next(iter(pks))})
+            return [task for task in map(task_from_row, rows) if task.state in states]
         # Tasks in states a pass looks for are few (max_parallel_tasks): read them all.
         return [task for task in self.tasks_in(*states) if task.pk in pks] if pks else []
 
@@ -103,6 +109,21 @@ class SqlJobStore:
         """QUEUED -> RUNNING, unless someone else got there first."""
         with self._db.write() as conn:
             return move_task(conn, task, TaskState.RUNNING, now, self._outbox)
+
+    def start_task(self, task: Task, now: int) -> list[JobRow] | None:
+        """QUEUED -> RUNNING and, in the same transaction, its pending builds -> QUEUED:
+        the builds queued (to hand to the executor), or None if someone else started
+        the task first."""
+        with self._db.write() as conn:
+            if not move_task(conn, task, TaskState.RUNNING, now, self._outbox):
+                return None
+            current = [_job(r) for r in conn.execute(_CURRENT_JOBS, {"task_pk": task.pk})]
+            pending = [j for j in current if j.stage == "build" and j.state is JobState.PENDING]
+            return [
+                replace(job, state=JobState.QUEUED)
+                for job in pending
+                if move_job(conn, job.id, JobState.PENDING, JobState.QUEUED, now)
+            ]
 
     def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool:
         with self._db.write() as conn:
