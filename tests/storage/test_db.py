@@ -78,6 +78,17 @@ def test_what_waits_for_a_commit_runs_once_the_writer_is_free(database: Database
         assert sorted(names) == ["first", "other"]
 
 
+def test_a_connection_lost_mid_write_raises_the_error_that_says_so(database: Database) -> None:
+    # The API answers 503 and the log store retries on a lost connection's error; a
+    # write must not replace it with one about the transaction it could not finish.
+    lost = sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+    with pytest.raises(sa.exc.OperationalError) as raised, database.write() as conn:
+        insert_sequence(conn, "w")
+        conn.invalidate()
+        raise lost
+    assert raised.value is lost
+
+
 def insert_sequence_in(database: Database, name: str) -> None:
     with database.write() as conn:
         insert_sequence(conn, name)

@@ -210,10 +210,13 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """A transaction that commits on success and rolls back on any exception."""
         with self._write_lock or contextlib.nullcontext(), self._writer.begin() as conn:
+            # Taken now: a connection the server dropped mid-transaction refuses even
+            # `info` later, and that error would hide the one that says why.
+            info = conn.info
             try:
                 yield conn
             finally:
-                committed = conn.info.pop(_AFTER_COMMIT, ())
+                committed = info.pop(_AFTER_COMMIT, ())
         # Reached only once the transaction has committed; outside the write lock.
         for action in committed:
             action()
