@@ -3,11 +3,12 @@ that records what it is given and refuses on demand. No sleeps: time is a counte
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from conveyor.domain.jobs import JobResult, JobSpec, Outcome
+from conveyor.domain.jobs import JobResult, JobRow, JobSpec, Outcome
 from conveyor.domain.principals import Principal
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import RepoRequest
@@ -459,3 +460,83 @@ def test_a_fault_while_advancing_after_a_job_leaves_the_task_to_the_scheduler(
     finally:
         scheduler.stop()
     assert executor.submitted[1].stage == "deploy"
+
+
+def test_a_fault_while_queueing_a_stage_leaves_the_rest_of_it_for_the_next_pass(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    both = (
+        TargetRequest(
+            "redis3", (RepoRequest("voting-app", "master"), RepoRequest("dyliu", "main"))
+        ),
+        TargetRequest("web", (RepoRequest("dyliu", "main"),)),
+    )
+    container.tasks.create(ADMIN, CreateRequest(workflow_name=WF, env_name="dev", targets=both))
+    scheduler.tick()
+    for build in list(executor.submitted):
+        run(store, build, Outcome.PASSED, clocks.now)
+    real = SqlJobStore.move_job
+    moves: list[int] = []
+
+    def full_disk_on_the_second(self: SqlJobStore, job: JobRow, *args: Any) -> bool:
+        moves.append(job.id)
+        if len(moves) == 2:
+            raise OSError("database or disk is full")
+        return real(self, job, *args)
+
+    monkeypatch.setattr(SqlJobStore, "move_job", full_disk_on_the_second)
+    scheduler.tick()  # the first deploy is queued and sent; the second's queueing fails
+    monkeypatch.setattr(SqlJobStore, "move_job", real)
+    scheduler.tick()  # the second is still pending: this pass sends it
+    deploys = [j for j in executor.submitted if j.stage == "deploy"]
+    assert sorted(j.service for j in deploys) == ["redis3", "web"]
+    assert job_states(database).count("queued") == 2  # both sent, none left behind
+
+
+def test_a_task_read_before_a_restart_is_not_advanced_into_the_new_attempt(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    [stale] = store.tasks_in(TaskState.RUNNING)  # as a runner's thread read it
+    run(store, executor.submitted[0], Outcome.FAILED, clocks.now)
+    scheduler.tick()  # another thread ends it; a client restarts it at once
+    container.tasks.restart(ADMIN, WF, task)
+    # The runner's thread goes on with what it read: it must not send attempt 2's build
+    # (the task is queued, not started) nor end the task.
+    scheduler._advance(stale, clocks.now)
+    assert len(executor.submitted) == 1
+    assert task_state(database, task) == "queued"
+    scheduler.tick()  # the scheduler starts attempt 2 as usual
+    assert [j.attempt for j in executor.submitted] == [1, 2]
+
+
+def test_a_job_that_ends_while_the_server_stops_is_left_for_the_next_server(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler = scheduler_for(config)
+    task = create(container)
+    scheduler.tick()
+    run(SqlJobStore(database), executor.submitted[0], Outcome.PASSED, clocks.now)
+    scheduler.stop()
+    scheduler.job_ended(executor.submitted[0].task_pk)
+    assert len(executor.submitted) == 1  # no deploy sent into a pool that is shutting down
+    assert task_state(database, task) == "running"

@@ -53,3 +53,18 @@ def test_a_start_that_fails_half_way_leaves_the_task_queued_and_its_builds_pendi
     with pytest.raises(OSError):
         store.start_task(task, 100)
     assert states(container) == ("queued", [("build", "pending"), ("deploy", "pending")])
+
+
+def test_a_task_read_before_it_ended_and_was_restarted_is_not_ended_again(
+    container: Container,
+) -> None:
+    store = SqlJobStore(container.db)
+    [task] = store.tasks_in(TaskState.QUEUED)
+    assert store.start_task(task, 100) is not None
+    [stale] = store.tasks_in(TaskState.RUNNING)  # attempt 1, as one thread read it
+    assert store.finish_task(stale, TaskState.FAILED, 101)  # another thread ends it
+    container.tasks.restart(ADMIN, WF, stale.task_id)
+    [again] = store.tasks_in(TaskState.QUEUED)
+    assert store.start_task(again, 102) is not None  # attempt 2 runs, in the same state
+    assert not store.finish_task(stale, TaskState.FAILED, 103)
+    assert states(container)[0] == "running"

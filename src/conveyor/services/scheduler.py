@@ -83,6 +83,8 @@ class Scheduler:
         advancing the same task at the same time starts nothing twice; a task that ends
         here wakes the scheduler to fill the slot it frees. Never raises: on a fault the
         scheduler's thread advances the task instead."""
+        if self._stop.is_set():
+            return  # shutting down: the next server advances it, as it would any task
         try:
             now = self._clock()
             active = self._store.tasks_among({task_pk}, TaskState.RUNNING, TaskState.CANCELLING)
@@ -304,6 +306,10 @@ class Scheduler:
     def _advance(self, task: Task, now: int) -> bool:
         """Move the task on by what its jobs say; True if this ended it."""
         jobs = self._store.current_jobs(task.pk)
+        if any(j.attempt > task.attempt for j in jobs):
+            # Restarted since `task` was read (another thread ended it, a client
+            # restarted it): the new attempt is the next pass's, not this stale read's.
+            return False
         if task.state is TaskState.CANCELLING:
             for job in jobs:
                 if job.state in (JobState.PENDING, JobState.QUEUED):
@@ -348,14 +354,16 @@ class Scheduler:
         if not pending:
             return False
         spec = self._store.task_spec(task.pk)
-        queued = [
-            replace(job, state=JobState.QUEUED)
-            for job in pending
-            # Not one whose last submit failed, until its backoff is over.
-            if self._backoff.get(job.id, (0.0, 0.0))[0] <= self._monotonic()
-            and self._store.move_job(job, JobState.QUEUED, now)
-        ]
-        return self._send(task, spec, queued, now, outputs)
+        started = False
+        # One job at a time, queued then sent: a fault half-way leaves the rest pending,
+        # for the next pass, rather than queued where no runner will look for them.
+        for job in pending:
+            if self._backoff.get(job.id, (0.0, 0.0))[0] > self._monotonic():
+                continue  # its last submit failed; not yet
+            if self._store.move_job(job, JobState.QUEUED, now):
+                queued = [replace(job, state=JobState.QUEUED)]
+                started = self._send(task, spec, queued, now, outputs) or started
+        return started
 
     def _send(
         self,

@@ -75,7 +75,10 @@ def move_task(
         values.update(start_time=now, end_time=None)
     elif new in TERMINAL_TASK_STATES:
         values["end_time"] = now
-    if not _update(conn, tasks, {"id": task.pk, "state": task.state}, values):
+    # The attempt too: a task read before it ended and was restarted is not the task
+    # now running its next attempt in the same state.
+    where = {"id": task.pk, "state": task.state, "attempt": task.attempt}
+    if not _update(conn, tasks, where, values):
         return False
     this_attempt = {"task_pk": task.pk, "number": task.attempt}
     if attempt is None:
