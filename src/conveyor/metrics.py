@@ -114,10 +114,13 @@ class _MeasuredReporter:
         return self._inner.cancel_requested()
 
     def finished(self, result: JobResult) -> None:
+        # Before the report: recording it also advances the task (the next stage sent,
+        # or the task ended), which is not the job's time.
+        took = None if self._started is None else time.monotonic() - self._started
         self._inner.finished(result)
         self._metrics.jobs_finished.labels(self._stage, result.outcome.value).inc()
-        if self._started is not None:
-            self._metrics.job_duration.labels(self._stage).observe(time.monotonic() - self._started)
+        if took is not None:
+            self._metrics.job_duration.labels(self._stage).observe(took)
 
 
 class _LiveCollector(Collector):
