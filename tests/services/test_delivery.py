@@ -108,7 +108,7 @@ def create(container: Container) -> Task:
 
 
 def run_to(container: Container, task: Task, outcome: TaskState, now: int) -> None:
-    assert container.jobs.claim_task(task, now)
+    assert container.jobs.start_task(task, now) is not None
     running = container.jobs.task_of(task.pk)
     assert container.jobs.finish_task(running, outcome, now)
 
@@ -139,7 +139,7 @@ def test_pending_running_success_reach_gitlab_in_order_with_sha_name_url_and_tok
 ) -> None:  # fmt: skip
     task = create(container)
     deliver(sender)
-    assert container.jobs.claim_task(task, clock())
+    assert container.jobs.start_task(task, clock()) is not None
     deliver(sender)
     assert container.jobs.finish_task(container.jobs.task_of(task.pk), TaskState.PASSED, clock())
     deliver(sender)
@@ -216,7 +216,7 @@ def test_gitlab_down_for_a_while_then_up_gets_everything_in_order(
     task = create(container)
     deliver(sender)  # attempt 1 fails: the next in 1 s
     assert deliver(sender) == 0  # not due yet
-    assert container.jobs.claim_task(task, clock())
+    assert container.jobs.start_task(task, clock()) is not None
     for wait_s in (1, 2, 4):  # doubling
         sender_clock.now += wait_s - 0.5
         assert deliver(sender) == 0
@@ -577,7 +577,7 @@ def test_one_commit_built_on_two_refs_keeps_each_refs_status(
         CreateRequest(WF, "dev", (TargetRequest("redis3", (RepoRequest("voting-app", "same"),)),)),
     )
     run_to(container, first, TaskState.PASSED, clock())
-    assert container.jobs.claim_task(second, clock())
+    assert container.jobs.start_task(second, clock()) is not None
     deliver(sender)
     by_ref = {s["ref"]: s["state"] for s in fake_gitlab.statuses(sha)}
     assert by_ref == {"master": "success", "same": "running"}

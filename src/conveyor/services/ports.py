@@ -156,8 +156,6 @@ class JobStore(Protocol):
         """Those of the tasks `pks` that are in these states, first stored first."""
         ...
 
-    def claim_task(self, task: Task, now: int) -> bool: ...
-
     def start_task(self, task: Task, now: int) -> list[JobRow] | None:
         """Claim the task and queue its pending builds in one transaction: the builds
         queued, or None if someone else started it first."""

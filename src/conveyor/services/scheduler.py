@@ -274,12 +274,8 @@ class Scheduler:
             if not queued:
                 continue
             spec = self._store.task_spec(task.pk)
-            targets = {t.service: t for t in spec.targets}
             outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
-            for job in queued:
-                job_spec = self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
-                if self._submit(job, job_spec, now):
-                    count += 1
+            count += self._send(task, spec, queued, now, outputs)
         return count
 
     def _submit(self, job: JobRow, spec: JobSpec, now: int) -> bool:
@@ -362,7 +358,7 @@ class Scheduler:
                 continue  # its last submit failed; not yet
             if self._store.move_job(job, JobState.QUEUED, now):
                 queued = [replace(job, state=JobState.QUEUED)]
-                started = self._send(task, spec, queued, now, outputs) or started
+                started = self._send(task, spec, queued, now, outputs) > 0 or started
         return started
 
     def _send(
@@ -372,14 +368,14 @@ class Scheduler:
         queued: list[JobRow],
         now: int,
         outputs: dict[str, dict[str, str]],
-    ) -> bool:
-        """Hand the task's queued jobs to the executor; True if it took any."""
+    ) -> int:
+        """Hand the task's queued jobs to the executor: how many it took."""
         targets = {t.service: t for t in spec.targets}
-        started = False
+        taken = 0
         for job in queued:
             job_spec = self._job_spec(task, job, targets[job.service], spec.env_vars, outputs)
-            started = self._submit(job, job_spec, now) or started
-        return started
+            taken += self._submit(job, job_spec, now)
+        return taken
 
     def _job_spec(
         self,

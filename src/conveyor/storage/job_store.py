@@ -100,15 +100,10 @@ class SqlJobStore:
 
     def tasks_among(self, pks: Collection[int], *states: TaskState) -> list[Task]:
         if len(pks) == 1:  # a job of this task ended: the usual case
-            rows = self._db.read_rows(self._task_by_pk, {"task_pk": next(iter(pks))})
-            return [task for task in map(task_from_row, rows) if task.state in states]
+            task = self._task(next(iter(pks)))
+            return [task] if task is not None and task.state in states else []
         # Tasks in states a pass looks for are few (max_parallel_tasks): read them all.
         return [task for task in self.tasks_in(*states) if task.pk in pks] if pks else []
-
-    def claim_task(self, task: Task, now: int) -> bool:
-        """QUEUED -> RUNNING, unless someone else got there first."""
-        with self._db.write() as conn:
-            return move_task(conn, task, TaskState.RUNNING, now, self._outbox)
 
     def start_task(self, task: Task, now: int) -> list[JobRow] | None:
         """QUEUED -> RUNNING and, in the same transaction, its pending builds -> QUEUED:
@@ -130,9 +125,14 @@ class SqlJobStore:
             return move_task(conn, task, outcome, now, self._outbox)
 
     def task_of(self, task_pk: int) -> Task:
-        with self._db.read() as conn:
-            row = conn.execute(sa.select(*TASK_COLUMNS).where(tasks.c.id == task_pk)).one()
-        return task_from_row(row)
+        task = self._task(task_pk)
+        if task is None:
+            raise LookupError(f"no task with pk {task_pk}")
+        return task
+
+    def _task(self, task_pk: int) -> Task | None:
+        rows = self._db.read_rows(self._task_by_pk, {"task_pk": task_pk})
+        return task_from_row(rows[0]) if rows else None
 
     def task_spec(self, task_pk: int) -> TaskSpec:
         [(data,)] = self._db.read_rows(self._task_spec, {"task_pk": task_pk})
