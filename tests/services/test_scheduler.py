@@ -1,6 +1,7 @@
 """The scheduler's rules, one test each: `tick()` over a real database, with an executor
 that records what it is given and refuses on demand. No sleeps: time is a counter."""
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -407,6 +408,51 @@ def test_a_job_that_ends_advances_its_task_on_the_reporting_thread(
     run(store, executor.submitted[1], Outcome.PASSED, clocks.now)
     scheduler.job_ended(build.task_pk)
     assert task_state(database, task) == "passed"
+
+
+def test_a_job_ending_while_a_pass_advances_its_task_leaves_it_to_that_pass(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runner's thread writes nothing the pass is about to write (no wasted
+    transaction on the one writer), and the pass, which read the task before the job
+    ended, reads it again: the deploy is sent once, not never."""
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    real = SqlJobStore.current_jobs
+    read, release = threading.Event(), threading.Event()
+
+    def held_after_reading(self: SqlJobStore, task_pk: int) -> list[JobRow]:
+        jobs_now = real(self, task_pk)
+        if threading.current_thread().name == "pass" and not read.is_set():
+            read.set()
+            release.wait(30)
+        return jobs_now
+
+    monkeypatch.setattr(SqlJobStore, "current_jobs", held_after_reading)
+    full_pass = threading.Thread(target=scheduler.tick, name="pass")
+    full_pass.start()
+    assert read.wait(30)  # the pass has seen the build running, and holds the task
+    run(store, build, Outcome.PASSED, clocks.now)
+    writes: list[object] = []
+
+    def count(conn: object) -> None:
+        writes.append(conn)
+
+    sa.event.listen(database._writer, "begin", count)
+    scheduler.job_ended(build.task_pk)
+    sa.event.remove(database._writer, "begin", count)
+    assert (writes, len(executor.submitted)) == ([], 1)
+    release.set()
+    full_pass.join(30)
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
 
 
 def test_a_task_that_ends_after_its_job_frees_its_slot_for_the_next_in_line(

@@ -63,6 +63,9 @@ class Scheduler:
         self._backoff: dict[int, tuple[float, float]] = {}
         # Jobs sent again since no worker took them: job id -> when (unix seconds).
         self._resent: dict[int, int] = {}
+        # Tasks a thread is advancing -> whether another asked meanwhile (see _advance_alone).
+        self._advancing: dict[int, bool] = {}
+        self._advancing_lock = threading.Lock()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -88,7 +91,7 @@ class Scheduler:
         try:
             now = self._clock()
             active = self._store.tasks_among({task_pk}, TaskState.RUNNING, TaskState.CANCELLING)
-            if active and not self._advance(active[0], now):
+            if active and not self._advance_alone(active[0], now):
                 return
         except Exception:
             log.exception("task %s: advancing it after its job failed; retrying", task_pk)
@@ -148,7 +151,7 @@ class Scheduler:
         else:
             active = self._store.tasks_among(only, TaskState.RUNNING, TaskState.CANCELLING)
         for task in active:
-            self._isolated(task, self._advance, task, now)
+            self._isolated(task, self._advance_alone, task, now)
         self._start_queued(now)
 
     def _isolated(self, task: Task, step: Callable[..., object], *args: object) -> object:
@@ -298,6 +301,41 @@ class Scheduler:
     def _parallel(self, workflow_name: str) -> bool:
         workflow = self._config.workflows.get(workflow_name)
         return workflow is not None and workflow.parallel
+
+    def _advance_alone(self, task: Task, now: int) -> bool:
+        """`_advance`, by one thread at a time per task. A runner's thread (its job ended)
+        and the scheduler's (a full pass) may reach the same task together; each move is
+        conditional, so both would be safe, but the loser's writes are wasted transactions
+        on the database's one writer. The thread that finds the task taken leaves it to
+        the other, which reads it again once done: what the late one saw is not missed.
+        True if this call ended the task (the caller then fills the slot it freed)."""
+        pk = task.pk
+        with self._advancing_lock:
+            if pk in self._advancing:
+                self._advancing[pk] = True
+                return False
+            self._advancing[pk] = False
+        try:
+            while True:
+                ended = self._advance(task, now)
+                with self._advancing_lock:
+                    if ended or not self._advancing[pk]:
+                        del self._advancing[pk]
+                        return ended
+                    self._advancing[pk] = False
+                now = self._clock()
+                fresh = self._store.tasks_among({pk}, TaskState.RUNNING, TaskState.CANCELLING)
+                if not fresh:
+                    with self._advancing_lock:
+                        del self._advancing[pk]
+                    return False
+                task = fresh[0]
+        except BaseException:
+            with self._advancing_lock:
+                asked = self._advancing.pop(pk, False)
+            if asked:  # the thread that left it to this one must not be let down
+                self.wake(pk)
+            raise
 
     def _advance(self, task: Task, now: int) -> bool:
         """Move the task on by what its jobs say; True if this ended it."""
