@@ -1,11 +1,15 @@
 """The engine: SQLite pragmas, write transactions, and reads that survive a restart."""
 
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from conveyor.storage.db import Database, after_commit
+from conveyor.storage import db as db_module
+from conveyor.storage.db import Database, PreparedWrite, after_commit
+from conveyor.storage.tables import tasks
 from conveyor.storage.token_store import SqlTokenStore
 from tests.conftest import PG_URL
 
@@ -128,6 +132,73 @@ def test_sqlite_writers_wait_for_each_other_instead_of_failing(database: Databas
         assert (
             conn.exec_driver_sql("SELECT last_task_id FROM workflow_sequences").scalar_one() == 160
         )
+
+
+def add_task(conn: sa.Connection) -> None:
+    conn.execute(
+        tasks.insert().values(
+            workflow_name="w", task_id=1, env_name="dev", state="queued", attempt=1,
+            create_time=0, created_by="alice", spec={},
+        )
+    )  # fmt: skip
+
+
+def set_spec(database: Database) -> PreparedWrite:
+    stmt = tasks.update().where(tasks.c.task_id == 1).values(spec=sa.bindparam("spec"), attempt=2)
+    return PreparedWrite(stmt, database.engine.dialect)
+
+
+def test_a_prepared_write_stores_its_values_as_the_table_types_them(database: Database) -> None:
+    with database.write() as conn:
+        add_task(conn)
+    with database.write() as conn:
+        assert set_spec(database).run(conn, {"spec": {"targets": ["a", 1]}}) == 1
+    with database.read() as conn:
+        row = conn.execute(sa.select(tasks.c.spec, tasks.c.attempt)).one()
+    assert (row.spec, row.attempt) == ({"targets": ["a", 1]}, 2)  # JSON, not the dict's repr
+
+
+def test_a_prepared_write_rolled_back_leaves_nothing_and_the_writer_free(
+    database: Database,
+) -> None:
+    with database.write() as conn:
+        add_task(conn)
+    with pytest.raises(Boom), database.write() as conn:
+        set_spec(database).run(conn, {"spec": {"lost": True}})
+        raise Boom
+    # A writer left holding SQLite's lock would keep this one waiting for 30 s.
+    other = threading.Thread(target=lambda: insert_sequence_in(database, "next"))
+    other.start()
+    other.join(timeout=10)
+    assert not other.is_alive()
+    with database.read() as conn:
+        assert conn.execute(sa.select(tasks.c.spec)).scalar_one() == {}
+
+
+def test_a_write_with_no_statement_ends_its_transaction(database: Database) -> None:
+    with database.write():
+        pass
+    insert_sequence_in(database, "after")  # would wait out the busy timeout on SQLite
+    assert database.writes_begun == 2
+
+
+def test_sqlite_locked_by_another_process_is_the_error_callers_retry_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The log store retries and the API answers 503 on a DBAPIError: a transaction that
+    # cannot even begin must raise one, not the driver's bare sqlite3 error.
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_S", 1)
+    path = tmp_path / "locked.db"
+    database = Database.from_url(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            insert_sequence_in(database, "w")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        database.dispose()
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")

@@ -24,22 +24,25 @@ from conveyor.domain.states import (
 )
 from conveyor.domain.tasks import Task
 from conveyor.domain.transitions import transition
-from conveyor.storage.db import after_commit
+from conveyor.storage.db import PreparedWrite, after_commit
 from conveyor.storage.outbox import Outbox
 from conveyor.storage.tables import attempts, jobs, tasks
 
 log = logging.getLogger("conveyor.state")
 
 
-@functools.cache
-def _update_statement(table: sa.Table, where: tuple[str, ...], keys: tuple[str, ...]) -> sa.Update:
-    # All by bind parameters, built once per shape: SQLAlchemy neither builds the
-    # statement nor computes its cache key again (a fifth of the scheduler's CPU).
-    return (
+@functools.lru_cache(maxsize=256)  # a dozen shapes, per database the process opened
+def _update_statement(
+    dialect: sa.Dialect, table: sa.Table, where: tuple[str, ...], keys: tuple[str, ...]
+) -> PreparedWrite:
+    # All by bind parameters, compiled once per shape and dialect: every state change of
+    # every task is one of a dozen shapes.
+    stmt = (
         table.update()
         .where(*(table.c[k] == sa.bindparam(f"w_{k}") for k in where))
         .values({k: sa.bindparam(f"v_{k}", type_=table.c[k].type) for k in keys})
     )
+    return PreparedWrite(stmt, dialect)
 
 
 def _update(
@@ -47,10 +50,10 @@ def _update(
 ) -> int:
     """UPDATE `table` SET `values` WHERE each column of `where` equals its value: the
     number of rows changed."""
-    stmt = _update_statement(table, tuple(where), tuple(values))
+    update = _update_statement(conn.dialect, table, tuple(where), tuple(values))
     params = {f"w_{k}": v for k, v in where.items()}
     params.update({f"v_{k}": v for k, v in values.items()})
-    return conn.execute(stmt, params).rowcount
+    return update.run(conn, params)
 
 
 def move_task(
