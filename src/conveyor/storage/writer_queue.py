@@ -5,14 +5,17 @@ the runners' claims and results, the scheduler's moves, and the API's creates, c
 and restarts. Only the last have a person or a client waiting on the answer, so they go
 first: a create that queued behind every runner's bookkeeping took several times its
 own hold of the writer (docs/benchmarks.md). Among writes of one kind, first come,
-first served. Background writes wait at most for the requests that queue meanwhile;
-each holds the writer for about a millisecond.
+first served. A flood of requests does not starve the background: after
+`REQUESTS_IN_A_ROW` requests went ahead of a waiting background write, it goes next (a
+runner's heartbeat that never got written would have its job failed as lost).
 """
 
 import contextlib
 import contextvars
 import threading
 from collections.abc import Iterator
+
+REQUESTS_IN_A_ROW = 4
 
 # Set for the work of an API request (its thread-pool calls inherit it).
 for_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -31,6 +34,8 @@ class WriterQueue:
         self._depth = 0
         self._urgent_waiting = 0
         self._background_waiting = 0
+        self._ahead = 0  # requests served in a row while a background write waited
+        self._background_turn = False
 
     @property
     def waiting(self) -> tuple[int, int]:
@@ -51,17 +56,25 @@ class WriterQueue:
                 if urgent:
                     self._urgent_waiting += 1
                     try:
-                        while self._owner is not None:
+                        while self._owner is not None or self._background_turn:
                             self._urgent.wait()
-                    finally:
-                        self._urgent_waiting -= 1
+                    except BaseException:
+                        self._leave_queue(urgent)
+                        raise
+                    self._urgent_waiting -= 1
+                    self._ahead = self._ahead + 1 if self._background_waiting else 0
                 else:
                     self._background_waiting += 1
                     try:
-                        while self._owner is not None or self._urgent_waiting:
+                        while self._owner is not None or (
+                            self._urgent_waiting and not self._background_turn
+                        ):
                             self._background.wait()
-                    finally:
-                        self._background_waiting -= 1
+                    except BaseException:
+                        self._leave_queue(urgent)
+                        raise
+                    self._background_waiting -= 1
+                    self._ahead, self._background_turn = 0, False
                 self._owner, self._depth = me, 1
         try:
             yield
@@ -70,9 +83,25 @@ class WriterQueue:
                 self._depth -= 1
                 if self._depth == 0:
                     self._owner = None
-                    # One waiter at a time: it re-checks, and waits again if another
-                    # thread took the writer first (its release wakes the next one).
-                    if self._urgent_waiting:
-                        self._urgent.notify()
-                    else:
-                        self._background.notify()
+                    self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The writer is free: wake the one waiter whose turn it is. It re-checks, and
+        waits again if another thread took the writer first (whose release wakes the
+        next one)."""
+        starved = self._background_waiting and self._ahead >= REQUESTS_IN_A_ROW
+        if self._urgent_waiting and not starved:
+            self._urgent.notify()
+        else:
+            self._background_turn = bool(self._background_waiting)
+            self._background.notify()
+
+    def _leave_queue(self, urgent: bool) -> None:
+        """A waiter interrupted: it must not take with it a turn it was woken for."""
+        if urgent:
+            self._urgent_waiting -= 1
+        else:
+            self._background_waiting -= 1
+            self._background_turn = False
+        if self._owner is None:
+            self._hand_on()
