@@ -9,7 +9,6 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conveyor.storage import writer_queue
 from conveyor.storage.tables import audit_log, jobs, task_commits, tasks, workflow_sequences
 from conveyor.wiring import Container
 from tests.fixtures import WF, Headers, Repos, create_body
@@ -41,24 +40,6 @@ def test_create_returns_the_workflow_and_a_task_id(
     }
     r = client.post(URL, json=other, headers=admin)
     assert r.json() == {"workflow_name": "team-b-deploy", "task_id": 1}
-
-
-def test_a_create_writes_as_a_request_someone_waits_on(
-    client: TestClient, admin: Headers, container: Container, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # SQLite's writer serves these before the runners' bookkeeping (writer_queue.py): the
-    # mark must reach the thread the create runs on.
-    seen: list[bool] = []
-    create = container.tasks.create
-
-    def marked(*args: Any) -> Any:
-        seen.append(writer_queue.for_request.get())
-        return create(*args)
-
-    monkeypatch.setattr(container.tasks, "create", marked)
-    assert client.post(URL, json=create_body(), headers=admin).status_code == 200
-    assert seen == [True]
-    assert writer_queue.for_request.get() is False  # and nothing else carries it
 
 
 def test_x_api_key_scheme_is_accepted(client: TestClient, auth: Callable[..., Headers]) -> None:

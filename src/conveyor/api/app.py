@@ -23,7 +23,6 @@ from conveyor.domain.errors import AuthFailed
 from conveyor.log_format import request_id
 from conveyor.metrics import CONTENT_TYPE, Metrics
 from conveyor.settings import resolve_secret
-from conveyor.storage import writer_queue
 from conveyor.web import routes as web_routes
 from conveyor.wiring import Container
 
@@ -44,7 +43,6 @@ class RequestIdMiddleware:
         rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id.set(rid)  # every log line of this request carries it
-        writes_first = writer_queue.for_request.set(True)  # someone waits on this one
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -54,7 +52,6 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            writer_queue.for_request.reset(writes_first)
             request_id.reset(token)
 
 

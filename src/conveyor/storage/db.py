@@ -17,8 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, Row
 
-from conveyor.storage.writer_queue import WriterQueue
-
 AnyRow = Row[*tuple[Any, ...]]
 
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -193,12 +191,13 @@ class Database:
         self._counting = threading.Lock()
         self.writes_begun = 0  # write transactions opened: what a task costs, counted
         # SQLite has one writer at a time. Its busy handler makes a waiting writer
-        # sleep and poll (1, 2, 5, 10… ms), so this process's own writers queue instead,
-        # a request's first (writer_queue.py), and each starts the moment the last one
-        # commits; the busy timeout still covers writers in other processes (the CLI).
-        self._write_lock: WriterQueue | None = None
+        # sleep and poll (1, 2, 5, 10… ms), so this process's own writers queue on a
+        # lock instead and each starts the moment the last one commits; the busy
+        # timeout still covers writers in other processes (the CLI, say). Reentrant, so
+        # a nested write fails on SQLite's timeout as it always has, not in a deadlock.
+        self._write_lock: threading.RLock | None = None
         if engine.dialect.name == "sqlite":
-            self._write_lock = WriterQueue()
+            self._write_lock = threading.RLock()
             self._writer = engine.execution_options(sqlite_begin=None)  # see _sqlite_write
         else:
             self._writer = sa.create_engine(
@@ -293,7 +292,7 @@ class Database:
         conn = self._writer.connect()
         try:
             dbapi_conn: Any = conn.connection.dbapi_connection
-            with self._write_lock.held():
+            with self._write_lock:
                 try:
                     dbapi_conn.execute("BEGIN IMMEDIATE")
                 except self.engine.dialect.loaded_dbapi.Error as exc:
