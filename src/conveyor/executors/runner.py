@@ -10,13 +10,13 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from conveyor.domain.jobs import JobResult, JobSpec, Outcome
 from conveyor.domain.variables import repo_variables
+from conveyor.executors.heartbeats import Heartbeats
 from conveyor.executors.job_log import JobLog, LogSink
 from conveyor.executors.job_process import JobProcess
 from conveyor.executors.outputs import OutputFile, parse_outputs
@@ -33,14 +33,9 @@ CANCEL_POLL_S = 0.25
 _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 
 
-def _heartbeat(reporter: JobReporter, interval_s: float, stop: threading.Event) -> None:
-    """Beat from claim to result, whatever the job is doing: a long checkout, or the
-    grace period of a stop, must not look like a lost runner."""
-    while not stop.wait(interval_s):
-        try:
-            reporter.heartbeat()
-        except Exception:  # a database hiccup must not end the job; the next beat retries
-            logger.warning("heartbeat failed; retrying in %.1fs", interval_s, exc_info=True)
+# Beats from claim to result for every job this process runs, whatever the job is
+# doing: a long checkout, or the grace period of a stop, must not look like a lost runner.
+_HEARTBEATS = Heartbeats()
 
 
 def _environment(
@@ -117,18 +112,14 @@ def run_job(
         runner = RunnerIdentity("", socket.gethostname(), pid, start_time(pid))
     secrets = [*spec.secrets.values(), *spec.masked]
     workspace = paths.workspaces / str(spec.job_id)
-    beating = threading.Event()
-    heart: threading.Thread | None = None
+    heartbeat: int | None = None
     output: OutputFile | None = None
     log: JobLog | None = None
     try:
         log = JobLog(sink(), spec.log_max_bytes, secrets)
         # Beats only once all it vouches for is open: a runner that could not even
         # start the job must not look alive forever.
-        heart = threading.Thread(
-            target=_heartbeat, args=(reporter, spec.heartbeat_s, beating), daemon=True
-        )
-        heart.start()
+        heartbeat = _HEARTBEATS.start_beating(reporter, spec.heartbeat_s)
         output = _fresh_workspace(workspace)
         isolation = isolation or Isolation()
         result = _run(spec, paths, reporter, log, workspace, runner, isolation, output)
@@ -141,9 +132,8 @@ def run_job(
     finally:
         if output is not None:
             output.close()
-        beating.set()
-        if heart is not None:
-            heart.join()
+        if heartbeat is not None:
+            _HEARTBEATS.stop_beating(heartbeat)
     if log is not None:
         log.say(f"{spec.stage} {result.outcome.value}: {result.detail}")
         log.close()
