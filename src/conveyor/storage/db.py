@@ -31,6 +31,8 @@ POOL_SIZE = 20
 POOL_OVERFLOW = 20
 WRITE_POOL_SIZE = 10
 WRITE_POOL_OVERFLOW = 10
+# Every thread that may write at once: requests, runners, the scheduler, heartbeats.
+SQLITE_WRITE_POOL = (WRITE_POOL_SIZE, 60)
 
 
 def _prepare_sqlite(engine: Engine) -> None:
@@ -55,7 +57,7 @@ def _prepare_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_OVERFLOW) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -66,8 +68,8 @@ def make_engine(url: str) -> Engine:
             # Requests run on up to 40 worker threads; a connection opened past the pool
             # is closed again after one use, and opening one (with its PRAGMAs) costs more
             # than the lookup it serves.
-            pool_size=POOL_SIZE,
-            max_overflow=POOL_OVERFLOW,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         _prepare_sqlite(engine)
         return engine
@@ -198,7 +200,12 @@ class Database:
         self._write_lock: threading.RLock | None = None
         if engine.dialect.name == "sqlite":
             self._write_lock = threading.RLock()
-            self._writer = engine.execution_options(sqlite_begin=None)  # see _sqlite_write
+            # A pool of its own: writers waiting for the lock hold a connection each
+            # (see _sqlite_write), and must not use up the one reads need. An in-memory
+            # database is one connection's, so it stays shared.
+            shared = engine.url.database in (None, "", ":memory:")
+            writer = engine if shared else make_engine(str(engine.url), *SQLITE_WRITE_POOL)
+            self._writer = writer.execution_options(sqlite_begin=None)
         else:
             self._writer = sa.create_engine(
                 engine.url,
@@ -291,6 +298,11 @@ class Database:
         assert self._write_lock is not None
         conn = self._writer.connect()
         try:
+            # SQLAlchemy's transaction, opened without a statement (the writer's begin
+            # event is off): code that asks whether it runs in one (Alembic, which would
+            # otherwise commit after each migration) is told so, and COMMIT goes
+            # through SQLAlchemy, which wraps its errors.
+            conn.begin()
             dbapi_conn: Any = conn.connection.dbapi_connection
             with self._write_lock:
                 try:
@@ -303,14 +315,14 @@ class Database:
                     ) from exc
                 try:
                     yield conn
-                    # SQLAlchemy's own bookkeeping first (its transaction began with the
-                    # first statement); then the driver's, for a body that ran none.
                     conn.commit()
-                    dbapi_conn.commit()
                 except BaseException:
-                    with contextlib.suppress(Exception):  # the body's error is the one to see
-                        conn.rollback()
+                    # The driver's first: SQLite's writer must not stay held. Each on
+                    # its own, and quietly: the body's error is the one to see.
+                    with contextlib.suppress(Exception):
                         dbapi_conn.rollback()
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
                     raise
         finally:
             conn.close()
