@@ -1,12 +1,13 @@
-"""One thread beats for every job of a process, each at its own interval, from its
-start to its stop; a failing beat is retried at the next one."""
+"""One thread keeps the time for every job of a process, each at its own interval,
+from its start to its stop; a few threads write the beats; a failing beat is retried at
+the next one."""
 
 import threading
 import time
 from collections.abc import Callable
 
 from conveyor.domain.jobs import JobResult
-from conveyor.executors.heartbeats import Heartbeats
+from conveyor.executors.heartbeats import WRITERS, Heartbeats
 
 
 class Beats:
@@ -17,8 +18,12 @@ class Beats:
         self.fail = False
         self.hold = hold
         self.inside = threading.Event()
+        self.threads: set[str] = set()
+        self.calls = 0
 
     def heartbeat(self) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.calls += 1
         self.inside.set()
         if self.hold is not None:
             self.hold.wait(10)
@@ -46,13 +51,26 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 10) -> None:
         time.sleep(0.005)
 
 
-def test_each_job_beats_at_its_own_interval_on_one_thread() -> None:
+def test_each_job_beats_at_its_own_interval_on_a_few_threads() -> None:
     hearts, fast, slow = Heartbeats(), Beats(), Beats()
-    threads_before = threading.active_count()
+    jobs = [Beats() for _ in range(12)]
     keys = [hearts.start_beating(fast, 0.02), hearts.start_beating(slow, 0.2)]
-    wait_until(lambda: len(fast.times) >= 10)
-    assert len(slow.times) <= 2
-    assert threading.active_count() == threads_before + 1  # one thread for both
+    keys += [hearts.start_beating(job, 0.02) for job in jobs]
+    wait_until(lambda: len(fast.times) >= 10 and all(len(j.times) >= 10 for j in jobs))
+    assert len(slow.times) < len(fast.times) / 3
+    assert len(set().union(*(j.threads for j in [fast, slow, *jobs]))) <= WRITERS
+    for key in keys:
+        hearts.stop_beating(key)
+
+
+def test_a_slow_beat_does_not_hold_the_other_jobs_beats() -> None:
+    hold = threading.Event()
+    hearts, stuck, fine = Heartbeats(), Beats(hold), Beats()
+    keys = [hearts.start_beating(stuck, 0.01), hearts.start_beating(fine, 0.01)]
+    assert stuck.inside.wait(10)  # its database write hangs
+    wait_until(lambda: len(fine.times) >= 5)
+    assert stuck.calls == 1  # and it is not sent again while the first is under way
+    hold.set()
     for key in keys:
         hearts.stop_beating(key)
 

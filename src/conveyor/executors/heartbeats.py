@@ -6,9 +6,9 @@ starting it and joining it cost two hand-offs between threads on every job's pat
 under load each waited for the GIL (docs/benchmarks.md). One thread per process now
 beats for every job registered with it, each at its own interval.
 
-Beats are sent one after another: with a database that answers slowly, the jobs of one
-process (at most its `max_parallel_jobs`, or a worker's concurrency) share the delay,
-which stays far below the heartbeat timeout (a third of it is the interval).
+The beats themselves are written by a few threads of a pool, so that a database that
+answers slowly delays a process's jobs by a share of it, not by its sum: one thread
+writing for a worker with concurrency 32 would take 32 times a slow write's time.
 """
 
 import itertools
@@ -16,10 +16,13 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from conveyor.executors.reporting import JobReporter
 
 logger = logging.getLogger("conveyor.runner")
+
+WRITERS = 4
 
 
 class Heartbeats:
@@ -33,16 +36,23 @@ class Heartbeats:
         self._wakes_at = float("inf")
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._beating: int | None = None  # the key whose beat is under way
+        self._pool: ThreadPoolExecutor | None = None
+        self._beating: set[int] = set()  # keys whose beat is under way
 
     def start_beating(self, reporter: JobReporter, interval_s: float) -> int:
         """Beat for `reporter` every `interval_s`, from now until `stop_beating(key)`."""
         with self._lock:
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                # Started on first use, in this process: a forked worker has none.
+            if self._pid != os.getpid():
+                # A forked worker inherits none of the threads, nor the jobs to beat for.
+                self._pid, self._thread, self._pool = os.getpid(), None, None
                 self._due.clear()
+                self._beating.clear()
                 self._wakes_at = float("inf")
-                self._pid = os.getpid()
+            if self._thread is None or not self._thread.is_alive():
+                self._pool = self._pool or ThreadPoolExecutor(
+                    WRITERS, thread_name_prefix="conveyor-heartbeat"
+                )
+                self._wakes_at = float("inf")
                 self._thread = threading.Thread(
                     target=self._run, name="conveyor-heartbeats", daemon=True
                 )
@@ -58,7 +68,7 @@ class Heartbeats:
         """Stop; once this returns, no beat for it is under way or will be."""
         with self._lock:
             self._due.pop(key, None)
-            while self._beating == key:  # rare: its beat is being written right now
+            while key in self._beating:  # rare: its beat is being written right now
                 self._beat_done.wait()
 
     def _run(self) -> None:
@@ -80,14 +90,18 @@ class Heartbeats:
                     continue
             for key, reporter in due:
                 with self._lock:
-                    if key not in self._due:
-                        continue  # its job ended meanwhile
-                    self._beating = key
-                try:
-                    reporter.heartbeat()
-                except Exception:  # a database hiccup must not end the job; the next beat retries
-                    logger.warning("heartbeat failed; retrying at the next beat", exc_info=True)
-                finally:
-                    with self._lock:
-                        self._beating = None
-                        self._beat_done.notify_all()
+                    if key not in self._due or key in self._beating:
+                        continue  # its job ended meanwhile, or its last beat is still going
+                    self._beating.add(key)
+                assert self._pool is not None
+                self._pool.submit(self._beat, key, reporter)
+
+    def _beat(self, key: int, reporter: JobReporter) -> None:
+        try:
+            reporter.heartbeat()
+        except Exception:  # a database hiccup must not end the job; the next beat retries
+            logger.warning("heartbeat failed; retrying at the next beat", exc_info=True)
+        finally:
+            with self._lock:
+                self._beating.discard(key)
+                self._beat_done.notify_all()
