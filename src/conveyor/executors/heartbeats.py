@@ -47,7 +47,6 @@ class Heartbeats:
                 self._pid, self._thread, self._pool = os.getpid(), None, None
                 self._due.clear()
                 self._beating.clear()
-                self._wakes_at = float("inf")
             if self._thread is None or not self._thread.is_alive():
                 self._pool = self._pool or ThreadPoolExecutor(
                     WRITERS, thread_name_prefix="conveyor-heartbeat"
@@ -75,9 +74,8 @@ class Heartbeats:
         while True:
             with self._lock:
                 now = time.monotonic()
-                due = [(key, entry[2]) for key, entry in self._due.items() if entry[0] <= now]
-                for key, _ in due:
-                    _, interval, reporter = self._due[key]
+                due = [(key, entry) for key, entry in self._due.items() if entry[0] <= now]
+                for key, (_, interval, reporter) in due:
                     self._due[key] = (now + interval, interval, reporter)
                 if not due:
                     self._wakes_at = min(
@@ -88,7 +86,7 @@ class Heartbeats:
                     )
                     self._wakes_at = float("inf")
                     continue
-            for key, reporter in due:
+            for key, (_, _, reporter) in due:
                 with self._lock:
                     if key not in self._due or key in self._beating:
                         continue  # its job ended meanwhile, or its last beat is still going

@@ -261,7 +261,7 @@ class Scheduler:
         if queued:
             self._isolated(running, self._send, running, spec, queued, now, {})
         else:  # no build to run (a restart whose builds all passed): on to the deploys
-            self._isolated(running, self._advance, running, now)
+            self._isolated(running, self._advance_alone, running, now)
         return True
 
     def resubmit_queued(self) -> int:

@@ -96,12 +96,13 @@ class PreparedQuery:
     only for columns whose driver values are already what the caller wants.
     """
 
-    def __init__(self, stmt: sa.Select[Any], dialect: sa.Dialect) -> None:
+    def __init__(self, stmt: sa.Select[Any] | sa.Update, dialect: sa.Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string
         self._order = compiled.positiontup
-        # Values the compiler bound itself (SQLite's `OFFSET 0`, say); callers add the rest,
-        # and one they leave out is an error, not a NULL.
+        self._binds = compiled.binds
+        # Values the compiler bound itself (SQLite's `OFFSET 0`, `.values(attempt=1)`);
+        # callers add the rest, and one they leave out is an error, not a NULL.
         bound = compiled.construct_params(_check=False).items()
         self._defaults = {name: value for name, value in bound if value is not None}
 
@@ -120,7 +121,7 @@ class PreparedQuery:
             cursor.close()
 
 
-class PreparedWrite:
+class PreparedWrite(PreparedQuery):
     """A Core UPDATE compiled once, for the state changes every task makes.
 
     On SQLite it runs on the driver's cursor of the write transaction's connection, with
@@ -131,20 +132,14 @@ class PreparedWrite:
     """
 
     def __init__(self, stmt: sa.Update, dialect: sa.Dialect) -> None:
+        super().__init__(stmt, dialect)
         self.stmt = stmt
         self._raw = dialect.name == "sqlite"
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = compiled.string
-        self._order = compiled.positiontup
         self._processors = {
             name: process
-            for name, bind in compiled.binds.items()
+            for name, bind in self._binds.items()
             if (process := bind.type.dialect_impl(dialect).bind_processor(dialect)) is not None
         }
-        # Values written into the statement itself (`.values(attempt=1)`); callers add
-        # the rest, and one they leave out is an error, not a NULL.
-        bound = compiled.construct_params(_check=False).items()
-        self._defaults = {name: value for name, value in bound if value is not None}
 
     def run(self, conn: Connection, params: dict[str, Any]) -> int:
         """Run in `conn`, a `Database.write`'s connection: the number of rows changed."""
@@ -154,7 +149,7 @@ class PreparedWrite:
         for name, process in self._processors.items():
             if name in values:
                 values[name] = process(values[name])
-        args = values if self._order is None else [values[n] for n in self._order]
+        args = self.arguments(values)
         dbapi_conn: Any = conn.connection.dbapi_connection
         try:
             cursor = dbapi_conn.execute(self.sql, args)
@@ -268,22 +263,15 @@ class Database:
         """A transaction that commits on success and rolls back on any exception."""
         with self._counting:
             self.writes_begun += 1
-        if self._write_lock is None:
-            with self._writer.begin() as conn:
-                # Taken now: a connection the server dropped mid-transaction refuses
-                # even `info` later, and that error would hide the one that says why.
-                info = conn.info
-                try:
-                    yield conn
-                finally:
-                    committed = info.pop(_AFTER_COMMIT, ())
-        else:
-            with self._sqlite_write() as conn:
-                info = conn.info
-                try:
-                    yield conn
-                finally:
-                    committed = info.pop(_AFTER_COMMIT, ())
+        transaction = self._writer.begin() if self._write_lock is None else self._sqlite_write()
+        with transaction as conn:
+            # Taken now: a connection the server dropped mid-transaction refuses even
+            # `info` later, and that error would hide the one that says why.
+            info = conn.info
+            try:
+                yield conn
+            finally:
+                committed = info.pop(_AFTER_COMMIT, ())
         # Reached only once the transaction has committed; outside the write lock.
         for action in committed:
             action()
