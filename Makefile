@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8080
+# Test processes per run: each test owns its ports, temp dirs, database and queues.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 .PHONY: run test test-sqlite test-postgres lint bench bench-lookup clean
 
@@ -25,15 +28,15 @@ run: $(STAMP)
 test: $(STAMP) lint
 	@mode=$$(CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/python scripts/postgres_gate.py) || exit 1; \
 	if [ "$$mode" = run ]; then \
-	  CONVEYOR_TEST_POSTGRES_RUN_FOLLOWS=1 $(BIN)/pytest -q && \
+	  CONVEYOR_TEST_POSTGRES_RUN_FOLLOWS=1 $(PYTEST) && \
 	  echo "== the same suite on PostgreSQL" && \
-	  CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/pytest -q; \
+	  CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(PYTEST); \
 	else \
-	  $(BIN)/pytest -q; \
+	  $(PYTEST); \
 	fi
 
 test-sqlite: $(STAMP)
-	$(BIN)/pytest -q
+	$(PYTEST)
 
 # On a laptop without PostgreSQL this run skips with a visible reason; with CI=true it fails.
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/postgres
@@ -41,7 +44,7 @@ test-postgres: $(STAMP)
 	@mode=$$(CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/python scripts/postgres_gate.py) || exit 1; \
 	if [ "$$mode" = run ]; then \
 	  echo "== the same suite on PostgreSQL"; \
-	  CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(BIN)/pytest -q; \
+	  CONVEYOR_TEST_DATABASE_URL=$${CONVEYOR_TEST_DATABASE_URL:-$(PG_URL)} $(PYTEST); \
 	fi
 
 lint: $(STAMP)
