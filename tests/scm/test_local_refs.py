@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,12 @@ def test_symlinks_and_hidden_refs_are_left_to_git(repo: GitRepo, tmp_path: Path)
     assert read_local_refs(repo.url, ["refs/heads/link"]) is None
     # git itself answers for such a ref (here: it follows the link).
     assert read_local_refs(repo.url, ["refs/heads/main"]) is not None
+    # A symlinked directory on the way is followed, as git follows it.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/main").write_text(repo.head("main") + "\n")
+    (repo.path / ".git/refs/heads/shared").symlink_to(tmp_path / "elsewhere")
+    wanted = ["refs/heads/shared/main"]
+    assert read_local_refs(repo.url, wanted) == ls_remote(repo.url, wanted) != {}
     git(repo.path, "config", "uploadpack.hideRefs", "refs/merge-requests")
     assert local_git_dir(repo.url) is None
     assert GitCli().resolve(repo.url, ["refs/merge-requests/7/head"]) == {}
@@ -97,3 +104,39 @@ def test_symlinks_and_hidden_refs_are_left_to_git(repo: GitRepo, tmp_path: Path)
 def test_a_repository_of_another_owner_is_left_to_git(repo: GitRepo) -> None:
     os.chown(repo.path / ".git", 65534, 65534)
     assert local_git_dir(repo.url) is None
+
+
+def _settle(repo: GitRepo) -> None:
+    """Date the git directory and its config an hour back, as a repository nobody has
+    touched lately: only such a layout is remembered between reads."""
+    an_hour_ago = time.time() - 3600
+    for path in (repo.path / ".git/config", repo.path / ".git"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+
+def test_a_remembered_layout_is_checked_again_when_its_config_changes(repo: GitRepo) -> None:
+    _settle(repo)
+    assert read_local_refs(repo.url, ["refs/merge-requests/7/head"]) != {}
+    # Edited in place (same file, no rename): its size and time tell.
+    with (repo.path / ".git/config").open("a") as config:
+        config.write("[uploadpack]\n\thideRefs = refs/merge-requests\n")
+    assert read_local_refs(repo.url, ["refs/merge-requests/7/head"]) is None
+    assert GitCli().resolve(repo.url, ["refs/merge-requests/7/head"]) == {}
+
+
+def test_a_remembered_layout_is_checked_again_when_its_git_directory_changes(
+    repo: GitRepo,
+) -> None:
+    _settle(repo)
+    assert read_local_refs(repo.url, ["refs/heads/main"]) is not None
+    (repo.path / ".git/reftable").mkdir()  # as a switch to the reftable format leaves it
+    assert read_local_refs(repo.url, ["refs/heads/main"]) is None
+
+
+def test_a_ref_moved_after_its_layout_was_remembered_reads_anew(repo: GitRepo) -> None:
+    _settle(repo)
+    old = repo.head("main")
+    assert read_local_refs(repo.url, ["refs/heads/main"]) == {"refs/heads/main": old}
+    newer = repo.commit("later")
+    assert newer != old
+    assert read_local_refs(repo.url, ["refs/heads/main"]) == {"refs/heads/main": newer}
