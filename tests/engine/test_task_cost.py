@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from conveyor.config_file import parse_config
 from conveyor.domain.principals import Principal
+from conveyor.executors.runner import TRASH
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.wiring import Container, build_container
 from tests.conftest import RepoFactory
@@ -84,3 +85,10 @@ def test_a_trivial_task_costs_nine_write_transactions_and_a_checkout_a_job_that_
     # commit, are the repository's, once per process.)
     assert (counts["git read-tree"], counts["bash -eo"]) == (checkouts * TASKS, 2 * TASKS)
     assert counts["git ls-remote"] == 0  # a create reads a local repository's refs itself
+    # Workspaces are deleted off the jobs' path, by at most one `rm` a job (by fewer
+    # under load: one `rm` takes whatever the trash holds), and none is left behind.
+    assert TRASH.drain(30)
+    assert counts["rm -rf"] <= 2 * TASKS
+    workspaces = container.config.data_dir / "workspaces"
+    assert [p.name for p in workspaces.iterdir()] == [".trash"]
+    assert list((workspaces / ".trash").iterdir()) == []

@@ -10,11 +10,14 @@ from conveyor.executors.job_log import LogSink
 from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.processes import RunnerIdentity
 from conveyor.executors.reporting import JobReporter
-from conveyor.executors.runner import run_job
+from conveyor.executors.runner import TRASH, run_job
 from conveyor.executors.sandbox import Isolation
 from conveyor.executors.stopping import StoppingReporter
 
 log = logging.getLogger("conveyor.executor.local")
+
+# How long a clean stop waits for the finished workspaces to be deleted.
+DRAIN_S = 30.0
 
 
 class LocalExecutor:
@@ -54,6 +57,8 @@ class LocalExecutor:
         """Stop running jobs (they end failed: "server shut down") and the pool."""
         self._stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if wait:  # a clean stop leaves no workspace behind
+            TRASH.drain(DRAIN_S)
 
 
 def _log_failure(job: JobSpec, future: "Future[JobResult | None]") -> None:

@@ -8,7 +8,6 @@ grace period, including those that left the session (job_process.py, processes.p
 
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +24,7 @@ from conveyor.executors.processes import RunnerIdentity, start_time
 from conveyor.executors.reporting import JobReporter
 from conveyor.executors.retrying import RetryingReporter
 from conveyor.executors.sandbox import Isolation, bubblewrap_argv
+from conveyor.executors.workspace_trash import WorkspaceTrash
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
 logger = logging.getLogger("conveyor.runner")
@@ -36,6 +36,8 @@ _PASSTHROUGH = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR")
 # Beats from claim to result for every job this process runs, whatever the job is
 # doing: a long checkout, or the grace period of a stop, must not look like a lost runner.
 _HEARTBEATS = Heartbeats()
+# Workspaces leave the job's path at once; their files go in the background.
+TRASH = WorkspaceTrash()
 
 
 def _environment(
@@ -145,13 +147,13 @@ def run_job(
         # After the result: the next job (a deploy waits on this build) need not wait for
         # the disk. The job's processes are gone already; a runner that dies before this
         # line leaves the workspace behind, as one that dies mid-job always has.
-        shutil.rmtree(workspace, ignore_errors=True)
+        TRASH.discard(workspace)
     return result
 
 
 def _fresh_workspace(workspace: Path) -> OutputFile:
     """An empty workspace with the control directory that holds $CONVEYOR_OUTPUT."""
-    shutil.rmtree(workspace, ignore_errors=True)
+    TRASH.discard(workspace)  # a crashed runner's, for a job run again
     control = workspace / ".conveyor"
     control.mkdir(parents=True)
     return OutputFile(control)
