@@ -74,3 +74,37 @@ def test_a_forked_worker_empties_its_own_trash(tmp_path: Path) -> None:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_trash_that_is_a_symlink_is_never_emptied(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    workspace(elsewhere, "precious")
+    (tmp_path / "workspaces").mkdir()
+    (tmp_path / "workspaces" / TRASH).symlink_to(elsewhere)
+    trash = WorkspaceTrash()
+    trash.discard(workspace(tmp_path / "workspaces", "6"))
+    assert trash.drain(30)
+    assert (elsewhere / "precious" / "app" / "README").exists()
+
+
+def test_what_rm_cannot_delete_is_logged_once_and_not_walked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    given: list[list[str]] = []
+
+    def failing_rm(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        given.append(argv[3:])
+        return subprocess.CompletedProcess(
+            argv, 1, b"", b"rm: cannot remove 'x': Permission denied\n"
+        )
+
+    monkeypatch.setattr(subprocess, "run", failing_rm)
+    trash = WorkspaceTrash()
+    trash.discard(workspace(tmp_path, "7"))
+    assert trash.drain(30)
+    assert "could not delete 1 finished workspace(s)" in caplog.text
+    assert "Permission denied" in caplog.text
+    trash.discard(workspace(tmp_path, "8"))
+    assert trash.drain(30)
+    assert [len(paths) for paths in given] == [1, 1]
+    assert Path(given[1][0]).name.startswith("8.")

@@ -140,3 +140,19 @@ def test_a_ref_moved_after_its_layout_was_remembered_reads_anew(repo: GitRepo) -
     newer = repo.commit("later")
     assert newer != old
     assert read_local_refs(repo.url, ["refs/heads/main"]) == {"refs/heads/main": newer}
+
+
+def test_a_repository_behind_a_repointed_symlink_is_read_where_it_now_is(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(repo.path)
+    _settle(repo)
+    head = repo.head("main")
+    assert read_local_refs(str(link), ["refs/heads/main"]) == {"refs/heads/main": head}
+    # Moved (its git directory keeps its inode and times) and the link repointed.
+    moved = tmp_path / "moved"
+    repo.path.rename(moved)
+    link.unlink()
+    link.symlink_to(moved)
+    assert read_local_refs(str(link), ["refs/heads/main"]) == {"refs/heads/main": head}

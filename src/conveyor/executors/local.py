@@ -13,11 +13,9 @@ from conveyor.executors.reporting import JobReporter
 from conveyor.executors.runner import TRASH, run_job
 from conveyor.executors.sandbox import Isolation
 from conveyor.executors.stopping import StoppingReporter
+from conveyor.executors.workspace_trash import DRAIN_S
 
 log = logging.getLogger("conveyor.executor.local")
-
-# How long a clean stop waits for the finished workspaces to be deleted.
-DRAIN_S = 30.0
 
 
 class LocalExecutor:

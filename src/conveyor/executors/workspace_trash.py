@@ -16,6 +16,7 @@ The trash is under the data directory, which a sandboxed job never sees.
 import logging
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -30,10 +31,17 @@ BATCH = 500
 # How long the thread gathers discards before it deletes them: under load, one `rm` a
 # quarter of a second, whatever the number of jobs.
 GATHER_S = 0.25
+# How long a clean stop waits for the finished workspaces to be deleted.
+DRAIN_S = 30.0
 
 
 class WorkspaceTrash:
     def __init__(self) -> None:
+        self._reset()
+        # A forked worker inherits none of the threads, and maybe a lock held by one.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)  # the thread waits for work
         self._idle = threading.Condition(self._lock)  # drain waits for the thread
@@ -41,7 +49,9 @@ class WorkspaceTrash:
         self._busy = False
         self._hurry = 0  # callers of drain(): no gathering while they wait
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        # What `rm` could not delete (a read-only tree, for a runner that is not root):
+        # not walked again by every later `rm`; a restarted process tries once more.
+        self._stuck: set[str] = set()
 
     def discard(self, workspace: Path) -> None:
         """Take `workspace` off its path now; its files are deleted soon after. A
@@ -62,8 +72,8 @@ class WorkspaceTrash:
         self._ask(trash)
 
     def drain(self, timeout_s: float) -> bool:
-        """Wait until everything discarded so far is deleted: True, or False at the
-        timeout. For a clean stop, and for tests."""
+        """Wait until everything discarded so far has been deleted, or found impossible
+        to delete (logged): True, or False at the timeout. For a clean stop, and tests."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
             self._hurry += 1
@@ -80,9 +90,6 @@ class WorkspaceTrash:
 
     def _ask(self, trash: Path) -> None:
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked worker inherits none of the threads.
-                self._pid, self._thread, self._busy, self._hurry = os.getpid(), None, False, 0
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="conveyor-workspace-trash", daemon=True
@@ -107,26 +114,42 @@ class WorkspaceTrash:
                 trashes, self._pending = self._pending, set()
             for trash in trashes:
                 try:
-                    _empty(trash)
+                    self._empty(trash)
                 except Exception:  # the trash keeps it; the next discard tries again
                     logger.warning("could not empty %s", trash, exc_info=True)
 
-
-def _empty(trash: Path) -> None:
-    try:
-        found = [str(path) for path in trash.iterdir()]
-    except FileNotFoundError:
-        return
-    for start in range(0, len(found), BATCH):
-        paths = found[start : start + BATCH]
+    def _empty(self, trash: Path) -> None:
         try:
-            subprocess.run(
-                ["rm", "-rf", "--", *paths],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-        except OSError:  # no `rm` to start: delete them here, slower
-            for path in paths:
-                shutil.rmtree(path, ignore_errors=True)
+            st = trash.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            # Only a directory of the runner's own, never where a symlink leads.
+            logger.warning("not emptying %s: not a directory of this user's", trash)
+            return
+        found = [str(path) for path in trash.iterdir()]
+        found = [path for path in found if path not in self._stuck]
+        for start in range(0, len(found), BATCH):
+            paths = found[start : start + BATCH]
+            try:
+                done = subprocess.run(
+                    ["rm", "-rf", "--", *paths],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                )
+            except OSError:  # no `rm` to start: delete them here, slower
+                for path in paths:
+                    shutil.rmtree(path, ignore_errors=True)
+                continue
+            if done.returncode != 0:
+                left = [path for path in paths if os.path.lexists(path)]
+                self._stuck.update(left)
+                why = done.stderr.decode(errors="replace").strip().splitlines()
+                logger.warning(
+                    "could not delete %d finished workspace(s) in %s: %s",
+                    len(left),
+                    trash,
+                    why[0] if why else f"rm exited with {done.returncode}",
+                )

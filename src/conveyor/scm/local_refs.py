@@ -40,10 +40,11 @@ _PACKED_REFS_MAX = 1 << 30
 
 @dataclass(frozen=True)
 class _Layout:
-    """A git directory found readable, and what must stay the same for that to hold."""
+    """A git directory found readable, and what must stay the same for that to hold.
+    Reads go through `git_dir` as the URL names it, the path the stats check: a
+    repository moved and its symlink repointed is read where it is now."""
 
     git_dir: Path
-    real_dir: Path
     dir_stat: tuple[int, int, int, int]
     config_stat: tuple[int, int, int, int]
 
@@ -91,14 +92,13 @@ def _check(root: Path) -> _Layout | None:
                 return None
             config_st = (git_dir / "config").stat()
             config = (git_dir / "config").read_text(errors="replace").lower()
-            real_dir = git_dir.resolve()
         except OSError:
             return None
         # Extensions (refStorage = reftable, ...) change what the files mean; hidden refs
         # are not what ls-remote would list.
         if "[extensions]" in config or "hiderefs" in config:
             return None
-        return _Layout(git_dir, real_dir, _dir_stat(dir_st), _file_stat(config_st))
+        return _Layout(git_dir, _dir_stat(dir_st), _file_stat(config_st))
     return None
 
 
@@ -183,7 +183,7 @@ def read_local_refs(url: str, refs: Sequence[str]) -> dict[str, str] | None:
     try:
         for ref in refs:
             try:
-                data = _read_nofollow(layout.real_dir / ref, _REF_FILE_MAX)
+                data = _read_nofollow(layout.git_dir / ref, _REF_FILE_MAX)
             except _Missing:
                 missing.append(ref)
                 continue
@@ -192,7 +192,7 @@ def read_local_refs(url: str, refs: Sequence[str]) -> dict[str, str] | None:
                 return None  # a symbolic ref, or something being written: git knows
             found[ref] = text
         if missing:
-            packed = _packed_refs(layout.real_dir / "packed-refs")
+            packed = _packed_refs(layout.git_dir / "packed-refs")
             if packed is None:
                 return None
             found.update({ref: packed[ref] for ref in missing if ref in packed})
