@@ -263,7 +263,8 @@ def report(
 ) -> None:
     def row(name: str, b: float, c: float, unit: str, lower_better: bool = True) -> str:
         ratio = b / c if lower_better else c / b
-        return f"| {name} | {b:.1f} {unit} | {c:.1f} {unit} | **{ratio:.1f}x** |"
+        # Two decimals: a ratio printed as 30.0 may be 29.96, on the wrong side of a target.
+        return f"| {name} | {b:.2f} {unit} | {c:.1f} {unit} | **{ratio:.2f}x** |"
 
     checkouts = 2 if args.deploy_checkout else 1
     print(
