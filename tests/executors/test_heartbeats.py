@@ -2,6 +2,7 @@
 from its start to its stop; a few threads write the beats; a failing beat is retried at
 the next one."""
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -109,3 +110,22 @@ def test_a_failing_beat_is_retried_at_the_next_and_the_others_go_on() -> None:
     wait_until(lambda: len(failing.times) >= 3 and len(fine.times) >= 3)
     for key in keys:
         hearts.stop_beating(key)
+
+
+def test_a_forked_worker_beats_with_threads_of_its_own() -> None:
+    heart = Heartbeats()
+    parent = Beats()
+    key = heart.start_beating(parent, 0.02)
+    wait_until(lambda: parent.calls > 0)
+    pid = os.fork()
+    if pid == 0:  # the child: none of the parent's threads, nor its jobs
+        ok = False
+        try:
+            child = Beats()
+            heart.start_beating(child, 0.02)
+            ok = child.inside.wait(10) and "conveyor-heartbeat" in " ".join(child.threads)
+        finally:
+            os._exit(0 if ok else 1)
+    heart.stop_beating(key)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -27,6 +27,12 @@ WRITERS = 4
 
 class Heartbeats:
     def __init__(self) -> None:
+        self._reset()
+        # A forked worker inherits none of the threads, nor the jobs to beat for, and
+        # maybe a lock one of them held.
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # the heart waits for new jobs
         self._beat_done = threading.Condition(self._lock)  # stop_beating waits for a beat
@@ -35,18 +41,12 @@ class Heartbeats:
         self._keys = itertools.count()
         self._wakes_at = float("inf")
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self._pool: ThreadPoolExecutor | None = None
         self._beating: set[int] = set()  # keys whose beat is under way
 
     def start_beating(self, reporter: JobReporter, interval_s: float) -> int:
         """Beat for `reporter` every `interval_s`, from now until `stop_beating(key)`."""
         with self._lock:
-            if self._pid != os.getpid():
-                # A forked worker inherits none of the threads, nor the jobs to beat for.
-                self._pid, self._thread, self._pool = os.getpid(), None, None
-                self._due.clear()
-                self._beating.clear()
             if self._thread is None or not self._thread.is_alive():
                 self._pool = self._pool or ThreadPoolExecutor(
                     WRITERS, thread_name_prefix="conveyor-heartbeat"
