@@ -19,7 +19,6 @@ from conveyor.executors.celery import TASK_NAME, celery_app
 from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.runner import TRASH, run_job
 from conveyor.executors.stopping import StoppingReporter
-from conveyor.executors.workspace_trash import DRAIN_S
 from conveyor.metrics import Metrics
 from conveyor.settings import Config
 from conveyor.storage.db import Database
@@ -100,7 +99,7 @@ def run_worker(
         code = exc.code
     finally:
         sweeper.stop()
-        TRASH.drain(DRAIN_S)  # a clean stop leaves no workspace behind
+        TRASH.drain()  # a clean stop leaves no workspace behind
         db.dispose()
     if not asked.is_set() and code in (0, None):
         # Celery ends with 0 after an "Unrecoverable error" (kombu losing its broker

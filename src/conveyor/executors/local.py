@@ -13,7 +13,6 @@ from conveyor.executors.reporting import JobReporter
 from conveyor.executors.runner import TRASH, run_job
 from conveyor.executors.sandbox import Isolation
 from conveyor.executors.stopping import StoppingReporter
-from conveyor.executors.workspace_trash import DRAIN_S
 
 log = logging.getLogger("conveyor.executor.local")
 
@@ -56,7 +55,7 @@ class LocalExecutor:
         self._stopping.set()
         self._pool.shutdown(wait=wait, cancel_futures=True)
         if wait:  # a clean stop leaves no workspace behind
-            TRASH.drain(DRAIN_S)
+            TRASH.drain()
 
 
 def _log_failure(job: JobSpec, future: "Future[JobResult | None]") -> None:

@@ -71,7 +71,7 @@ class WorkspaceTrash:
             return
         self._ask(trash)
 
-    def drain(self, timeout_s: float) -> bool:
+    def drain(self, timeout_s: float = DRAIN_S) -> bool:
         """Wait until everything discarded so far has been deleted, or found impossible
         to delete (logged): True, or False at the timeout. For a clean stop, and tests."""
         deadline = time.monotonic() + timeout_s
