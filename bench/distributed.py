@@ -3,10 +3,12 @@
 For each setup (local executor; celery with 1 worker; celery with 2 workers), a fresh
 PostgreSQL database and a real `conveyor serve` (and `conveyor worker`s, on this same
 machine, with Redis as the broker): create -> first job process started over N tasks,
-then M trivial tasks on a parallel workflow: tasks per second.
+then M trivial tasks on a parallel workflow: tasks per second. The setups take turns,
+in rounds, the order turned each round.
 
     createdb -h 127.0.0.1 -U postgres conveyor_bench_dist   # once; dropped and made anew
-    .venv/bin/python bench/distributed.py [--latency-tasks 100] [--throughput-tasks 500]
+    cd bench && ../.venv/bin/python distributed.py [--latency-tasks 100] \
+        [--throughput-tasks 500] [--rounds 4]
 """
 
 import argparse
@@ -15,6 +17,7 @@ import platform
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from serving import serve_with_token, start_workers, stop
@@ -44,10 +47,25 @@ def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
     return header + text.replace("database_url: sqlite:///conveyor.db\n", "")
 
 
-def measure(
-    setup: str, workers: int, latency_tasks: int, throughput_tasks: int
-) -> tuple[str, float]:
-    """(the table's row but the ratio, tasks per second)"""
+SETUPS = (("local", 0), ("celery", 1), ("celery", 2))
+
+
+@dataclass
+class Sample:
+    """What one setup measured, over the rounds so far."""
+
+    latencies: list[float] = field(default_factory=list)
+    tasks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.tasks / self.seconds
+
+
+def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int) -> Sample:
+    """One block: a fresh database, server and workers; `latency_tasks` one at a time
+    (create -> job start), then `throughput_tasks` created at once (tasks per second)."""
     root, repo, marks, port, config = bench_home("conveyor-dist-")
     text = CONFIG.format(port=port, repo=repo, marks=marks)
     config.write_text(on_postgres(text, port, setup == "celery", "bench"))
@@ -57,14 +75,14 @@ def measure(
         procs += start_workers(config, workers, root)
         client = Client(url, token)
         client.wait("stamp", client.create("stamp", "stamp"))
-        latencies = []
+        sample = Sample()
         for _ in range(latency_tasks):
             t0 = time.time()
             task_id = client.create("stamp", "stamp")
             mark = marks / str(task_id)
             while not (mark.exists() and mark.read_text().strip()):
                 time.sleep(0.0005)
-            latencies.append(float(mark.read_text()) - t0)
+            sample.latencies.append(float(mark.read_text()) - t0)
             client.wait("stamp", task_id, poll_s=0.01)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -74,13 +92,15 @@ def measure(
         for task_id in ids:
             while not (marks / f"{task_id}.done").exists():
                 time.sleep(0.01)
-        rate = len(ids) / (time.perf_counter() - t0)
-        name = "local executor" if setup == "local" else f"celery, {workers} worker(s) x 4"
-        row = f"| {name} | {pct(latencies, 50):.1f} | {pct(latencies, 99):.1f} | {rate:.1f} |"
-        return row, rate
+        sample.tasks, sample.seconds = len(ids), time.perf_counter() - t0
+        return sample
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def name(setup: str, workers: int) -> str:
+    return "local executor" if setup == "local" else f"celery, {workers} worker(s) x 4"
 
 
 def main() -> None:
@@ -89,21 +109,40 @@ def main() -> None:
     )
     parser.add_argument("--latency-tasks", type=int, default=100)
     parser.add_argument("--throughput-tasks", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
+    samples = {setup: Sample() for setup in SETUPS}
+    for r in range(args.rounds):
+        # Every block leaves the file system slower to create files in for a while
+        # (docs/benchmarks.md, "Sixth session"): the order turns each round so no setup
+        # always follows the others' deletions.
+        for setup in SETUPS if r % 2 == 0 else SETUPS[::-1]:
+            block = measure(
+                *setup, args.latency_tasks // args.rounds, args.throughput_tasks // args.rounds
+            )
+            total = samples[setup]
+            total.latencies += block.latencies
+            total.tasks += block.tasks
+            total.seconds += block.seconds
+            print(
+                f"round {r + 1}, {name(*setup)}: p50 {pct(block.latencies, 50):.1f} ms, "
+                f"{block.rate:.1f} tasks/s",
+                flush=True,
+            )
+    local_rate = samples[SETUPS[0]].rate
     rows = [
         "| setup (PostgreSQL) | create → job start p50 ms | p99 ms | tasks/s | x local |",
         "|---|---:|---:|---:|---:|",
     ]
-    local_rate = 0.0
-    for setup, workers in (("local", 0), ("celery", 1), ("celery", 2)):
-        row, rate = measure(setup, workers, args.latency_tasks, args.throughput_tasks)
-        local_rate = local_rate or rate
-        rows.append(f"{row} {rate / local_rate:.2f} |")
-        print(rows[-1], flush=True)
+    for setup, s in samples.items():
+        rows.append(
+            f"| {name(*setup)} | {pct(s.latencies, 50):.1f} | {pct(s.latencies, 99):.1f} "
+            f"| {s.rate:.1f} | {s.rate / local_rate:.2f} |"
+        )
     print("\n".join(rows))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
-        f"PostgreSQL and Redis all on it"
+        f"PostgreSQL and Redis all on it; {args.rounds} rounds, the order turned each round"
     )
 
 
