@@ -24,6 +24,7 @@ from conveyor.executors.processes import RunnerIdentity, start_time
 from conveyor.executors.reporting import JobReporter
 from conveyor.executors.retrying import RetryingReporter
 from conveyor.executors.sandbox import Isolation, bubblewrap_argv
+from conveyor.executors.spread_dirs import spread_once
 from conveyor.executors.workspace_trash import WorkspaceTrash
 from conveyor.scm.mirror import CheckoutError, MirrorCache
 
@@ -154,6 +155,7 @@ def run_job(
 def _fresh_workspace(workspace: Path) -> OutputFile:
     """An empty workspace with the control directory that holds $CONVEYOR_OUTPUT."""
     TRASH.discard(workspace)  # a crashed runner's, for a job run again
+    spread_once(workspace.parent)
     control = workspace / ".conveyor"
     control.mkdir(parents=True)
     return OutputFile(control)
