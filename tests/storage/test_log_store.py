@@ -77,3 +77,40 @@ def test_a_log_the_database_never_takes_fails_the_job_instead_of_growing(
                 sink.append(b"x" * log_store.CHUNK_BYTES)
     finally:
         bring_back(database)
+
+
+def test_a_later_sink_for_the_same_job_goes_on_after_what_is_stored(
+    database: Database, job_id: int
+) -> None:
+    first = DbLogSink(database, job_id)
+    first.append(b"first run\n")
+    first.close()
+    again = DbLogSink(database, job_id)  # a job's log opened anew: nothing overwritten
+    again.append(b"second\n")
+    again.flush()
+    again.append(b"third\n")
+    again.close()
+    assert DbLogStore(database).read(job_id, 0, 1000) == (b"first run\nsecond\nthird\n", 23)
+    assert DbLogStore(database).read(job_id, 10, 7) == (b"second\n", 23)
+
+
+def test_each_flush_is_one_statement(database: Database, job_id: int) -> None:
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sink = DbLogSink(database, job_id)
+    # Every engine: the writes may go through a pool of their own.
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", count)
+    try:
+        for line in (b"one\n", b"two\n"):
+            sink.append(line)
+            sink.flush()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", count)
+    assert [s.split()[0] for s in statements if not s.startswith(("BEGIN", "COMMIT"))] == [
+        "INSERT",
+        "INSERT",
+    ]
+    assert DbLogStore(database).read(job_id, 0, 100) == (b"one\ntwo\n", 8)

@@ -40,15 +40,6 @@ class DbLogSink:
         self._retry_at = 0.0
         self._backoff = 0.0
 
-    def _stored_size(self) -> int:
-        with self._db.read() as conn:
-            size = conn.execute(
-                sa.select(sa.func.max(job_log_chunks.c.end_offset)).where(
-                    job_log_chunks.c.job_id == self._job_id
-                )
-            ).scalar_one()
-        return int(size or 0)
-
     def append(self, data: bytes) -> None:
         self._buffer += data
         if len(self._buffer) >= CHUNK_BYTES:
@@ -81,20 +72,30 @@ class DbLogSink:
         self._last_flush = time.monotonic()
         if not self._buffer:
             return
-        if self._offset is None:
-            self._offset = self._stored_size()
         data = bytes(self._buffer)
         with self._db.write() as conn:
-            conn.execute(
-                job_log_chunks.insert().values(
-                    job_id=self._job_id,
-                    start_offset=self._offset,
-                    end_offset=self._offset + len(data),
-                    data=data,
-                )
-            )
+            self._offset = conn.execute(self._insert(data)).scalar_one()
         del self._buffer[: len(data)]
-        self._offset += len(data)
+
+    def _insert(self, data: bytes) -> sa.Insert:
+        """`data` stored after the log's end; the statement returns the new end."""
+        c = job_log_chunks.c
+        if self._offset is not None:
+            end = self._offset + len(data)
+            values = {"start_offset": self._offset, "end_offset": end}
+            stmt = job_log_chunks.insert().values(job_id=self._job_id, data=data, **values)
+            return stmt.returning(c.end_offset)
+        # The sink's first chunk goes after what any earlier sink stored, found by the
+        # same statement: one round trip to the database, not a read before the write.
+        stored = sa.func.coalesce(sa.func.max(c.end_offset), 0)
+        row = sa.select(
+            sa.literal(self._job_id, sa.BigInteger),
+            stored,
+            stored + len(data),
+            sa.literal(data, sa.LargeBinary),
+        ).where(c.job_id == self._job_id)
+        columns = ["job_id", "start_offset", "end_offset", "data"]
+        return job_log_chunks.insert().from_select(columns, row).returning(c.end_offset)
 
     def close(self) -> None:
         deadline = time.monotonic() + CLOSE_RETRY_S
