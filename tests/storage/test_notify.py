@@ -1,11 +1,13 @@
-"""PostgreSQL tells the server when a job result is committed, and only then."""
+"""PostgreSQL tells the server when a job result is committed, and only then, naming the
+job's task."""
 
-import threading
+import queue
 
 import pytest
 
 from conveyor.storage.db import Database
-from conveyor.storage.notify import JobListener, notify_in
+from conveyor.storage.notify import CHANNEL, JobListener, notify_in
+from conveyor.storage.tables import jobs, tasks
 from tests.conftest import PG_URL
 
 pytestmark = pytest.mark.skipif(
@@ -17,21 +19,64 @@ class Boom(Exception):
     pass
 
 
-def test_a_committed_result_wakes_the_listener_and_a_rolled_back_one_does_not(
+def a_job(database: Database) -> tuple[int, int]:
+    """(task pk, job id) of a new running job."""
+    with database.write() as conn:
+        task_pk = conn.execute(
+            tasks.insert()
+            .values(
+                workflow_name="wf",
+                task_id=1,
+                env_name="dev",
+                state="running",
+                attempt=1,
+                create_time=0,
+                created_by="t",
+                spec={},
+            )
+            .returning(tasks.c.id)
+        ).scalar_one()
+        job_id = conn.execute(
+            jobs.insert()
+            .values(task_pk=task_pk, attempt=1, stage="build", service="s", state="running")
+            .returning(jobs.c.id)
+        ).scalar_one()
+    return int(task_pk), int(job_id)
+
+
+def test_a_committed_result_wakes_the_listener_for_its_task_and_a_rolled_back_one_does_not(
     database: Database,
 ) -> None:
-    woken = threading.Event()
-    listener = JobListener(database.engine.url.render_as_string(hide_password=False), woken.set)
+    task_pk, job_id = a_job(database)
+    woken: queue.Queue[int | None] = queue.Queue()
+    listener = JobListener(database.engine.url.render_as_string(hide_password=False), woken.put)
     listener.start()
     try:
-        assert woken.wait(10), "the listener wakes once when it starts listening"
-        woken.clear()
+        # Once when it starts listening, for every task: it may have missed some.
+        assert woken.get(timeout=10) is None
         with pytest.raises(Boom), database.write() as conn:
-            notify_in(conn)
+            notify_in(conn, job_id)
             raise Boom
-        assert not woken.wait(1.5)
         with database.write() as conn:
-            notify_in(conn)
-        assert woken.wait(5)
+            notify_in(conn, job_id)
+        # The rolled-back one would have come first: the next is the committed one.
+        assert woken.get(timeout=5) == task_pk
+        assert woken.empty()
+    finally:
+        listener.stop()
+
+
+def test_a_notification_naming_no_task_wakes_the_listener_for_every_task(
+    database: Database,
+) -> None:
+    """What a worker of an earlier version sends."""
+    woken: queue.Queue[int | None] = queue.Queue()
+    listener = JobListener(database.engine.url.render_as_string(hide_password=False), woken.put)
+    listener.start()
+    try:
+        assert woken.get(timeout=10) is None
+        with database.write() as conn:
+            conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        assert woken.get(timeout=5) is None
     finally:
         listener.stop()

@@ -225,7 +225,7 @@ class SqlJobStore:
                 **recorded,
             )
             if done:
-                notify_in(conn)
+                notify_in(conn, job_id)
         return done
 
 

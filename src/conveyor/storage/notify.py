@@ -1,9 +1,10 @@
 """Wake the server when a remote runner ends a job: PostgreSQL LISTEN/NOTIFY.
 
-A worker writes a job's result and `NOTIFY conveyor_jobs` in one transaction (the
-notification is delivered only if the result is committed); the server listens on a
-connection of its own and wakes the scheduler. SQLite has no such thing: there the
-scheduler's poll sees results.
+A worker writes a job's result and a notification naming the job's task in one
+transaction (the notification is delivered only if the result is committed); the server
+listens on a connection of its own and wakes the scheduler for that task, as a local
+runner's `job_ended` does, not for a pass over every active task. SQLite has no such
+thing: there the scheduler's poll sees results.
 """
 
 import logging
@@ -18,16 +19,26 @@ CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.notify")
 
 
-def notify_in(conn: Connection) -> None:
-    """Queue a notification in `conn`'s transaction (PostgreSQL only)."""
+def notify_in(conn: Connection, job_id: int) -> None:
+    """Queue a notification naming job `job_id`'s task in `conn`'s transaction
+    (PostgreSQL only)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
+        conn.exec_driver_sql(
+            "SELECT pg_notify(%s, task_pk::text) FROM jobs WHERE id = %s", (CHANNEL, job_id)
+        )
+
+
+def task_named(payload: str) -> int | None:
+    """The task a notification names; None (every task) for one that names none, as
+    workers before 2026-11-30 sent."""
+    return int(payload) if payload.isdigit() else None
 
 
 class JobListener:
-    """A thread that calls `on_notify` for every job result committed anywhere."""
+    """A thread that calls `on_notify` for every job result committed anywhere, with the
+    job's task, or None when every task should be looked at (it may have missed some)."""
 
-    def __init__(self, database_url: str, on_notify: Callable[[], None]) -> None:
+    def __init__(self, database_url: str, on_notify: Callable[[int | None], None]) -> None:
         url = sa.make_url(database_url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
         self._on_notify = on_notify
@@ -46,10 +57,10 @@ class JobListener:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    self._on_notify()  # anything that ended while we were not listening
+                    self._on_notify(None)  # what ended while we were not listening
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.5):
-                            self._on_notify()
+                        for note in conn.notifies(timeout=0.5):
+                            self._on_notify(task_named(note.payload))
             except psycopg.Error as exc:
                 log.warning("listening for job results failed (%s); retrying", exc)
                 self._stop.wait(1.0)
