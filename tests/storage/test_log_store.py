@@ -6,33 +6,6 @@ import sqlalchemy as sa
 from conveyor.storage import log_store
 from conveyor.storage.db import Database
 from conveyor.storage.log_store import DbLogSink, DbLogStore
-from conveyor.storage.tables import jobs, tasks
-
-
-@pytest.fixture
-def job_id(database: Database) -> int:
-    with database.write() as conn:
-        task_pk = conn.execute(
-            tasks.insert()
-            .values(
-                workflow_name="wf",
-                task_id=1,
-                env_name="dev",
-                state="running",
-                attempt=1,
-                create_time=0,
-                created_by="t",
-                spec={},
-            )
-            .returning(tasks.c.id)
-        ).scalar_one()
-        return int(
-            conn.execute(
-                jobs.insert()
-                .values(task_pk=task_pk, attempt=1, stage="build", service="s", state="running")
-                .returning(jobs.c.id)
-            ).scalar_one()
-        )
 
 
 def take_down(database: Database) -> None:

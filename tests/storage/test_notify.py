@@ -7,8 +7,8 @@ import pytest
 
 from conveyor.storage.db import Database
 from conveyor.storage.notify import CHANNEL, JobListener, notify_in
-from conveyor.storage.tables import jobs, tasks
 from tests.conftest import PG_URL
+from tests.storage.conftest import a_running_job
 
 pytestmark = pytest.mark.skipif(
     not PG_URL, reason="LISTEN/NOTIFY is PostgreSQL's; on SQLite the scheduler polls"
@@ -19,35 +19,10 @@ class Boom(Exception):
     pass
 
 
-def a_job(database: Database) -> tuple[int, int]:
-    """(task pk, job id) of a new running job."""
-    with database.write() as conn:
-        task_pk = conn.execute(
-            tasks.insert()
-            .values(
-                workflow_name="wf",
-                task_id=1,
-                env_name="dev",
-                state="running",
-                attempt=1,
-                create_time=0,
-                created_by="t",
-                spec={},
-            )
-            .returning(tasks.c.id)
-        ).scalar_one()
-        job_id = conn.execute(
-            jobs.insert()
-            .values(task_pk=task_pk, attempt=1, stage="build", service="s", state="running")
-            .returning(jobs.c.id)
-        ).scalar_one()
-    return int(task_pk), int(job_id)
-
-
 def test_a_committed_result_wakes_the_listener_for_its_task_and_a_rolled_back_one_does_not(
     database: Database,
 ) -> None:
-    task_pk, job_id = a_job(database)
+    task_pk, job_id = a_running_job(database)
     woken: queue.Queue[int | None] = queue.Queue()
     listener = JobListener(database.engine.url.render_as_string(hide_password=False), woken.put)
     listener.start()
