@@ -1,7 +1,11 @@
 """Job logs in the database: an outage of the database loses none of a job's log."""
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from conveyor.storage import log_store
 from conveyor.storage.db import Database
@@ -87,3 +91,51 @@ def test_each_flush_is_one_statement(database: Database, job_id: int) -> None:
         "INSERT",
     ]
     assert DbLogStore(database).read(job_id, 0, 100) == (b"one\ntwo\n", 8)
+
+
+def fail_next_write(database: Database, monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
+    """The next write fails at its commit: rolled back, or committed with the answer lost
+    (a connection dropped at COMMIT)."""
+    real = database.write
+    failures = [sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))]
+
+    @contextlib.contextmanager
+    def write() -> Iterator[Connection]:
+        if not failures:
+            with real() as conn:
+                yield conn
+            return
+        failure = failures.pop()
+        with real() as conn:
+            yield conn
+            if not committed:
+                raise failure  # before the commit: the write is rolled back
+        raise failure
+
+    monkeypatch.setattr(database, "write", write)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["rolled-back", "answer-lost"])
+@pytest.mark.parametrize("first", [True, False], ids=["first-chunk", "later-chunk"])
+def test_a_chunk_whose_commit_fails_is_stored_once_and_leaves_no_hole(
+    database: Database,
+    job_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+    committed: bool,
+    first: bool,
+) -> None:
+    sink = DbLogSink(database, job_id)
+    if not first:
+        sink.append(b"before\n")
+        sink.flush()
+    fail_next_write(database, monkeypatch, committed)
+    sink.append(b"middle\n")
+    with pytest.raises(sa.exc.DBAPIError):
+        sink.flush()
+    sink.append(b"end\n")
+    sink.close()
+    whole = (b"" if first else b"before\n") + b"middle\nend\n"
+    store = DbLogStore(database)
+    assert store.read(job_id, 0, 100) == (whole, len(whole))
+    for offset in range(len(whole)):  # a reader following by offset finds every byte
+        assert store.read(job_id, offset, 1) == (whole[offset : offset + 1], len(whole))

@@ -35,6 +35,8 @@ class DbLogSink:
         self._db = db
         self._job_id = job_id
         self._offset: int | None = None
+        # A write failed: it may have committed all the same (the answer was lost).
+        self._unsure = False
         self._buffer = bytearray()
         self._last_flush = time.monotonic()
         self._retry_at = 0.0
@@ -70,12 +72,40 @@ class DbLogSink:
     def flush(self) -> None:
         """Store what is buffered; on a database error it stays buffered, and raises."""
         self._last_flush = time.monotonic()
+        if self._unsure:
+            self._take_back_what_was_stored()
         if not self._buffer:
             return
         data = bytes(self._buffer)
+        self._unsure = True
         with self._db.write() as conn:
-            self._offset = conn.execute(self._insert(data)).scalar_one()
+            end = conn.execute(self._insert(data)).scalar_one()
+        # Only once committed: a commit that fails leaves the chunk for the next try.
+        self._offset, self._unsure = end, False
         del self._buffer[: len(data)]
+
+    def _take_back_what_was_stored(self) -> None:
+        """After a failed write: if it was stored all the same, drop what it stored from
+        the buffer, so that the next try neither writes it twice nor, at the same
+        offset, fails on it for good."""
+        c = job_log_chunks.c
+        with self._db.read() as conn:
+            last = conn.execute(
+                sa.select(c.start_offset, c.end_offset, c.data)
+                .where(c.job_id == self._job_id)
+                .order_by(c.start_offset.desc())
+                .limit(1)
+            ).first()
+        # The first chunk's offset was not known: a last chunk that begins the buffer is
+        # taken as this sink's (only one runner claims a job, so none other writes here).
+        if (
+            last is not None
+            and self._offset in (None, last.start_offset)
+            and self._buffer.startswith(bytes(last.data))
+        ):
+            self._offset = last.end_offset
+            del self._buffer[: len(last.data)]
+        self._unsure = False
 
     def _insert(self, data: bytes) -> sa.Insert:
         """`data` stored after the log's end; the statement returns the new end."""
