@@ -6,7 +6,7 @@ import queue
 import pytest
 
 from conveyor.storage.db import Database
-from conveyor.storage.notify import CHANNEL, JobListener, notify_in
+from conveyor.storage.notify import CHANNEL, JobListener, notify_in, task_named
 from tests.conftest import PG_URL
 from tests.storage.conftest import a_running_job
 
@@ -55,3 +55,10 @@ def test_a_notification_naming_no_task_wakes_the_listener_for_every_task(
         assert woken.get(timeout=5) is None
     finally:
         listener.stop()
+
+
+@pytest.mark.parametrize("payload", ["", "²", "x1", "1.5"])
+def test_a_notification_that_names_no_task_asks_for_every_task(payload: str) -> None:
+    """Anyone with a connection may notify on the channel: the listener never dies of it."""
+    assert task_named(payload) is None
+    assert task_named("42") == 42

@@ -30,8 +30,11 @@ def notify_in(conn: Connection, job_id: int) -> None:
 
 def task_named(payload: str) -> int | None:
     """The task a notification names; None (every task) for one that names none, as
-    workers before 2026-11-30 sent."""
-    return int(payload) if payload.isdigit() else None
+    workers before 2026-11-30 sent, or that anyone else sent on the channel."""
+    try:
+        return int(payload)
+    except ValueError:
+        return None
 
 
 class JobListener:
