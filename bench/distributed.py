@@ -4,11 +4,11 @@ For each setup (local executor; celery with 1 worker; celery with 2 workers), a 
 PostgreSQL database and a real `conveyor serve` (and `conveyor worker`s, on this same
 machine, with Redis as the broker): create -> first job process started over N tasks,
 then M trivial tasks on a parallel workflow: tasks per second. The setups take turns,
-in rounds, the order turned each round.
+in rounds, the order rotated each round.
 
     createdb -h 127.0.0.1 -U postgres conveyor_bench_dist   # once; dropped and made anew
     cd bench && ../.venv/bin/python distributed.py [--latency-tasks 100] \
-        [--throughput-tasks 500] [--rounds 4]
+        [--throughput-tasks 500] [--rounds 3]
 """
 
 import argparse
@@ -109,17 +109,16 @@ def main() -> None:
     )
     parser.add_argument("--latency-tasks", type=int, default=100)
     parser.add_argument("--throughput-tasks", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     samples = {setup: Sample() for setup in SETUPS}
+    latency_tasks = max(1, args.latency_tasks // args.rounds)
+    throughput_tasks = max(1, args.throughput_tasks // args.rounds)
     for r in range(args.rounds):
-        # Every block leaves the file system slower to create files in for a while
-        # (docs/benchmarks.md, "Sixth session"): the order turns each round so no setup
-        # always follows the others' deletions.
-        for setup in SETUPS if r % 2 == 0 else SETUPS[::-1]:
-            block = measure(
-                *setup, args.latency_tasks // args.rounds, args.throughput_tasks // args.rounds
-            )
+        # Every block leaves the file system slower to create files in for a while (ADR
+        # 0019): the order rotates each round, so each setup takes each place in turn.
+        for setup in SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]:
+            block = measure(*setup, latency_tasks, throughput_tasks)
             total = samples[setup]
             total.latencies += block.latencies
             total.tasks += block.tasks
@@ -142,7 +141,7 @@ def main() -> None:
     print("\n".join(rows))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
-        f"PostgreSQL and Redis all on it; {args.rounds} rounds, the order turned each round"
+        f"PostgreSQL and Redis all on it; {args.rounds} rounds, the order rotated each round"
     )
 
 
