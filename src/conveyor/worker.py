@@ -62,18 +62,20 @@ def run_worker(
         spec = replace(
             spec, sandbox=config.sandbox_of(spec.service), network=config.network_of(spec.service)
         )
+        # The log's end goes with the result, in its transaction: one fewer a job.
+        sink = DbLogSink(db, spec.job_id, end_with_result=True)
         reporter = StoppingReporter(
             metrics.measured(
-                StoreJobReporter(store, spec.job_id, runner.id, unix_now, lambda: None),
+                StoreJobReporter(
+                    store, spec.job_id, runner.id, unix_now, lambda: None, sink.store_pending
+                ),
                 spec.stage,
             ),
             stopping,
             "worker shut down while it ran",
         )
         try:
-            result = run_job(
-                spec, paths, reporter, lambda: DbLogSink(db, spec.job_id), runner, isolation
-            )
+            result = run_job(spec, paths, reporter, lambda: sink, runner, isolation)
         except Exception as exc:
             # The claim could not be recorded: the job is not ours yet, and must not be
             # acknowledged as if it ran. Back to the broker, for this or another worker.

@@ -7,9 +7,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from conveyor.storage import log_store
+from conveyor.domain.jobs import JobResult, Outcome
+from conveyor.storage import db, log_store
 from conveyor.storage.db import Database
+from conveyor.storage.job_store import SqlJobStore
 from conveyor.storage.log_store import DbLogSink, DbLogStore
+from conveyor.storage.tables import jobs
 
 
 def take_down(database: Database) -> None:
@@ -95,7 +98,7 @@ def test_each_flush_is_one_statement(database: Database, job_id: int) -> None:
 
 def fail_next_write(database: Database, monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
     """The next write fails at its commit: rolled back, or committed with the answer lost
-    (a connection dropped at COMMIT)."""
+    (a connection dropped at COMMIT: what was to follow the commit never runs)."""
     real = database.write
     failures = [sa.exc.OperationalError("COMMIT", {}, Exception("connection lost"))]
 
@@ -110,6 +113,7 @@ def fail_next_write(database: Database, monkeypatch: pytest.MonkeyPatch, committ
             yield conn
             if not committed:
                 raise failure  # before the commit: the write is rolled back
+            conn.info.pop(db._AFTER_COMMIT, None)
         raise failure
 
     monkeypatch.setattr(database, "write", write)
@@ -139,3 +143,55 @@ def test_a_chunk_whose_commit_fails_is_stored_once_and_leaves_no_hole(
     assert store.read(job_id, 0, 100) == (whole, len(whole))
     for offset in range(len(whole)):  # a reader following by offset finds every byte
         assert store.read(job_id, offset, 1) == (whole[offset : offset + 1], len(whole))
+
+
+def job_state(database: Database, job_id: int) -> str:
+    with database.read() as conn:
+        state: str = conn.execute(sa.select(jobs.c.state).where(jobs.c.id == job_id)).scalar_one()
+    return state
+
+
+def test_a_log_ended_with_the_result_is_stored_in_the_results_transaction(
+    database: Database, job_id: int
+) -> None:
+    sink = DbLogSink(database, job_id, end_with_result=True)
+    sink.append(b"early\n")
+    sink.flush()
+    sink.append(b"job passed\n")
+    writes = database.writes_begun
+    sink.close()
+    store = DbLogStore(database)
+    assert (database.writes_begun, store.read(job_id, 0, 100)) == (writes, (b"early\n", 6))
+    result = JobResult(Outcome.PASSED, 0, "script exited with 0")
+    assert SqlJobStore(database).finish_job(job_id, result, 5, log_end=sink.store_pending)
+    assert database.writes_begun == writes + 1
+    assert store.read(job_id, 0, 100) == (b"early\njob passed\n", 17)
+    assert job_state(database, job_id) == "passed"
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["rolled-back", "answer-lost"])
+@pytest.mark.parametrize("first", [True, False], ids=["first-chunk", "later-chunk"])
+def test_a_result_recorded_again_after_a_failed_commit_stores_the_logs_end_once(
+    database: Database,
+    job_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+    committed: bool,
+    first: bool,
+) -> None:
+    """What the runner's retry of a result (retrying.py) meets."""
+    sink = DbLogSink(database, job_id, end_with_result=True)
+    if not first:
+        sink.append(b"before\n")
+        sink.flush()
+    sink.append(b"end\n")
+    sink.close()
+    store = SqlJobStore(database)
+    result = JobResult(Outcome.FAILED, 3, "script exited with 3")
+    fail_next_write(database, monkeypatch, committed)
+    with pytest.raises(sa.exc.DBAPIError):
+        store.finish_job(job_id, result, 5, log_end=sink.store_pending)
+    # Recorded by the first try, the result is not recorded twice; the log's end neither.
+    assert store.finish_job(job_id, result, 6, log_end=sink.store_pending) is not committed
+    whole = (b"" if first else b"before\n") + b"end\n"
+    assert DbLogStore(database).read(job_id, 0, 100) == (whole, len(whole))
+    assert job_state(database, job_id) == "failed"

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from conveyor.domain.jobs import JobResult, JobRow
 from conveyor.domain.states import JobState, TaskState
@@ -209,10 +210,21 @@ class SqlJobStore:
             or job_state != JobState.RUNNING
         )
 
-    def finish_job(self, job_id: int, result: JobResult, now: int, pid: int | None = None) -> bool:
-        """Record a runner's result; ignored if the job already ended (reaped, say)."""
+    def finish_job(
+        self,
+        job_id: int,
+        result: JobResult,
+        now: int,
+        pid: int | None = None,
+        log_end: Callable[[Connection], None] | None = None,
+    ) -> bool:
+        """Record a runner's result, and with it `log_end` (the end of the job's log,
+        written in the same transaction); the result is ignored if the job already
+        ended (reaped, say)."""
         recorded = {} if pid is None else {"pid": pid}
         with self._db.write() as conn:
+            if log_end is not None:
+                log_end(conn)
             done = move_job(
                 conn,
                 job_id,
@@ -244,12 +256,14 @@ class StoreJobReporter:
         host: str,
         clock: Callable[[], int],
         on_finished: Callable[[], None],
+        log_end: Callable[[Connection], None] | None = None,
     ) -> None:
         self._store = store
         self._job_id = job_id
         self._host = host
         self._clock = clock
         self._on_finished = on_finished
+        self._log_end = log_end
         self._pid: int | None = None
 
     def claim(self) -> bool:
@@ -265,5 +279,5 @@ class StoreJobReporter:
         return self._store.cancel_requested(self._job_id)
 
     def finished(self, result: JobResult) -> None:
-        self._store.finish_job(self._job_id, result, self._clock(), self._pid)
+        self._store.finish_job(self._job_id, result, self._clock(), self._pid, self._log_end)
         self._on_finished()

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
-from conveyor.storage.db import Database
+from conveyor.storage.db import Database, after_commit
 from conveyor.storage.tables import job_log_chunks
 
 log = logging.getLogger("conveyor.logs")
@@ -29,11 +30,17 @@ class DbLogSink:
 
     Opening it touches no database (a worker claims its job first); a database that is
     away keeps the bytes buffered and retried with backoff, so an outage of the
-    database costs a job nothing as long as the buffer holds."""
+    database costs a job nothing as long as the buffer holds.
 
-    def __init__(self, db: Database, job_id: int) -> None:
+    With `end_with_result`, closing it stores nothing: what is left goes into the
+    transaction that records the job's result (`store_pending`, given to
+    StoreJobReporter), so a trivial job's whole log costs no transaction of its own, and
+    a job's end and its log's end are stored together or not at all."""
+
+    def __init__(self, db: Database, job_id: int, end_with_result: bool = False) -> None:
         self._db = db
         self._job_id = job_id
+        self._end_with_result = end_with_result
         self._offset: int | None = None
         # A write failed: it may have committed all the same (the answer was lost).
         self._unsure = False
@@ -73,29 +80,40 @@ class DbLogSink:
         """Store what is buffered; on a database error it stays buffered, and raises."""
         self._last_flush = time.monotonic()
         if self._unsure:
-            self._take_back_what_was_stored()
+            with self._db.read() as conn:
+                self._take_back_what_was_stored(conn)
+        if self._buffer:
+            with self._db.write() as conn:
+                self.store_pending(conn)
+
+    def store_pending(self, conn: Connection) -> None:
+        """Store what is buffered in the transaction of `conn` (a `Database.write`); it
+        leaves the buffer once that transaction has committed, not before: a commit
+        that fails leaves it for the next try."""
+        if self._unsure:
+            self._take_back_what_was_stored(conn)
         if not self._buffer:
             return
         data = bytes(self._buffer)
         self._unsure = True
-        with self._db.write() as conn:
-            end = conn.execute(self._insert(data)).scalar_one()
-        # Only once committed: a commit that fails leaves the chunk for the next try.
-        self._offset, self._unsure = end, False
-        del self._buffer[: len(data)]
+        end = conn.execute(self._insert(data)).scalar_one()
+        after_commit(conn, lambda: self._stored(end, len(data)))
 
-    def _take_back_what_was_stored(self) -> None:
+    def _stored(self, end: int, size: int) -> None:
+        self._offset, self._unsure = end, False
+        del self._buffer[:size]
+
+    def _take_back_what_was_stored(self, conn: Connection) -> None:
         """After a failed write: if it was stored all the same, drop what it stored from
         the buffer, so that the next try neither writes it twice nor, at the same
         offset, fails on it for good."""
         c = job_log_chunks.c
-        with self._db.read() as conn:
-            last = conn.execute(
-                sa.select(c.start_offset, c.end_offset, c.data)
-                .where(c.job_id == self._job_id)
-                .order_by(c.start_offset.desc())
-                .limit(1)
-            ).first()
+        last = conn.execute(
+            sa.select(c.start_offset, c.end_offset, c.data)
+            .where(c.job_id == self._job_id)
+            .order_by(c.start_offset.desc())
+            .limit(1)
+        ).first()
         # The first chunk's offset was not known: a last chunk that begins the buffer is
         # taken as this sink's (only one runner claims a job, so none other writes here).
         if (
@@ -128,6 +146,8 @@ class DbLogSink:
         return job_log_chunks.insert().from_select(columns, row).returning(c.end_offset)
 
     def close(self) -> None:
+        if self._end_with_result:
+            return  # what is left is stored with the result (store_pending)
         deadline = time.monotonic() + CLOSE_RETRY_S
         pause = 0.25
         while True:
