@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.storage import db as db_module
-from conveyor.storage.db import Database, PreparedWrite, after_commit
+from conveyor.storage.db import Database, PreparedWrite, after_commit, json_value, prepared_insert
 from conveyor.storage.tables import tasks
 from conveyor.storage.token_store import SqlTokenStore
 from tests.conftest import PG_URL
@@ -156,6 +156,29 @@ def test_a_prepared_write_stores_its_values_as_the_table_types_them(database: Da
     with database.read() as conn:
         row = conn.execute(sa.select(tasks.c.spec, tasks.c.attempt)).one()
     assert (row.spec, row.attempt) == ({"targets": ["a", 1]}, 2)  # JSON, not the dict's repr
+
+
+def test_a_prepared_insert_returns_its_row_and_types_every_row_it_writes(
+    database: Database,
+) -> None:
+    columns = (tasks.c.id, tasks.c.spec, tasks.c.workflow_name)
+    keys = ("workflow_name", "task_id", "env_name", "state", "attempt", "create_time",
+            "created_by", "spec")  # fmt: skip
+    insert = prepared_insert(database.engine.dialect, tasks, keys, columns)
+    rows = [dict(zip(keys, ("wf", i, "dev", "queued", 1, 0, "t", {"n": [i]}), strict=True))
+            for i in (1, 2, 3)]  # fmt: skip
+    with database.write() as conn:
+        first = insert.returned_row(conn, rows[0])
+        prepared_insert(database.engine.dialect, tasks, keys).run_many(conn, rows[1:])
+    # Returned as written; a JSON column as its text on SQLite (as a PreparedQuery's).
+    assert (json_value(first[1]), first[2]) == ({"n": [1]}, "wf")
+    with database.read() as conn:
+        stored = conn.execute(sa.select(tasks.c.task_id, tasks.c.spec).order_by("id")).all()
+    assert [tuple(r) for r in stored] == [(i, {"n": [i]}) for i in (1, 2, 3)]
+    with pytest.raises(sa.exc.IntegrityError), database.write() as conn:
+        insert.returned_row(conn, rows[0])  # (workflow_name, task_id) is unique
+    with database.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(tasks)).scalar_one() == 3
 
 
 def test_a_prepared_write_rolled_back_leaves_nothing_and_the_writer_free(

@@ -7,6 +7,7 @@ writer got there first, where an immediate one waits its turn.
 """
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -96,7 +97,7 @@ class PreparedQuery:
     only for columns whose driver values are already what the caller wants.
     """
 
-    def __init__(self, stmt: sa.Select[Any] | sa.Update, dialect: sa.Dialect) -> None:
+    def __init__(self, stmt: sa.Select[Any] | sa.Update | sa.Insert, dialect: sa.Dialect) -> None:
         compiled = stmt.compile(dialect=dialect)
         self.sql = compiled.string
         self._order = compiled.positiontup
@@ -122,7 +123,7 @@ class PreparedQuery:
 
 
 class PreparedWrite(PreparedQuery):
-    """A Core UPDATE compiled once, for the state changes every task makes.
+    """A Core UPDATE or INSERT compiled once, for the writes every task makes.
 
     On SQLite it runs on the driver's cursor of the write transaction's connection, with
     the statement's own bind processing (JSON, say): SQLAlchemy's pipeline would cost
@@ -131,7 +132,7 @@ class PreparedWrite(PreparedQuery):
     keeps its handling of a connection lost mid-transaction.
     """
 
-    def __init__(self, stmt: sa.Update, dialect: sa.Dialect) -> None:
+    def __init__(self, stmt: sa.Update | sa.Insert, dialect: sa.Dialect) -> None:
         super().__init__(stmt, dialect)
         self.stmt = stmt
         self._raw = dialect.name == "sqlite"
@@ -145,22 +146,59 @@ class PreparedWrite(PreparedQuery):
         """Run in `conn`, a `Database.write`'s connection: the number of rows changed."""
         if not self._raw:
             return conn.execute(self.stmt, params).rowcount
+        cursor = self._execute(conn, "execute", self._driver_args(params))
+        count: int = cursor.rowcount
+        cursor.close()
+        return count
+
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Run once for each of `rows` (an INSERT of several rows), in `conn`."""
+        if not self._raw:
+            conn.execute(self.stmt, rows)
+            return
+        self._execute(conn, "executemany", [self._driver_args(r) for r in rows]).close()
+
+    def returned_row(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, ...]:
+        """Run a statement with RETURNING that writes one row, in `conn`: what it returns,
+        as a plain tuple on SQLite (see PreparedQuery), a Core row elsewhere."""
+        if not self._raw:
+            return tuple(conn.execute(self.stmt, params).one())
+        cursor = self._execute(conn, "execute", self._driver_args(params))
+        try:
+            [row] = cursor.fetchall()
+        finally:
+            cursor.close()
+        return tuple(row)
+
+    def _driver_args(self, params: dict[str, Any]) -> Any:
         values = {**self._defaults, **params}
         for name, process in self._processors.items():
             if name in values:
                 values[name] = process(values[name])
-        args = self.arguments(values)
+        return self.arguments(values)
+
+    def _execute(self, conn: Connection, method: str, args: Any) -> Any:
         dbapi_conn: Any = conn.connection.dbapi_connection
         try:
-            cursor = dbapi_conn.execute(self.sql, args)
+            return getattr(dbapi_conn, method)(self.sql, args)
         except conn.dialect.loaded_dbapi.Error as exc:
             # Wrapped as SQLAlchemy would: callers tell "not now" from "wrong" by it.
             raise sa.exc.DBAPIError.instance(
                 self.sql, args, exc, conn.dialect.loaded_dbapi.Error
             ) from exc
-        count: int = cursor.rowcount
-        cursor.close()
-        return count
+
+
+@functools.lru_cache(maxsize=64)  # a few tables, per database the process opened
+def prepared_insert(
+    dialect: sa.Dialect,
+    table: sa.Table,
+    keys: tuple[str, ...],
+    returning: tuple[sa.ColumnElement[Any], ...] = (),
+) -> PreparedWrite:
+    """INSERT into `table` of the columns `keys` (bind parameters of the same names),
+    compiled once; with `returning`, RETURNING those columns."""
+    stmt = table.insert().values({k: sa.bindparam(k, type_=table.c[k].type) for k in keys})
+    return PreparedWrite(stmt.returning(*returning) if returning else stmt, dialect)
 
 
 _AFTER_COMMIT = "conveyor_after_commit"

@@ -1,5 +1,6 @@
 """Tasks, their commits, attempts, jobs and the audit log, in SQL."""
 
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from conveyor.domain.views import (
     TaskWithCommits,
     WorkflowSummary,
 )
-from conveyor.storage.db import Database, PreparedQuery
+from conveyor.storage.db import Database, PreparedQuery, PreparedWrite, prepared_insert
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task, pending_jobs
 from conveyor.storage.tables import (
@@ -71,9 +72,6 @@ TASK_COLUMNS = (
 
 # The create path's statements, built once: parameters come with each execution, so
 # SQLAlchemy neither builds them nor computes their cache keys again.
-_INSERT_TASK = tasks.insert().returning(*TASK_COLUMNS)
-_INSERT_ATTEMPT = attempts.insert()
-_INSERT_AUDIT = audit_log.insert()
 # A task's detail (the status route every client polls), the same way.
 _DETAIL_TASK = sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
     tasks.c.workflow_name == sa.bindparam("workflow_name"),
@@ -136,8 +134,8 @@ class SqlTaskWriter:
     def next_task_id(self, workflow_name: str) -> int:
         # One statement that both creates and bumps the counter: concurrent creates queue
         # on its row lock, and a rolled-back create gives its number back.
-        upsert = _NEXT_TASK_ID[self._dialect]
-        return int(self._conn.execute(upsert, {"name": workflow_name}).scalar_one())
+        upsert = _next_task_id(self._conn.dialect)
+        return int(upsert.returned_row(self._conn, {"name": workflow_name})[0])
 
     def add_task(
         self,
@@ -148,21 +146,19 @@ class SqlTaskWriter:
         create_time: int,
         trigger_key: str | None = None,
     ) -> Task:
-        row = self._conn.execute(
-            _INSERT_TASK,
-            {
-                "workflow_name": spec.workflow_name,
-                "task_id": task_id,
-                "env_name": spec.env_name,
-                "state": TaskState.QUEUED,
-                "attempt": 1,
-                "create_time": create_time,
-                "created_by": created_by,
-                "spec": spec.to_json(),
-                "trigger_key": trigger_key,
-            },
-        ).one()
-        task = task_from_row(row)
+        values = {
+            "workflow_name": spec.workflow_name,
+            "task_id": task_id,
+            "env_name": spec.env_name,
+            "state": TaskState.QUEUED,
+            "attempt": 1,
+            "create_time": create_time,
+            "created_by": created_by,
+            "spec": spec.to_json(),
+            "trigger_key": trigger_key,
+        }
+        insert = prepared_insert(self._conn.dialect, tasks, tuple(values), TASK_COLUMNS)
+        task = task_from_row(insert.returned_row(self._conn, values))
         pk = task.pk
         commit_rows = [
             {
@@ -178,22 +174,20 @@ class SqlTaskWriter:
             for repo in target.repos
             for kind, ref, commit in repo.commits()
         ]
-        self._conn.execute(task_commits.insert(), commit_rows)
+        _insert_many(self._conn, task_commits, commit_rows)
         self.add_attempt(task, created_by, create_time)
-        self._conn.execute(
-            jobs.insert(),
-            [
-                {
-                    "task_pk": pk,
-                    "attempt": 1,
-                    "stage": stage,
-                    "service": target.service,
-                    "state": JobState.PENDING,
-                }
-                for stage in STAGES
-                for target in spec.targets
-            ],
-        )
+        job_rows: list[dict[str, Any]] = [
+            {
+                "task_pk": pk,
+                "attempt": 1,
+                "stage": stage,
+                "service": target.service,
+                "state": JobState.PENDING,
+            }
+            for stage in STAGES
+            for target in spec.targets
+        ]
+        _insert_many(self._conn, jobs, job_rows)
         self._outbox.task_changed(self._conn, task.pk, create_time)
         return task
 
@@ -253,7 +247,7 @@ class SqlTaskWriter:
     def add_attempt(self, task: Task, requested_by: str, create_time: int) -> None:
         row = {"task_pk": task.pk, "number": task.attempt, "requested_by": requested_by,
                "create_time": create_time}  # fmt: skip
-        self._conn.execute(_INSERT_ATTEMPT, row)
+        prepared_insert(self._conn.dialect, attempts, tuple(row)).run(self._conn, row)
 
     def cancel_pending_jobs(self, task: Task, now: int) -> None:
         for job_id in pending_jobs(self._conn, task):
@@ -293,18 +287,27 @@ class SqlTaskWriter:
 
 
 def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
-    conn.execute(
-        _INSERT_AUDIT,
-        {
-            "time": time,
-            "actor": entry.actor,
-            "token_id": entry.token_id,
-            "action": entry.action,
-            "workflow_name": entry.workflow_name,
-            "task_id": entry.task_id,
-            "detail": entry.detail,
-        },
-    )
+    row = {
+        "time": time,
+        "actor": entry.actor,
+        "token_id": entry.token_id,
+        "action": entry.action,
+        "workflow_name": entry.workflow_name,
+        "task_id": entry.task_id,
+        "detail": entry.detail,
+    }
+    prepared_insert(conn.dialect, audit_log, tuple(row)).run(conn, row)
+
+
+def _insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT `rows` (each with the same keys) into `table`, through the driver."""
+    if rows:
+        prepared_insert(conn.dialect, table, tuple(rows[0])).run_many(conn, rows)
+
+
+@functools.lru_cache(maxsize=8)
+def _next_task_id(dialect: sa.Dialect) -> PreparedWrite:
+    return PreparedWrite(_NEXT_TASK_ID[dialect.name], dialect)
 
 
 def commit_matching(
