@@ -25,6 +25,31 @@ RETRY_MAX_S = 5.0
 CLOSE_RETRY_S = 60.0
 
 
+def _chunk_statements() -> tuple[sa.Insert, sa.Insert]:
+    """A chunk stored at a known offset, and a sink's first chunk, which goes after what
+    any earlier sink stored, found by the same statement (one round trip to the
+    database, not a read before the write). Built once: SQLAlchemy keys its cache of
+    compiled statements by walking each statement it is given."""
+    c = job_log_chunks.c
+    job_id = sa.bindparam("job_id", type_=sa.BigInteger)
+    data = sa.bindparam("data", type_=sa.LargeBinary)
+    later = job_log_chunks.insert().values(
+        job_id=job_id,
+        start_offset=sa.bindparam("start", type_=sa.BigInteger),
+        end_offset=sa.bindparam("end", type_=sa.BigInteger),
+        data=data,
+    )
+    stored = sa.func.coalesce(sa.func.max(c.end_offset), 0)
+    size = sa.bindparam("size", type_=sa.BigInteger)
+    row = sa.select(job_id, stored, stored + size, data).where(c.job_id == job_id)
+    columns = ["job_id", "start_offset", "end_offset", "data"]
+    first = job_log_chunks.insert().from_select(columns, row)
+    return later.returning(c.end_offset), first.returning(c.end_offset)
+
+
+_NEXT_CHUNK, _FIRST_CHUNK = _chunk_statements()
+
+
 class DbLogSink:
     """Buffers a job's output and stores it in chunks: at 64 KiB, or every half second.
 
@@ -96,7 +121,7 @@ class DbLogSink:
             return
         data = bytes(self._buffer)
         self._unsure = True
-        end = conn.execute(self._insert(data)).scalar_one()
+        end = conn.execute(*self._insert(data)).scalar_one()
         after_commit(conn, lambda: self._stored(end, len(data)))
 
     def _stored(self, end: int, size: int) -> None:
@@ -125,25 +150,13 @@ class DbLogSink:
             del self._buffer[: len(last.data)]
         self._unsure = False
 
-    def _insert(self, data: bytes) -> sa.Insert:
+    def _insert(self, data: bytes) -> tuple[sa.Insert, dict[str, Any]]:
         """`data` stored after the log's end; the statement returns the new end."""
-        c = job_log_chunks.c
         if self._offset is not None:
             end = self._offset + len(data)
-            values = {"start_offset": self._offset, "end_offset": end}
-            stmt = job_log_chunks.insert().values(job_id=self._job_id, data=data, **values)
-            return stmt.returning(c.end_offset)
-        # The sink's first chunk goes after what any earlier sink stored, found by the
-        # same statement: one round trip to the database, not a read before the write.
-        stored = sa.func.coalesce(sa.func.max(c.end_offset), 0)
-        row = sa.select(
-            sa.literal(self._job_id, sa.BigInteger),
-            stored,
-            stored + len(data),
-            sa.literal(data, sa.LargeBinary),
-        ).where(c.job_id == self._job_id)
-        columns = ["job_id", "start_offset", "end_offset", "data"]
-        return job_log_chunks.insert().from_select(columns, row).returning(c.end_offset)
+            return _NEXT_CHUNK, {"job_id": self._job_id, "start": self._offset, "end": end,
+                                 "data": data}  # fmt: skip
+        return _FIRST_CHUNK, {"job_id": self._job_id, "size": len(data), "data": data}
 
     def close(self) -> None:
         if self._end_with_result:
