@@ -164,12 +164,13 @@ def test_a_prepared_insert_returns_its_row_and_types_every_row_it_writes(
     columns = (tasks.c.id, tasks.c.spec, tasks.c.workflow_name)
     keys = ("workflow_name", "task_id", "env_name", "state", "attempt", "create_time",
             "created_by", "spec")  # fmt: skip
-    insert = prepared_insert(database.engine.dialect, tasks, keys, columns)
     rows = [dict(zip(keys, ("wf", i, "dev", "queued", 1, 0, "t", {"n": [i]}), strict=True))
             for i in (1, 2, 3)]  # fmt: skip
     with database.write() as conn:
+        insert = prepared_insert(conn.dialect, tasks, keys, columns)
         first = insert.returned_row(conn, rows[0])
-        prepared_insert(database.engine.dialect, tasks, keys).run_many(conn, rows[1:])
+        prepared_insert(conn.dialect, tasks, keys).run_many(conn, rows[1:])
+        prepared_insert(conn.dialect, tasks, keys).run_many(conn, [])
     # Returned as written; a JSON column as its text on SQLite (as a PreparedQuery's).
     assert (json_value(first[1]), first[2]) == ({"n": [1]}, "wf")
     with database.read() as conn:

@@ -8,9 +8,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from conveyor.domain.jobs import JobResult, Outcome
+from conveyor.executors.retrying import RetryingReporter
 from conveyor.storage import db, log_store
 from conveyor.storage.db import Database
-from conveyor.storage.job_store import SqlJobStore
+from conveyor.storage.job_store import LOG_END_TRIES, SqlJobStore, StoreJobReporter
 from conveyor.storage.log_store import DbLogSink, DbLogStore
 from conveyor.storage.tables import jobs
 
@@ -195,3 +196,61 @@ def test_a_result_recorded_again_after_a_failed_commit_stores_the_logs_end_once(
     whole = (b"" if first else b"before\n") + b"end\n"
     assert DbLogStore(database).read(job_id, 0, 100) == (whole, len(whole))
     assert job_state(database, job_id) == "failed"
+
+
+def test_the_end_of_a_reaped_jobs_log_is_stored_though_its_result_is_not(
+    database: Database, job_id: int
+) -> None:
+    with database.write() as conn:  # the reaper's doing: the runner seemed lost
+        conn.execute(jobs.update().where(jobs.c.id == job_id).values(state="lost"))
+    sink = DbLogSink(database, job_id, end_with_result=True)
+    sink.append(b"passed after all\n")
+    sink.close()
+    result = JobResult(Outcome.PASSED, 0, "script exited with 0")
+    assert not SqlJobStore(database).finish_job(job_id, result, 5, log_end=sink.store_pending)
+    assert DbLogStore(database).read(job_id, 0, 100) == (b"passed after all\n", 17)
+    assert job_state(database, job_id) == "lost"
+
+
+def test_a_log_end_the_database_keeps_refusing_does_not_keep_the_result_out(
+    database: Database, job_id: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+
+    def refused(conn: Connection) -> None:
+        tries.append(1)
+        raise sa.exc.IntegrityError("INSERT INTO job_log_chunks", {}, Exception("refused"))
+
+    store = SqlJobStore(database)
+    reporter = RetryingReporter(
+        StoreJobReporter(store, job_id, "host:1", lambda: 5, lambda: None, refused), job_id
+    )
+    reporter.finished(JobResult(Outcome.PASSED, 0, "script exited with 0"))
+    assert job_state(database, job_id) == "passed"
+    assert len(tries) == LOG_END_TRIES
+    assert "the end of its log was refused 3 times" in caplog.text
+
+
+def test_a_log_end_not_stored_while_the_database_is_away_is_not_given_up(
+    database: Database, job_id: int
+) -> None:
+    sink = DbLogSink(database, job_id, end_with_result=True)
+    sink.append(b"the end\n")
+    sink.close()
+    away = [True]
+
+    def log_end(conn: Connection) -> None:
+        if away[0]:  # what Database.unreachable takes for "not now", on either database
+            raise sa.exc.OperationalError("INSERT", {}, Exception("database is locked"))
+        sink.store_pending(conn)
+
+    store = SqlJobStore(database)
+    reporter = StoreJobReporter(store, job_id, "host:1", lambda: 5, lambda: None, log_end)
+    result = JobResult(Outcome.PASSED, 0, "script exited with 0")
+    for _ in range(LOG_END_TRIES + 1):
+        with pytest.raises(sa.exc.OperationalError):
+            reporter.finished(result)
+    away[0] = False
+    reporter.finished(result)
+    assert DbLogStore(database).read(job_id, 0, 100) == (b"the end\n", 8)
+    assert job_state(database, job_id) == "passed"

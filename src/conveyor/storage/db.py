@@ -153,6 +153,8 @@ class PreparedWrite(PreparedQuery):
 
     def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Run once for each of `rows` (an INSERT of several rows), in `conn`."""
+        if not rows:
+            return
         if not self._raw:
             conn.execute(self.stmt, rows)
             return
@@ -160,7 +162,8 @@ class PreparedWrite(PreparedQuery):
 
     def returned_row(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, ...]:
         """Run a statement with RETURNING that writes one row, in `conn`: what it returns,
-        as a plain tuple on SQLite (see PreparedQuery), a Core row elsewhere."""
+        as a plain tuple; on SQLite with no type processing (see PreparedQuery), so a
+        JSON column comes back as its text (json_value)."""
         if not self._raw:
             return tuple(conn.execute(self.stmt, params).one())
         cursor = self._execute(conn, "execute", self._driver_args(params))

@@ -4,6 +4,7 @@ Every state change is a conditional update from the state it was read in, checke
 `transition()` first: a late or duplicate report changes nothing.
 """
 
+import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,11 @@ from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task
 from conveyor.storage.tables import jobs, tasks
 from conveyor.storage.task_store import TASK_COLUMNS, latest_jobs, task_from_row
+
+log = logging.getLogger("conveyor.runner")
+
+# A log's end the database refuses this many times is given up, for the result's sake.
+LOG_END_TRIES = 3
 
 _JOB_COLUMNS = (
     jobs.c.id,
@@ -210,6 +216,10 @@ class SqlJobStore:
             or job_state != JobState.RUNNING
         )
 
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether `exc` says the database is away for now (Database.unreachable)."""
+        return self._db.unreachable(exc)
+
     def finish_job(
         self,
         job_id: int,
@@ -220,7 +230,7 @@ class SqlJobStore:
     ) -> bool:
         """Record a runner's result, and with it `log_end` (the end of the job's log,
         written in the same transaction); the result is ignored if the job already
-        ended (reaped, say)."""
+        ended (reaped, say), the log's end is stored all the same."""
         recorded = {} if pid is None else {"pid": pid}
         with self._db.write() as conn:
             if log_end is not None:
@@ -264,6 +274,7 @@ class StoreJobReporter:
         self._clock = clock
         self._on_finished = on_finished
         self._log_end = log_end
+        self._log_end_refused = 0
         self._pid: int | None = None
 
     def claim(self) -> bool:
@@ -279,5 +290,23 @@ class StoreJobReporter:
         return self._store.cancel_requested(self._job_id)
 
     def finished(self, result: JobResult) -> None:
-        self._store.finish_job(self._job_id, result, self._clock(), self._pid, self._log_end)
+        log_end = self._log_end
+        try:
+            self._store.finish_job(self._job_id, result, self._clock(), self._pid, log_end)
+        except Exception as exc:
+            if log_end is not None and not self._store.unreachable(exc):
+                # The database is there but refuses the log's end: once, it may be a
+                # chunk of a write whose answer was lost (its retry sorts that out);
+                # every time, the result must not wait on it until the job is reaped.
+                self._log_end_refused += 1
+                if self._log_end_refused >= LOG_END_TRIES:
+                    log.error(
+                        "job %s: the end of its log was refused %d times (%s); its result "
+                        "is recorded without it",
+                        self._job_id,
+                        self._log_end_refused,
+                        exc,
+                    )
+                    self._log_end = None
+            raise
         self._on_finished()

@@ -300,7 +300,7 @@ def write_audit(conn: Connection, entry: AuditEntry, time: int) -> None:
 
 
 def _insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT `rows` (each with the same keys) into `table`, through the driver."""
+    """INSERT `rows` (each with the same keys) into `table` (PreparedWrite)."""
     if rows:
         prepared_insert(conn.dialect, table, tuple(rows[0])).run_many(conn, rows)
 
