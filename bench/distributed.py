@@ -136,7 +136,7 @@ def main() -> None:
     for setup, s in samples.items():
         rows.append(
             f"| {name(*setup)} | {pct(s.latencies, 50):.1f} | {pct(s.latencies, 99):.1f} "
-            f"| {s.rate:.1f} | {s.rate / local_rate:.2f} |"
+            f"| {s.rate:.1f} | {s.rate / local_rate:.3f} |"
         )
     print("\n".join(rows))
     print(
