@@ -120,19 +120,29 @@ def fail_next_write(database: Database, monkeypatch: pytest.MonkeyPatch, committ
     monkeypatch.setattr(database, "write", write)
 
 
-@pytest.mark.parametrize("committed", [False, True], ids=["rolled-back", "answer-lost"])
-@pytest.mark.parametrize("first", [True, False], ids=["first-chunk", "later-chunk"])
-def test_a_chunk_whose_commit_fails_is_stored_once_and_leaves_no_hole(
-    database: Database,
-    job_id: int,
-    monkeypatch: pytest.MonkeyPatch,
-    committed: bool,
-    first: bool,
-) -> None:
-    sink = DbLogSink(database, job_id)
+# A write whose commit fails: rolled back, or committed with the answer lost; made
+# before the sink stored anything (its offset unknown), or after a first chunk.
+COMMIT_FAILURES = pytest.mark.parametrize(
+    "committed", [False, True], ids=["rolled-back", "answer-lost"]
+)
+FIRST_OR_LATER = pytest.mark.parametrize("first", [True, False], ids=["first-chunk", "later-chunk"])
+
+
+def a_sink(database: Database, job_id: int, first: bool, end_with_result: bool) -> DbLogSink:
+    """A sink that has stored nothing yet (`first`), or a first chunk, b"before\\n"."""
+    sink = DbLogSink(database, job_id, end_with_result)
     if not first:
         sink.append(b"before\n")
         sink.flush()
+    return sink
+
+
+@COMMIT_FAILURES
+@FIRST_OR_LATER
+def test_a_chunk_whose_commit_fails_is_stored_once_and_leaves_no_hole(
+    database: Database, job_id: int, monkeypatch: pytest.MonkeyPatch, committed: bool, first: bool
+) -> None:
+    sink = a_sink(database, job_id, first, end_with_result=False)
     fail_next_write(database, monkeypatch, committed)
     sink.append(b"middle\n")
     with pytest.raises(sa.exc.DBAPIError):
@@ -170,20 +180,13 @@ def test_a_log_ended_with_the_result_is_stored_in_the_results_transaction(
     assert job_state(database, job_id) == "passed"
 
 
-@pytest.mark.parametrize("committed", [False, True], ids=["rolled-back", "answer-lost"])
-@pytest.mark.parametrize("first", [True, False], ids=["first-chunk", "later-chunk"])
+@COMMIT_FAILURES
+@FIRST_OR_LATER
 def test_a_result_recorded_again_after_a_failed_commit_stores_the_logs_end_once(
-    database: Database,
-    job_id: int,
-    monkeypatch: pytest.MonkeyPatch,
-    committed: bool,
-    first: bool,
+    database: Database, job_id: int, monkeypatch: pytest.MonkeyPatch, committed: bool, first: bool
 ) -> None:
     """What the runner's retry of a result (retrying.py) meets."""
-    sink = DbLogSink(database, job_id, end_with_result=True)
-    if not first:
-        sink.append(b"before\n")
-        sink.flush()
+    sink = a_sink(database, job_id, first, end_with_result=True)
     sink.append(b"end\n")
     sink.close()
     store = SqlJobStore(database)
