@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conveyor.domain.jobs import JobResult, JobRow, JobSpec, Outcome
 from conveyor.domain.principals import Principal
 from conveyor.domain.states import JobState, TaskState
-from conveyor.domain.tasks import RepoRequest
+from conveyor.domain.tasks import RepoRequest, TaskSpec
 from conveyor.services.scheduler import RESEND_AFTER_S, Scheduler
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.settings import Config
@@ -580,3 +580,37 @@ def test_a_job_that_ends_while_the_server_stops_is_left_for_the_next_server(
     scheduler.job_ended(executor.submitted[0].task_pk)
     assert len(executor.submitted) == 1  # no deploy sent into a pool that is shutting down
     assert task_state(database, task) == "running"
+
+
+class SpecCountingStore(SqlJobStore):
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.spec_reads: list[int] = []
+
+    def task_spec(self, task_pk: int) -> TaskSpec:
+        self.spec_reads.append(task_pk)
+        return super().task_spec(task_pk)
+
+
+def test_a_tasks_spec_is_read_once_for_its_builds_and_its_deploys(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+) -> None:
+    store = SpecCountingStore(database)
+    scheduler = Scheduler(
+        config, store, executor, lambda: clocks.now, monotonic=lambda: clocks.mono
+    )
+    first, second = create(container), create(container)
+    ran = 0
+    for _ in range(10):  # the workflow runs one task at a time: each stage a pass
+        scheduler.tick()
+        for job in executor.submitted[ran:]:
+            run(store, job, Outcome.PASSED, clocks.now)
+        ran = len(executor.submitted)
+    assert (task_state(database, first), task_state(database, second)) == ("passed", "passed")
+    deploys = [j for j in executor.submitted if j.stage == "deploy"]
+    assert [j.task_id for j in deploys] == [first, second]
+    assert len(store.spec_reads) == len(set(store.spec_reads)) == 2

@@ -12,6 +12,7 @@ goes over every active task.
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -30,6 +31,7 @@ REAP_EVERY_S = 5
 QUEUED_BATCH = 50
 SUBMIT_BACKOFF_MAX_S = 60.0
 RESEND_AFTER_S = 300
+SPECS_KEPT = 1024
 
 
 class Scheduler:
@@ -66,6 +68,10 @@ class Scheduler:
         # Tasks a thread is advancing -> whether another asked meanwhile (see _advance_alone).
         self._advancing: dict[int, bool] = {}
         self._advancing_lock = threading.Lock()
+        # Specs of the tasks started lately, by (workflow, task id): a task's spec never
+        # changes once stored, and its start and its deploys each need it.
+        self._specs: OrderedDict[tuple[str, int], TaskSpec] = OrderedDict()
+        self._specs_lock = threading.Lock()
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -253,7 +259,7 @@ class Scheduler:
         first. The builds are queued in the start's own transaction."""
         # Read before anything is queued: nothing that can fail may come between
         # queuing a job and handing it to the executor.
-        spec = self._store.task_spec(task.pk)
+        spec = self._spec_of(task)
         queued = self._store.start_task(task, now)
         if queued is None:
             return False
@@ -297,6 +303,22 @@ class Scheduler:
             return False
         self._backoff.pop(job.id, None)
         return True
+
+    def _spec_of(self, task: Task) -> TaskSpec:
+        """`task`'s spec, read from the store once while it is among the SPECS_KEPT last
+        ones asked for. Keyed by its workflow and id, which no other task ever takes."""
+        key = (task.workflow_name, task.task_id)
+        with self._specs_lock:
+            spec = self._specs.get(key)
+            if spec is not None:
+                self._specs.move_to_end(key)
+                return spec
+        spec = self._store.task_spec(task.pk)
+        with self._specs_lock:
+            self._specs[key] = spec
+            if len(self._specs) > SPECS_KEPT:
+                self._specs.popitem(last=False)
+        return spec
 
     def _parallel(self, workflow_name: str) -> bool:
         workflow = self._config.workflows.get(workflow_name)
@@ -387,7 +409,7 @@ class Scheduler:
         pending = [j for j in stage_jobs if j.state is JobState.PENDING]
         if not pending:
             return False
-        spec = self._store.task_spec(task.pk)
+        spec = self._spec_of(task)
         started = False
         # One job at a time, queued then sent: a fault half-way leaves the rest pending,
         # for the next pass, rather than queued where no runner will look for them.
