@@ -282,7 +282,7 @@ class Scheduler:
             queued = [j for j in jobs if j.state is JobState.QUEUED]
             if not queued:
                 continue
-            spec = self._store.task_spec(task.pk)
+            spec = self._spec_of(task)
             outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
             count += self._send(task, spec, queued, now, outputs)
         return count

@@ -70,9 +70,9 @@ TASK_COLUMNS = (
     tasks.c.end_time,
 )
 
-# The create path's statements, built once: parameters come with each execution, so
-# SQLAlchemy neither builds them nor computes their cache keys again.
-# A task's detail (the status route every client polls), the same way.
+# A task's detail (the status route every client polls), built once: parameters come
+# with each execution, so SQLAlchemy neither builds them nor computes their cache keys
+# again. (The create path's writes are PreparedWrites: prepared_insert.)
 _DETAIL_TASK = sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
     tasks.c.workflow_name == sa.bindparam("workflow_name"),
     tasks.c.task_id == sa.bindparam("task_id"),
@@ -266,20 +266,17 @@ class SqlTaskWriter:
                 jobs.c.state != JobState.PASSED
             )
         ).all()
-        if rows:
-            self._conn.execute(
-                jobs.insert(),
-                [
-                    {
-                        "task_pk": task.pk,
-                        "attempt": task.attempt,
-                        "stage": row.stage,
-                        "service": row.service,
-                        "state": JobState.PENDING,
-                    }
-                    for row in rows
-                ],
-            )
+        job_rows: list[dict[str, Any]] = [
+            {
+                "task_pk": task.pk,
+                "attempt": task.attempt,
+                "stage": row.stage,
+                "service": row.service,
+                "state": JobState.PENDING,
+            }
+            for row in rows
+        ]
+        _insert_many(self._conn, jobs, job_rows)
         return len(rows)
 
     def audit(self, entry: AuditEntry, time: int) -> None:
