@@ -6,9 +6,12 @@ runner, and writes the log to the database. Settings fit long, non-idempotent jo
 acknowledged only after the job, one message reserved per worker thread, no results.
 """
 
+from urllib.parse import urlsplit
+
 from celery import Celery
 
 from conveyor.domain.jobs import JobSpec
+from conveyor.executors import redis_broker
 
 TASK_NAME = "conveyor.run_job"
 BROKER_CHECK_S = 2.0
@@ -33,6 +36,8 @@ def celery_app(broker_url: str, default_queue: str) -> Celery:
         # may run for hours, and a duplicate is harmless, but not needed sooner.
         broker_transport_options={"visibility_timeout": 12 * 3600},
     )
+    if urlsplit(broker_url).scheme in redis_broker.REDIS_SCHEMES:
+        app.conf.broker_transport = redis_broker.Transport
     return app
 
 
@@ -51,7 +56,16 @@ class CeleryExecutor:
         self._app = celery_app(broker_url, default_queue)
 
     def submit(self, job: JobSpec) -> None:
-        self._app.send_task(TASK_NAME, args=[job.to_json()], queue=job.queue)
+        # What Celery shows of the arguments (in the message's headers, and to `celery
+        # inspect` or Flower) names the job rather than repeating its spec, which the
+        # body carries: a smaller message, and none of a job's scripts in the headers.
+        self._app.send_task(
+            TASK_NAME,
+            args=[job.to_json()],
+            queue=job.queue,
+            argsrepr=f"(job {job.job_id})",
+            kwargsrepr="{}",
+        )
 
     def broker_problem(self) -> str | None:
         """Why the broker cannot be reached now, or None."""
