@@ -165,13 +165,14 @@ def build_container(
             assert config.broker_url is not None  # the config check requires it
             executor = CeleryExecutor(config.broker_url, config.queue)
             # Workers cannot wake this process directly: PostgreSQL tells it when a job
-            # ends; on SQLite (one machine) the poll is how it sees that.
+            # ends, and the listener's thread advances its task at once, as a local
+            # runner's does; on SQLite (one machine) the poll is how it sees that.
             scheduler = Scheduler(
                 config, jobs, executor, clock, poll_s=CELERY_POLL_S, events=events
             )
             if not db.is_sqlite:
                 url = db.engine.url.render_as_string(hide_password=False)
-                listener = JobListener(url, scheduler.wake)
+                listener = JobListener(url, scheduler.job_ended_elsewhere)
     elif run_jobs:
         # A runner like a worker, so a later server finds what this one leaves. The
         # installation id is read once the database is migrated, when jobs first run.

@@ -410,6 +410,47 @@ def test_a_job_that_ends_advances_its_task_on_the_reporting_thread(
     assert task_state(database, task) == "passed"
 
 
+def test_a_job_a_worker_ended_advances_its_task_on_the_listeners_thread(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    # The listener's call for a notification naming the task: no pass in between.
+    scheduler.job_ended_elsewhere(build.task_pk)
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+
+
+def test_a_job_ended_elsewhere_naming_no_task_makes_the_next_pass_a_full_one(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()  # a full pass: the next is due once the fake clock moves (it does not)
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    scheduler._poll_s = 0.05  # its passes in between name no task: they advance nothing
+    scheduler.start()
+    try:
+        scheduler.job_ended_elsewhere(None)  # the listener reconnected: it may have missed some
+        wait_until(lambda: len(executor.submitted) == 2)
+    finally:
+        scheduler.stop()
+    assert executor.submitted[1].stage == "deploy"
+
+
 def test_a_job_ending_while_a_pass_advances_its_task_leaves_it_to_that_pass(
     container: Container,
     config: Config,

@@ -86,12 +86,13 @@ class Scheduler:
         self._wake.set()
 
     def job_ended(self, task_pk: int) -> None:
-        """A job of `task_pk` ended in this process: advance the task now, on the caller's
-        thread, instead of after a hop to the scheduler's (which would queue it behind
-        every other wake). Each move is conditional, so a pass of the scheduler's own
-        advancing the same task at the same time starts nothing twice; a task that ends
-        here wakes the scheduler to fill the slot it frees. Never raises: on a fault the
-        scheduler's thread advances the task instead."""
+        """A job of `task_pk` ended (in this process, or on a worker that said so through
+        the database): advance the task now, on the caller's thread, instead of after a
+        hop to the scheduler's (which would queue it behind every other wake). Each move
+        is conditional, so a pass of the scheduler's own advancing the same task at the
+        same time starts nothing twice; a task that ends here wakes the scheduler to fill
+        the slot it frees. Never raises: on a fault the scheduler's thread advances the
+        task instead."""
         if self._stop.is_set():
             return  # shutting down: the next server advances it, as it would any task
         try:
@@ -104,6 +105,14 @@ class Scheduler:
             self.wake(task_pk)
             return
         self._wake.set()  # no task named: the pass starts what the freed slot allows
+
+    def job_ended_elsewhere(self, task_pk: int | None) -> None:
+        """A runner in another process ended a job of `task_pk`; None: of some task, or
+        several, unknown which."""
+        if task_pk is None:
+            self.wake()
+        else:
+            self.job_ended(task_pk)
 
     def start(self, resubmit_queued: bool = False) -> None:
         """Schedule from a thread of its own; first, with `resubmit_queued`, hand the
