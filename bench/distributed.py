@@ -7,8 +7,12 @@ then M trivial tasks on a parallel workflow: tasks per second. The setups take t
 in rounds, the order rotated each round.
 
     createdb -h 127.0.0.1 -U postgres conveyor_bench_dist   # once; dropped and made anew
-    cd bench && ../.venv/bin/python distributed.py [--latency-tasks 100] \
-        [--throughput-tasks 500] [--rounds 3]
+    cd bench && ../.venv/bin/python distributed.py [--latency-tasks 120] \
+        [--throughput-tasks 1000] [--rounds 6]
+
+On a 2-core machine one block's rate swings by a quarter either way from the next
+block's of the same setup (docs/benchmarks.md, eighth session): six rounds of about
+170 tasks each are what make the ratio worth reading to a few hundredths.
 """
 
 import argparse
@@ -107,14 +111,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--latency-tasks", type=int, default=100)
-    parser.add_argument("--throughput-tasks", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--latency-tasks", type=int, default=120)
+    parser.add_argument("--throughput-tasks", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     samples = {setup: Sample() for setup in SETUPS}
     latency_tasks = max(1, args.latency_tasks // args.rounds)
     throughput_tasks = max(1, args.throughput_tasks // args.rounds)
+    by_round: list[dict[tuple[str, int], float]] = []
     for r in range(args.rounds):
+        by_round.append({})
         # Every block leaves the file system slower to create files in for a while (ADR
         # 0019): the order rotates each round, so each setup takes each place in turn.
         for setup in SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]:
@@ -123,6 +129,7 @@ def main() -> None:
             total.latencies += block.latencies
             total.tasks += block.tasks
             total.seconds += block.seconds
+            by_round[-1][setup] = block.rate
             print(
                 f"round {r + 1}, {name(*setup)}: p50 {pct(block.latencies, 50):.1f} ms, "
                 f"{block.rate:.1f} tasks/s",
@@ -139,6 +146,9 @@ def main() -> None:
             f"| {s.rate:.1f} | {s.rate / local_rate:.3f} |"
         )
     print("\n".join(rows))
+    for setup in SETUPS[1:]:
+        ratios = " ".join(f"{rates[setup] / rates[SETUPS[0]]:.2f}" for rates in by_round)
+        print(f"{name(*setup)} / local executor, round by round: {ratios}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
         f"PostgreSQL and Redis all on it; {args.rounds} rounds, the order rotated each round"
