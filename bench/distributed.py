@@ -42,6 +42,16 @@ def fresh_database() -> str:
     return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
 
 
+def settle() -> None:
+    """Write out what the machine still holds dirty (the last block's deleted files, this
+    block's migrations): a block measures its own writes, not a flush it inherited."""
+    os.sync()
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("CHECKPOINT"))
+    admin.dispose()
+
+
 def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
     """The engine's config `text` on a fresh PostgreSQL database; with `celery`, run by
     workers through Redis, on a queue of its own."""
@@ -88,6 +98,7 @@ def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int)
                 time.sleep(0.0005)
             sample.latencies.append(float(mark.read_text()) - t0)
             client.wait("stamp", task_id, poll_s=0.01)
+        settle()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=4) as pool:
             ids = list(
