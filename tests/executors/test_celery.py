@@ -40,13 +40,17 @@ def test_a_message_names_its_job_and_keeps_its_script_in_the_body_only() -> None
     executor.shutdown(wait=False)
 
 
-def test_only_redis_urls_get_the_shared_client_transport() -> None:
-    assert celery_app("redis://127.0.0.1:6379/0", "q").conf.broker_transport is (
-        redis_broker.Transport
-    )
-    assert celery_app("rediss://127.0.0.1:6380/0", "q").conf.broker_transport is (
-        redis_broker.Transport
-    )
+def test_only_plain_redis_urls_get_the_shared_client_transport() -> None:
+    app = celery_app("redis://:secret@127.0.0.1:6379/0", "q")
+    assert app.conf.broker_transport is redis_broker.Transport
+    with app.connection_for_write() as conn:
+        assert not conn.ssl
+        # What the worker's banner and its "Connected to" line show.
+        assert conn.as_uri() == "redis://:**@127.0.0.1:6379/0"
+    # TLS stays on: kombu turns it on by the transport's name.
+    with celery_app("rediss://:secret@127.0.0.1:6380/0", "q").connection_for_write() as conn:
+        assert conn.ssl
+        assert conn.as_uri().startswith("rediss://")
     assert celery_app("amqp://guest@127.0.0.1//", "q").conf.broker_transport is None
 
 

@@ -36,7 +36,7 @@ def celery_app(broker_url: str, default_queue: str) -> Celery:
         # may run for hours, and a duplicate is harmless, but not needed sooner.
         broker_transport_options={"visibility_timeout": 12 * 3600},
     )
-    if urlsplit(broker_url).scheme in redis_broker.REDIS_SCHEMES:
+    if urlsplit(broker_url).scheme == redis_broker.SCHEME:
         app.conf.broker_transport = redis_broker.Transport
     return app
 

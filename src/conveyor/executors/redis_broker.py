@@ -7,6 +7,10 @@ construction (redis/redis-py#3624), which was the largest single cost of a worke
 Python time per job (docs/benchmarks.md). A client holds no connection of its own, only
 the pool's, so one per channel serves every command the channel sends, as kombu's own
 consumer client does.
+
+For `redis://` only: kombu turns TLS on for `rediss://` by the transport's name, which
+naming this class instead would lose. Past a failover to another URL of a `;` list,
+kombu goes back to its own transport (slower, not wrong).
 """
 
 from collections.abc import Iterator
@@ -33,8 +37,15 @@ class Channel(kombu_redis.Channel):
         yield shared[1]
 
 
-class Transport(kombu_redis.Transport):
+class _ShownAsRedis(type):
+    # Kombu writes a connection's transport into its URL ("Connected to redis://…" in
+    # the worker's log): a class would show as "<class '…'>".
+    def __str__(cls) -> str:
+        return "redis"
+
+
+class Transport(kombu_redis.Transport, metaclass=_ShownAsRedis):
     Channel = Channel
 
 
-REDIS_SCHEMES = ("redis", "rediss")
+SCHEME = "redis"

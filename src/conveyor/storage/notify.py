@@ -2,8 +2,9 @@
 
 A worker writes a job's result and a notification naming the job's task in one
 transaction (the notification is delivered only if the result is committed); the server
-listens on a connection of its own and wakes the scheduler for that task, as a local
-runner's `job_ended` does, not for a pass over every active task. SQLite has no such
+listens on a connection of its own and advances that task on the listening thread, as a
+local runner's thread does (`Scheduler.job_ended_elsewhere`), not in a pass over every
+active task. SQLite has no such
 thing: there the scheduler's poll sees results.
 """
 
