@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from conveyor.domain.jobs import JobSpec
+from conveyor.domain.jobs import JobResult, JobRow, JobSpec, Outcome
 from conveyor.services.ports import Executor
+from conveyor.storage.job_store import SqlJobStore
 from conveyor.storage.tables import jobs
 from conveyor.wiring import ORPHAN_SWEEP_S
 from tests.conftest import PG_URL, alive
@@ -405,3 +407,36 @@ def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
     detail = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers)
     [job] = [j for j in detail.json()["jobs"] if j["stage"] == "build"]
     assert job["detail"] == "worker shut down while it ran"
+
+
+@pytest.mark.skipif(
+    not PG_URL, reason="LISTEN/NOTIFY is PostgreSQL's; on SQLite the scheduler polls"
+)
+def test_a_job_a_worker_ended_advances_its_task_without_the_schedulers_thread(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's listener advances the task a notification names on its own thread:
+    a scheduler busy with a long pass does not hold the deploy back."""
+    engine = engine_factory(extra="executor: celery\nbroker_url: 'memory://'\n")
+    task = engine.create(api="")
+    build = wait_for_job(engine, task, "build", "queued")
+    busy = threading.Event()
+    # From now on every pass of the scheduler's thread takes until the test ends.
+    monkeypatch.setattr(engine.container.scheduler, "tick", lambda *_: busy.wait(60))
+    try:
+        store = SqlJobStore(engine.container.db)
+        assert store.claim_job(build.id, "elsewhere:1", int(time.time()))
+        assert store.finish_job(build.id, JobResult(Outcome.PASSED, 0, "ok"), int(time.time()))
+        wait_for_job(engine, task, "deploy", "queued")
+    finally:
+        busy.set()
+
+
+def wait_for_job(engine: Engine, task: int, stage: str, state: str) -> JobRow:
+    deadline = time.monotonic() + 20
+    while True:
+        found = [j for j in engine.jobs(task) if j.stage == stage and j.state == state]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {stage} job became {state}"
+        time.sleep(0.02)
