@@ -187,6 +187,7 @@ def floor(n: int, parallel: int, home: Path) -> float:
         argv = ["sh", "-c", script, "floor", REPO, str(home / f"floor-{i}"), str(stamps / str(i))]
         subprocess.run(argv, check=True)
 
+    os.sync()  # see main()
     t0 = time.time()
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, range(n)))
@@ -238,6 +239,10 @@ def main() -> None:
     timelines: list[dict[str, float]] = []
     try:
         for r in range(args.rounds):
+            # Before each side's work and each throughput: what the last one left dirty
+            # (its deleted clones, workspaces and logs) is written out first, so a
+            # measure does not absorb the write-out of the one before (as distributed.py).
+            os.sync()
             found = buildbot_round(args, home / f"bb{r}.json")
             for key, got in (("latency", found["latency"]["trigger_latency"]),
                              ("e2e", found["e2e"]["e2e"])):  # fmt: skip
@@ -252,9 +257,11 @@ def main() -> None:
                 cv["latency"] += conveyor.latency(args.n_latency)
                 cv["e2e"] += conveyor.e2e(args.n_e2e, polled=False)
                 cv["e2e_polled"] += conveyor.e2e(args.n_e2e, polled=True)
+                os.sync()
                 run = conveyor.throughput(args.n_throughput)
                 cv["tp"].append(run["per_s"])
                 timelines.append(conveyor.timeline(run["ids"]))
+                os.sync()
                 cv["floor_tp"].append(conveyor.throughput(args.n_floor)["per_s"])
             finally:
                 cv["rss"].append(conveyor.close()["server_vmhwm_mb"])
