@@ -3,8 +3,8 @@
 Kombu builds a new `redis.Redis` around the channel's connection pool for every command
 it sends outside its consumer loop: each publish, and each receipt and acknowledgement
 of a message (`acks_late`). redis-py fills a 170-entry case-insensitive table at every
-construction (redis/redis-py#3624), which was the largest single cost of a worker's
-Python time per job (docs/benchmarks.md). A client holds no connection of its own, only
+construction (redis/redis-py#3624): under a profiler, the largest single cost in a
+worker's Python time per job (docs/benchmarks.md). A client holds no connection of its own, only
 the pool's, so one per channel serves every command the channel sends, as kombu's own
 consumer client does.
 
@@ -30,8 +30,8 @@ class Channel(kombu_redis.Channel):
             return
         pool = self.pool
         shared = self._shared
-        # Kombu drops its pools after a fork or a lost connection: a client of the old
-        # pool would send through connections that are gone.
+        # Kombu drops its pools after a fork and when it closes the channel: a client of
+        # the old pool would send through connections that are gone.
         if shared is None or shared[0] is not pool:
             shared = self._shared = (pool, self._create_client())  # type: ignore[no-untyped-call]
         yield shared[1]
