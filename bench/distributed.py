@@ -33,12 +33,17 @@ DB_NAME = "conveyor_bench_dist"
 BROKER = "redis://127.0.0.1:6379/1"
 
 
-def fresh_database() -> str:
+def as_admin(*statements: str) -> None:
+    """Run `statements` on the server's `postgres` database, each outside a transaction."""
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{DB_NAME}"'))
+        for statement in statements:
+            conn.execute(sa.text(statement))
     admin.dispose()
+
+
+def fresh_database() -> str:
+    as_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'CREATE DATABASE "{DB_NAME}"')
     return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
 
 
@@ -46,10 +51,7 @@ def settle() -> None:
     """Write out what the machine still holds dirty (the last block's deleted files, this
     block's migrations): a block measures its own writes, not a flush it inherited."""
     os.sync()
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text("CHECKPOINT"))
-    admin.dispose()
+    as_admin("CHECKPOINT")
 
 
 def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
