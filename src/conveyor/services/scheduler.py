@@ -208,7 +208,7 @@ class Scheduler:
             if now - self._resent.get(job.id, 0) < RESEND_AFTER_S:
                 continue
             task = self._store.task_of(job.task_pk)
-            spec = self._store.task_spec(job.task_pk)
+            spec = self._spec_of(task)
             targets = {t.service: t for t in spec.targets}
             current = self._store.current_jobs(job.task_pk)
             outputs = {j.service: j.outputs for j in current if j.stage == "build"}
