@@ -180,8 +180,14 @@ def build_container(
         wake: list[Scheduler] = []
 
         def reporter_for(job: JobSpec) -> JobReporter:
+            # The job's result and its task's next step in one transaction.
             reporter = StoreJobReporter(
-                jobs, job.job_id, runner().id, clock, lambda: wake[0].job_ended(job.task_pk)
+                jobs,
+                job.job_id,
+                runner().id,
+                clock,
+                lambda: wake[0].job_ended(job.task_pk),
+                then=lambda tx: wake[0].job_ended_in(tx, job.task_pk),
             )
             return metrics.measured(reporter, job.stage)
 

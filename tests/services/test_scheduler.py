@@ -655,3 +655,156 @@ def test_a_tasks_spec_is_read_once_for_its_builds_and_its_deploys(
     deploys = [j for j in executor.submitted if j.stage == "deploy"]
     assert [j.task_id for j in deploys] == [first, second]
     assert len(store.spec_reads) == len(set(store.spec_reads)) == 2
+
+
+def end_in_transaction(
+    store: SqlJobStore, scheduler: Scheduler, job: JobSpec, outcome: Outcome, now: int
+) -> None:
+    """What a local runner reports: its claim, then its result with the task's next step
+    taken in the result's transaction."""
+    assert store.claim_job(job.job_id, "host:1:1", now)
+    store.finish_job(
+        job.job_id,
+        JobResult(outcome, 0, outcome.value),
+        now,
+        then=lambda tx: scheduler.job_ended_in(tx, job.task_pk),
+    )
+
+
+def test_a_jobs_result_and_its_tasks_next_step_are_one_transaction(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    sent_before_commit: list[int] = []
+
+    def then(tx: Any) -> None:
+        scheduler.job_ended_in(tx, build.task_pk)
+        sent_before_commit.append(len(executor.submitted))
+
+    assert store.claim_job(build.job_id, "host:1:1", clocks.now)
+    writes = database.writes_begun
+    store.finish_job(build.job_id, JobResult(Outcome.PASSED, 0, "ok"), clocks.now, then=then)
+    assert database.writes_begun - writes == 1
+    # The deploy is handed to the executor only once it is queued for good.
+    assert sent_before_commit == [1]
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+    assert job_states(database) == ["passed", "queued"]
+    deploy = executor.submitted[1]
+    assert store.claim_job(deploy.job_id, "host:1:1", clocks.now)
+    writes = database.writes_begun
+    store.finish_job(
+        deploy.job_id,
+        JobResult(Outcome.PASSED, 0, "ok"),
+        clocks.now,
+        then=lambda tx: scheduler.job_ended_in(tx, deploy.task_pk),
+    )
+    assert database.writes_begun - writes == 1
+    assert task_state(database, task) == "passed"
+
+
+def test_a_fault_in_the_next_step_is_undone_alone_and_the_result_kept(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    end_in_transaction(store, scheduler, executor.submitted[0], Outcome.PASSED, clocks.now)
+    real = Scheduler._finish
+
+    def finish_then_fail(self: Scheduler, *args: Any) -> bool:
+        real(self, *args)  # the task's end is written, then the step fails
+        raise RuntimeError("a bug after the task's end")
+
+    monkeypatch.setattr(Scheduler, "_finish", finish_then_fail)
+    end_in_transaction(store, scheduler, executor.submitted[1], Outcome.PASSED, clocks.now)
+    assert job_states(database) == ["passed", "passed"]  # the deploy's result stays
+    assert task_state(database, task) == "running"  # the task's end went with the step
+    monkeypatch.setattr(Scheduler, "_finish", real)
+    scheduler.tick()
+    assert task_state(database, task) == "passed"
+
+
+def test_a_result_whose_transaction_fails_sends_nothing_and_its_retry_advances_the_task(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    assert store.claim_job(build.job_id, "host:1:1", clocks.now)
+
+    def then_the_disk_fails(tx: Any) -> None:
+        scheduler.job_ended_in(tx, build.task_pk)
+        raise OSError("disk I/O error")
+
+    result = JobResult(Outcome.PASSED, 0, "ok")
+    with pytest.raises(OSError):
+        store.finish_job(build.job_id, result, clocks.now, then=then_the_disk_fails)
+    assert job_states(database) == ["running", "pending"]
+    assert len(executor.submitted) == 1  # no deploy sent for a result not recorded
+    # The runner tries again: the task is not left marked as advanced by someone else.
+    store.finish_job(
+        build.job_id, result, clocks.now, then=lambda tx: scheduler.job_ended_in(tx, build.task_pk)
+    )
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+
+
+def test_two_builds_ending_at_once_get_their_tasks_deploys_sent(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    """Each result's transaction sees the other build still running. The first takes
+    the task, and keeps it until it has committed; the second leaves the task to it, and
+    asks again once committed itself: the deploys go, with no pass of the scheduler's."""
+    if database.is_sqlite:
+        pytest.skip("SQLite has one writer: two results' transactions cannot be open at once")
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    request = CreateRequest(
+        workflow_name=WF,
+        env_name="dev",
+        targets=(TargetRequest("redis3", ()), TargetRequest("web", ())),
+    )
+    container.tasks.create(ADMIN, request)
+    scheduler.tick()
+    builds = list(executor.submitted)
+    assert [b.stage for b in builds] == ["build", "build"]
+    both_open = threading.Barrier(2, timeout=30)
+
+    def end(build: JobSpec) -> None:
+        assert store.claim_job(build.job_id, "host:1:1", clocks.now)
+
+        def then(tx: Any) -> None:
+            scheduler.job_ended_in(tx, build.task_pk)
+            both_open.wait()  # neither has committed: each saw the other running
+
+        store.finish_job(build.job_id, JobResult(Outcome.PASSED, 0, "ok"), clocks.now, then=then)
+
+    threads = [threading.Thread(target=end, args=(b,)) for b in builds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(j.stage for j in executor.submitted) == ["build", "build", "deploy", "deploy"]

@@ -143,7 +143,44 @@ class Executor(Protocol):
     def shutdown(self, wait: bool) -> None: ...
 
 
-class JobStore(Protocol):
+class JobMoves(Protocol):
+    """What a task's step reads and moves: in transactions of its own (JobStore), or in
+    the one that records a job's result (JobTransaction)."""
+
+    def current_jobs(self, task_pk: int) -> list[JobRow]: ...
+
+    def has_live_jobs(self, task_pk: int) -> bool: ...
+
+    def move_job(
+        self, job: JobRow, new_state: JobState, now: int, detail: str | None = None
+    ) -> bool: ...
+
+    def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool: ...
+
+
+class JobTransaction(JobMoves, Protocol):
+    """A job's result, recorded in a transaction not yet committed: its task's next step
+    can be taken in the same one (storage/job_store.py)."""
+
+    def task(self, task_pk: int) -> Task | None: ...
+
+    def after_commit(self, action: Callable[[], object]) -> None:
+        """Run `action` once the transaction has committed; never if it rolls back, nor
+        if the part that asked for it is undone (undone_on_error)."""
+        ...
+
+    def after_end(self, action: Callable[[], object]) -> None:
+        """Run `action` once the transaction has ended, committed or rolled back (after
+        the after_commit actions)."""
+        ...
+
+    def undone_on_error(self) -> AbstractContextManager[None]:
+        """A part of the transaction that, if it raises, is undone alone: the result,
+        written before it, is committed all the same."""
+        ...
+
+
+class JobStore(JobMoves, Protocol):
     """What the scheduler reads and decides about jobs (storage/job_store.py)."""
 
     def tasks_in(
@@ -161,19 +198,9 @@ class JobStore(Protocol):
         queued, or None if someone else started it first."""
         ...
 
-    def finish_task(self, task: Task, outcome: TaskState, now: int) -> bool: ...
-
     def task_of(self, task_pk: int) -> Task: ...
 
     def task_spec(self, task_pk: int) -> TaskSpec: ...
-
-    def current_jobs(self, task_pk: int) -> list[JobRow]: ...
-
-    def has_live_jobs(self, task_pk: int) -> bool: ...
-
-    def move_job(
-        self, job: JobRow, new_state: JobState, now: int, detail: str | None = None
-    ) -> bool: ...
 
     def stale_jobs(self, heartbeat_before: int) -> list[JobRow]: ...
 

@@ -9,6 +9,7 @@ starts what the free slots allow; every other pass, and at least one every `poll
 goes over every active task.
 """
 
+import functools
 import logging
 import threading
 import time
@@ -21,7 +22,15 @@ from conveyor.domain.jobs import JobRow, JobSpec
 from conveyor.domain.outcome import task_outcome
 from conveyor.domain.states import TERMINAL_JOB_STATES, JobState, TaskState, public_status
 from conveyor.domain.tasks import StepSpec, TargetSpec, Task, TaskSpec
-from conveyor.services.ports import Clock, Executor, JobStore, NoTaskEvents, TaskEvents
+from conveyor.services.ports import (
+    Clock,
+    Executor,
+    JobMoves,
+    JobStore,
+    JobTransaction,
+    NoTaskEvents,
+    TaskEvents,
+)
 from conveyor.settings import Config
 
 log = logging.getLogger("conveyor.scheduler")
@@ -105,6 +114,43 @@ class Scheduler:
             self.wake(task_pk)
             return
         self._wake.set()  # no task named: the pass starts what the freed slot allows
+
+    def job_ended_in(self, tx: JobTransaction, task_pk: int) -> None:
+        """A job of `task_pk` ended in `tx`, not yet committed: take the task's next step
+        (queue its deploys, or end it) in that same transaction, one fewer for each, and
+        hand what it queued to the executor once committed. A task another thread is
+        advancing is left to job_ended after the commit, when the result can be seen.
+        Never raises for a fault of the step: the step alone is undone, the result is
+        kept, and the scheduler's thread advances the task."""
+        if self._stop.is_set():
+            return  # shutting down: the next server advances it, as it would any task
+        with self._advancing_lock:
+            if task_pk in self._advancing:
+                tx.after_commit(lambda: self.job_ended(task_pk))
+                return
+            self._advancing[task_pk] = False
+        # Held until the transaction ends: a thread that reads the task before then
+        # would not see this job's end, nor a sibling's whose result commits meanwhile.
+        tx.after_end(lambda: self._advanced_in_transaction(task_pk))
+        try:
+            with tx.undone_on_error():
+                task = tx.task(task_pk)
+                active = (TaskState.RUNNING, TaskState.CANCELLING)
+                if (
+                    task is not None
+                    and task.state in active
+                    and self._advance(task, self._clock(), tx)
+                ):
+                    tx.after_commit(self._wake.set)  # fill the slot it freed
+        except Exception:
+            log.exception("task %s: advancing it with its job's result failed; retrying", task_pk)
+            tx.after_commit(lambda: self.wake(task_pk))
+
+    def _advanced_in_transaction(self, task_pk: int) -> None:
+        with self._advancing_lock:
+            asked = self._advancing.pop(task_pk, False)
+        if asked:  # another thread left the task to this one meanwhile
+            self.job_ended(task_pk)
 
     def job_ended_elsewhere(self, task_pk: int | None) -> None:
         """A runner in another process ended a job of `task_pk`; None: of some task, or
@@ -368,9 +414,11 @@ class Scheduler:
                 self.wake(pk)
             raise
 
-    def _advance(self, task: Task, now: int) -> bool:
-        """Move the task on by what its jobs say; True if this ended it."""
-        jobs = self._store.current_jobs(task.pk)
+    def _advance(self, task: Task, now: int, tx: JobTransaction | None = None) -> bool:
+        """Move the task on by what its jobs say, in `tx` or in transactions of its own;
+        True if this ended it."""
+        store: JobMoves = self._store if tx is None else tx
+        jobs = store.current_jobs(task.pk)
         if any(j.attempt > task.attempt for j in jobs):
             # Restarted since `task` was read (another thread ended it, a client
             # restarted it): the new attempt is the next pass's, not this stale read's.
@@ -378,54 +426,76 @@ class Scheduler:
         if task.state is TaskState.CANCELLING:
             for job in jobs:
                 if job.state in (JobState.PENDING, JobState.QUEUED):
-                    self._store.move_job(job, JobState.CANCELLED, now, "task cancelled")
-            if not self._store.has_live_jobs(task.pk):
-                return self._finish(task, TaskState.CANCELLED, now)
+                    store.move_job(job, JobState.CANCELLED, now, "task cancelled")
+            if not store.has_live_jobs(task.pk):
+                return self._finish(task, TaskState.CANCELLED, now, tx)
             return False
         builds = [j for j in jobs if j.stage == "build"]
         deploys = [j for j in jobs if j.stage == "deploy"]
-        if self._dispatch(task, builds, now, outputs={}):
+        if self._dispatch(task, builds, now, {}, tx):
             return False
         if any(j.state not in TERMINAL_JOB_STATES for j in builds):
             return False
         if all(j.state is JobState.PASSED for j in builds):
             outputs = {j.service: j.outputs for j in builds}
-            if self._dispatch(task, deploys, now, outputs):
+            if self._dispatch(task, deploys, now, outputs, tx):
                 return False
             if any(j.state not in TERMINAL_JOB_STATES for j in deploys):
                 return False
         else:
             for job in deploys:
                 if job.state is JobState.PENDING:
-                    self._store.move_job(job, JobState.SKIPPED, now, "a build did not pass")
+                    store.move_job(job, JobState.SKIPPED, now, "a build did not pass")
         outcome = task_outcome([j.state for j in builds], [j.state for j in deploys])
-        return self._finish(task, outcome, now)
+        return self._finish(task, outcome, now, tx)
 
-    def _finish(self, task: Task, outcome: TaskState, now: int) -> bool:
-        if not self._store.finish_task(task, outcome, now):
+    def _finish(
+        self, task: Task, outcome: TaskState, now: int, tx: JobTransaction | None = None
+    ) -> bool:
+        store: JobMoves = self._store if tx is None else tx
+        if not store.finish_task(task, outcome, now):
             return False
-        log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
-        took = None if task.start_time is None else now - task.start_time
-        self._events.task_finished(
-            task.workflow_name, task.task_id, public_status(outcome).value, took
-        )
+
+        def tell() -> None:
+            log.info("%s#%s %s", task.workflow_name, task.task_id, outcome.value)
+            took = None if task.start_time is None else now - task.start_time
+            self._events.task_finished(
+                task.workflow_name, task.task_id, public_status(outcome).value, took
+            )
+
+        if tx is None:
+            tell()
+        else:
+            tx.after_commit(tell)
         return True
 
     def _dispatch(
-        self, task: Task, stage_jobs: list[JobRow], now: int, outputs: dict[str, dict[str, str]]
+        self,
+        task: Task,
+        stage_jobs: list[JobRow],
+        now: int,
+        outputs: dict[str, dict[str, str]],
+        tx: JobTransaction | None = None,
     ) -> bool:
-        """Start the stage's pending jobs; True if any was started."""
+        """Start the stage's pending jobs; True if any was started (in `tx`: queued, to
+        be sent once it commits)."""
         pending = [j for j in stage_jobs if j.state is JobState.PENDING]
         if not pending:
             return False
         spec = self._spec_of(task)
         started = False
         # One job at a time, queued then sent: a fault half-way leaves the rest pending,
-        # for the next pass, rather than queued where no runner will look for them.
+        # for the next pass, rather than queued where no runner will look for them. (In
+        # `tx`, sent once it commits: a fault undoes the step's moves and sends alike.)
         for job in pending:
             if self._backoff.get(job.id, (0.0, 0.0))[0] > self._monotonic():
                 continue  # its last submit failed; not yet
-            if self._store.move_job(job, JobState.QUEUED, now):
+            if tx is not None:
+                if tx.move_job(job, JobState.QUEUED, now):
+                    queued = [replace(job, state=JobState.QUEUED)]
+                    tx.after_commit(functools.partial(self._send, task, spec, queued, now, outputs))
+                    started = True
+            elif self._store.move_job(job, JobState.QUEUED, now):
                 queued = [replace(job, state=JobState.QUEUED)]
                 started = self._send(task, spec, queued, now, outputs) > 0 or started
         return started
