@@ -186,7 +186,7 @@ def build_container(
                 job.job_id,
                 runner().id,
                 clock,
-                lambda: wake[0].job_ended(job.task_pk),
+                lambda: wake[0].job_ended_again(job.task_pk),
                 then=lambda tx: wake[0].job_ended_in(tx, job.task_pk),
             )
             return metrics.measured(reporter, job.stage)

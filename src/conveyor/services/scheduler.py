@@ -129,28 +129,50 @@ class Scheduler:
                 tx.after_commit(lambda: self.job_ended(task_pk))
                 return
             self._advancing[task_pk] = False
-        # Held until the transaction ends: a thread that reads the task before then
-        # would not see this job's end, nor a sibling's whose result commits meanwhile.
-        tx.after_end(lambda: self._advanced_in_transaction(task_pk))
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            with self._advancing_lock:
+                asked = self._advancing.pop(task_pk, False)
+            if asked:  # another thread left the task to this one meanwhile
+                self.job_ended(task_pk)
+
+        # Held until the transaction has committed (before what the step sends: a job
+        # sent must not find its task still marked) or rolled back. A thread that read
+        # the task before would not see this job's end, nor a sibling's whose result
+        # commits meanwhile.
+        tx.after_commit(release)
+        tx.after_end(release)
         try:
             with tx.undone_on_error():
                 task = tx.task(task_pk)
-                active = (TaskState.RUNNING, TaskState.CANCELLING)
-                if (
-                    task is not None
-                    and task.state in active
-                    and self._advance(task, self._clock(), tx)
-                ):
+                if task is None or task.state not in (TaskState.RUNNING, TaskState.CANCELLING):
+                    # Restarted meanwhile, say: a pass starts it once its jobs are gone.
+                    tx.after_commit(self._wake.set)
+                elif self._advance(task, self._clock(), tx):
                     tx.after_commit(self._wake.set)  # fill the slot it freed
         except Exception:
             log.exception("task %s: advancing it with its job's result failed; retrying", task_pk)
             tx.after_commit(lambda: self.wake(task_pk))
 
-    def _advanced_in_transaction(self, task_pk: int) -> None:
-        with self._advancing_lock:
-            asked = self._advancing.pop(task_pk, False)
-        if asked:  # another thread left the task to this one meanwhile
-            self.job_ended(task_pk)
+    def job_ended_again(self, task_pk: int) -> None:
+        """A job's result was found recorded already: a first try committed without
+        hearing so (its connection dropped on COMMIT), or the job was ended meanwhile.
+        What that first try's step queued was never sent: send the task's queued jobs
+        again (a runner claims a job once), then go on as job_ended. Never raises."""
+        if self._stop.is_set():
+            return
+        try:
+            now = self._clock()
+            for task in self._store.tasks_among({task_pk}, TaskState.RUNNING):
+                self._resend_queued(task, now)
+        except Exception:  # the database is away again: a restart sends them
+            log.exception("task %s: sending its queued jobs again failed", task_pk)
+        self.job_ended(task_pk)
 
     def job_ended_elsewhere(self, task_pk: int | None) -> None:
         """A runner in another process ended a job of `task_pk`; None: of some task, or
@@ -330,17 +352,18 @@ class Scheduler:
         the local pool it waited in died with the last server, and a broker may have
         lost it (Redis without persistence). A runner claims a job once, so one sent
         twice still runs once."""
-        count = 0
         now = self._clock()
-        for task in self._store.tasks_in(TaskState.RUNNING):
-            jobs = self._store.current_jobs(task.pk)
-            queued = [j for j in jobs if j.state is JobState.QUEUED]
-            if not queued:
-                continue
-            spec = self._spec_of(task)
-            outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
-            count += self._send(task, spec, queued, now, outputs)
-        return count
+        return sum(self._resend_queued(t, now) for t in self._store.tasks_in(TaskState.RUNNING))
+
+    def _resend_queued(self, task: Task, now: int) -> int:
+        """Hand the task's queued jobs to the executor again: how many it took."""
+        jobs = self._store.current_jobs(task.pk)
+        queued = [j for j in jobs if j.state is JobState.QUEUED]
+        if not queued:
+            return 0
+        spec = self._spec_of(task)
+        outputs = {j.service: j.outputs for j in jobs if j.stage == "build"}
+        return self._send(task, spec, queued, now, outputs)
 
     def _submit(self, job: JobRow, spec: JobSpec, now: int) -> bool:
         """Hand a queued job to the executor. One it would not take (a broker that is

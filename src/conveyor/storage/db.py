@@ -9,6 +9,7 @@ writer got there first, where an immediate one waits its turn.
 import contextlib
 import functools
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, Row
 
 AnyRow = Row[*tuple[Any, ...]]
+
+log = logging.getLogger("conveyor.db")
 
 SQLITE_BUSY_TIMEOUT_S = 30
 # SQLite's OperationalErrors that mean "not now" rather than "wrong" ("no such table").
@@ -205,6 +208,7 @@ def prepared_insert(
 
 
 _AFTER_COMMIT = "conveyor_after_commit"
+_DOOMED = "conveyor_doomed"
 
 
 def after_commit(conn: Connection, action: Callable[[], object]) -> None:
@@ -213,6 +217,40 @@ def after_commit(conn: Connection, action: Callable[[], object]) -> None:
     only writer (a log line written to a pipe) or must not be told of a change that did
     not happen."""
     conn.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+@contextlib.contextmanager
+def savepoint(conn: Connection) -> Iterator[None]:
+    """A part of the transaction of `conn` (a `Database.write`) that, if it raises, is
+    undone alone, with the after_commit actions it asked for; what came before it is
+    committed all the same. Where the database cannot undo the part alone (SQLite rolls
+    the whole transaction back on some errors, a full disk say; the connection is gone),
+    the transaction is doomed: `Database.write` raises instead of committing.
+
+    On the driver's connection: through SQLAlchemy (`begin_nested`) the statements cost
+    about 0.2 ms more, with SQLite's one writer held."""
+    actions = conn.info.setdefault(_AFTER_COMMIT, [])
+    before = len(actions)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        _doomed_unless(conn, cursor, "SAVEPOINT conveyor_part")
+        try:
+            yield
+        except BaseException:
+            del actions[before:]
+            _doomed_unless(conn, cursor, "ROLLBACK TO SAVEPOINT conveyor_part")
+            raise
+        _doomed_unless(conn, cursor, "RELEASE SAVEPOINT conveyor_part")
+    finally:
+        cursor.close()
+
+
+def _doomed_unless(conn: Connection, cursor: Any, statement: str) -> None:
+    try:
+        cursor.execute(statement)
+    except Exception as exc:
+        conn.info[_DOOMED] = exc
+        raise
 
 
 class Database:
@@ -311,11 +349,20 @@ class Database:
             info = conn.info
             try:
                 yield conn
+                doomed = info.pop(_DOOMED, None)
+                if doomed is not None:  # a part could not be undone alone (savepoint)
+                    raise doomed
             finally:
                 committed = info.pop(_AFTER_COMMIT, ())
-        # Reached only once the transaction has committed; outside the write lock.
+                info.pop(_DOOMED, None)
+        # Reached only once the transaction has committed; outside the write lock. Each
+        # on its own: the change is stored, and an action that fails must neither keep
+        # the others from running nor make the caller think it was not.
         for action in committed:
-            action()
+            try:
+                action()
+            except Exception:
+                log.exception("after a commit: %r failed", action)
 
     @contextlib.contextmanager
     def _sqlite_write(self) -> Iterator[Connection]:
