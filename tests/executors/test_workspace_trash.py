@@ -50,7 +50,11 @@ def test_what_a_crash_left_in_the_trash_goes_with_the_next_discard(tmp_path: Pat
 def test_without_rm_the_files_are_deleted_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_rm(*args: Any, **kwargs: Any) -> None:
+    real = subprocess.run
+
+    def no_rm(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        if argv[0] != "rm" or not all(Path(p).is_relative_to(tmp_path) for p in argv[3:]):
+            return real(argv, **kwargs)  # another thread's: not this test's to refuse
         raise FileNotFoundError("rm")
 
     monkeypatch.setattr(subprocess, "run", no_rm)
@@ -91,8 +95,13 @@ def test_what_rm_cannot_delete_is_logged_once_and_not_walked_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     given: list[list[str]] = []
+    real = subprocess.run
 
     def failing_rm(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        if not all(Path(p).is_relative_to(tmp_path) for p in argv[3:]):
+            # Another trash's (a job's of an earlier test, still draining in this
+            # process): not this one's to count.
+            return real(argv, **kwargs)
         given.append(argv[3:])
         return subprocess.CompletedProcess(
             argv, 1, b"", b"rm: cannot remove 'x': Permission denied\n"
