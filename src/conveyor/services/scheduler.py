@@ -145,8 +145,8 @@ class Scheduler:
         # sent must not find its task still marked) or rolled back. A thread that read
         # the task before would not see this job's end, nor a sibling's whose result
         # commits meanwhile.
+        tx.after_end(release)  # first: it cannot fail, and a rollback must release too
         tx.after_commit(release)
-        tx.after_end(release)
         try:
             with tx.undone_on_error():
                 task = tx.task(task_pk)

@@ -229,27 +229,29 @@ def savepoint(conn: Connection) -> Iterator[None]:
 
     On the driver's connection: through SQLAlchemy (`begin_nested`) the statements cost
     about 0.2 ms more, with SQLite's one writer held."""
-    actions = conn.info.setdefault(_AFTER_COMMIT, [])
+    # Taken now: a connection dropped in the part refuses even `info` later.
+    info = conn.info
+    actions = info.setdefault(_AFTER_COMMIT, [])
     before = len(actions)
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        _doomed_unless(conn, cursor, "SAVEPOINT conveyor_part")
+        _doomed_unless(info, cursor, "SAVEPOINT conveyor_part")
         try:
             yield
         except BaseException:
             del actions[before:]
-            _doomed_unless(conn, cursor, "ROLLBACK TO SAVEPOINT conveyor_part")
+            _doomed_unless(info, cursor, "ROLLBACK TO SAVEPOINT conveyor_part")
             raise
-        _doomed_unless(conn, cursor, "RELEASE SAVEPOINT conveyor_part")
+        _doomed_unless(info, cursor, "RELEASE SAVEPOINT conveyor_part")
     finally:
         cursor.close()
 
 
-def _doomed_unless(conn: Connection, cursor: Any, statement: str) -> None:
+def _doomed_unless(info: dict[Any, Any], cursor: Any, statement: str) -> None:
     try:
         cursor.execute(statement)
     except Exception as exc:
-        conn.info[_DOOMED] = exc
+        info[_DOOMED] = exc
         raise
 
 
