@@ -12,6 +12,7 @@ from conveyor.storage.db import (
     Database,
     PreparedWrite,
     after_commit,
+    after_end,
     json_value,
     prepared_insert,
     savepoint,
@@ -70,6 +71,21 @@ def test_what_waits_for_a_commit_runs_after_it_and_never_after_a_rollback(
     with database.write() as conn:  # and not again with the next transaction
         insert_sequence(conn, "next")
     assert ran == ["kept"]
+
+
+def test_what_waits_for_a_transactions_end_runs_after_a_commit_and_after_a_rollback(
+    database: Database,
+) -> None:
+    ran: list[str] = []
+    with database.write() as conn:
+        insert_sequence(conn, "kept")
+        after_end(conn, lambda: ran.append("end"))
+        after_commit(conn, lambda: ran.append("commit"))
+    assert ran == ["commit", "end"]
+    with pytest.raises(Boom), database.write() as conn:
+        after_end(conn, lambda: ran.append("end after rollback"))
+        raise Boom
+    assert ran == ["commit", "end", "end after rollback"]
 
 
 def test_an_action_after_a_commit_that_fails_stops_neither_the_others_nor_the_caller(

@@ -513,14 +513,14 @@ class Scheduler:
         for job in pending:
             if self._backoff.get(job.id, (0.0, 0.0))[0] > self._monotonic():
                 continue  # its last submit failed; not yet
-            if tx is not None:
-                if tx.move_job(job, JobState.QUEUED, now):
-                    queued = [replace(job, state=JobState.QUEUED)]
-                    tx.after_commit(functools.partial(self._send, task, spec, queued, now, outputs))
-                    started = True
-            elif self._store.move_job(job, JobState.QUEUED, now):
-                queued = [replace(job, state=JobState.QUEUED)]
+            if not (self._store if tx is None else tx).move_job(job, JobState.QUEUED, now):
+                continue
+            queued = [replace(job, state=JobState.QUEUED)]
+            if tx is None:
                 started = self._send(task, spec, queued, now, outputs) > 0 or started
+            else:
+                tx.after_commit(functools.partial(self._send, task, spec, queued, now, outputs))
+                started = True
         return started
 
     def _send(

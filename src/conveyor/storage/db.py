@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,7 @@ def prepared_insert(
 
 
 _AFTER_COMMIT = "conveyor_after_commit"
+_AFTER_END = "conveyor_after_end"
 _DOOMED = "conveyor_doomed"
 
 
@@ -217,6 +218,22 @@ def after_commit(conn: Connection, action: Callable[[], object]) -> None:
     only writer (a log line written to a pipe) or must not be told of a change that did
     not happen."""
     conn.info.setdefault(_AFTER_COMMIT, []).append(action)
+
+
+def after_end(conn: Connection, action: Callable[[], object]) -> None:
+    """Run `action` once the transaction of `conn` (a `Database.write`) has ended,
+    committed or rolled back, after the after_commit actions."""
+    conn.info.setdefault(_AFTER_END, []).append(action)
+
+
+def _run_each(actions: Iterable[Callable[[], object]], when: str) -> None:
+    # Each on its own: the transaction is over, and an action that fails must neither
+    # keep the others from running nor make the caller think the change was not stored.
+    for action in actions:
+        try:
+            action()
+        except Exception:
+            log.exception("%s: %r failed", when, action)
 
 
 @contextlib.contextmanager
@@ -345,26 +362,25 @@ class Database:
         with self._counting:
             self.writes_begun += 1
         transaction = self._writer.begin() if self._write_lock is None else self._sqlite_write()
-        with transaction as conn:
-            # Taken now: a connection the server dropped mid-transaction refuses even
-            # `info` later, and that error would hide the one that says why.
-            info = conn.info
-            try:
-                yield conn
-                doomed = info.pop(_DOOMED, None)
-                if doomed is not None:  # a part could not be undone alone (savepoint)
-                    raise doomed
-            finally:
-                committed = info.pop(_AFTER_COMMIT, ())
-                info.pop(_DOOMED, None)
-        # Reached only once the transaction has committed; outside the write lock. Each
-        # on its own: the change is stored, and an action that fails must neither keep
-        # the others from running nor make the caller think it was not.
-        for action in committed:
-            try:
-                action()
-            except Exception:
-                log.exception("after a commit: %r failed", action)
+        ended: list[Callable[[], object]] = []
+        try:
+            with transaction as conn:
+                # Taken now: a connection the server dropped mid-transaction refuses
+                # even `info` later, and that error would hide the one that says why.
+                info = conn.info
+                try:
+                    yield conn
+                    doomed = info.pop(_DOOMED, None)
+                    if doomed is not None:  # a part could not be undone alone (savepoint)
+                        raise doomed
+                finally:
+                    committed = info.pop(_AFTER_COMMIT, ())
+                    ended = info.pop(_AFTER_END, [])
+                    info.pop(_DOOMED, None)
+            # Reached only once the transaction has committed; outside the write lock.
+            _run_each(committed, "after a commit")
+        finally:
+            _run_each(ended, "after a transaction")
 
     @contextlib.contextmanager
     def _sqlite_write(self) -> Iterator[Connection]:

@@ -16,7 +16,14 @@ from sqlalchemy.engine import Connection
 from conveyor.domain.jobs import JobResult, JobRow
 from conveyor.domain.states import JobState, TaskState
 from conveyor.domain.tasks import Task, TaskSpec
-from conveyor.storage.db import Database, PreparedQuery, after_commit, json_value, savepoint
+from conveyor.storage.db import (
+    Database,
+    PreparedQuery,
+    after_commit,
+    after_end,
+    json_value,
+    savepoint,
+)
 from conveyor.storage.notify import notify_in
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task
@@ -233,30 +240,24 @@ class SqlJobStore:
         ended (reaped, say), the log's end is stored all the same. A result recorded is
         handed to `then` before the commit, for the task's next step to go with it."""
         recorded = {} if pid is None else {"pid": pid}
-        step: ResultTransaction | None = None
-        try:
-            with self._db.write() as conn:
-                if log_end is not None:
-                    log_end(conn)
-                done = move_job(
-                    conn,
-                    job_id,
-                    JobState.RUNNING,
-                    JobState(result.outcome.value),
-                    now,
-                    detail=result.detail,
-                    exit_code=result.exit_code,
-                    outputs=result.outputs or None,
-                    **recorded,
-                )
-                if done:
-                    notify_in(conn, job_id)
-                    if then is not None:
-                        step = ResultTransaction(self, conn)
-                        then(step)
-        finally:
-            if step is not None:
-                step.ended()
+        with self._db.write() as conn:
+            if log_end is not None:
+                log_end(conn)
+            done = move_job(
+                conn,
+                job_id,
+                JobState.RUNNING,
+                JobState(result.outcome.value),
+                now,
+                detail=result.detail,
+                exit_code=result.exit_code,
+                outputs=result.outputs or None,
+                **recorded,
+            )
+            if done:
+                notify_in(conn, job_id)
+                if then is not None:
+                    then(ResultTransaction(self, conn))
         return done
 
 
@@ -270,7 +271,6 @@ class ResultTransaction:
         self._store = store
         self._conn = conn
         self._dbapi: Any = conn.connection.dbapi_connection
-        self._on_end: list[Callable[[], object]] = []
 
     def task(self, task_pk: int) -> Task | None:
         rows = self._store._task_by_pk.rows(self._dbapi, {"task_pk": task_pk})
@@ -294,20 +294,10 @@ class ResultTransaction:
         after_commit(self._conn, action)
 
     def after_end(self, action: Callable[[], object]) -> None:
-        self._on_end.append(action)
+        after_end(self._conn, action)
 
     def undone_on_error(self) -> AbstractContextManager[None]:
         return savepoint(self._conn)
-
-    def ended(self) -> None:
-        # Each on its own: one that fails must not keep the others (a task's mark that
-        # it is being advanced, say) from running.
-        for action in self._on_end:
-            try:
-                action()
-            except Exception:
-                log.exception("after a job's result: %r failed", action)
-        self._on_end.clear()
 
 
 def _live_params(task_pk: int) -> dict[str, Any]:
