@@ -1,4 +1,5 @@
-"""GET by commitId through the real HTTP server, beside a bare route on the same server.
+"""GET by commitId, and a task's detail, through the real HTTP server, beside a bare
+route on the same server.
 
 Fills a database with N tasks (3 commits each), starts `conveyor serve` as its own
 process, then for each route measures latency (one connection, one request at a time)
@@ -218,10 +219,12 @@ def main() -> None:
             "hello (/healthz)": (["/healthz"], None),
             "lookup, full id": ([base + s for s in shas], token),
             "lookup, 8-char prefix": ([base + s[:8] for s in shas], token),
+            "task detail (status)": (detail_paths(args.tasks, 2000), token),
         }
         # Every lookup must find its task, or the numbers measure nothing.
-        check = asyncio.run(_check_found(port, routes["lookup, 8-char prefix"][0][:50], token))
-        assert check == 50, check
+        for name in ("lookup, 8-char prefix", "task detail (status)"):
+            check = asyncio.run(_check_found(port, routes[name][0][:50], token))
+            assert check == 50, (name, check)
         results = {}
         for name, (paths, tok) in routes.items():
             asyncio.run(latency(port, paths, tok, 300))  # warm-up
@@ -254,6 +257,17 @@ def main() -> None:
     (OUT / f"lookup-{backend}.json").write_text(json.dumps(results, indent=2))
 
 
+def detail_paths(n: int, k: int) -> list[str]:
+    """`GET /api/workflows/{name}/tasks/{id}` (what a client waiting on a task polls)
+    for `k` of the `n` tasks task_batches stores, at random."""
+    rng = random.Random(11)
+    pks = [rng.randint(1, n) for _ in range(k)]
+    return [
+        f"/api/workflows/{WORKFLOWS[pk % len(WORKFLOWS)]}/tasks/{pk // len(WORKFLOWS) + 1}"
+        for pk in pks
+    ]
+
+
 async def _check_found(port: int, paths: list[str], token: str) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     found = 0
@@ -264,7 +278,7 @@ async def _check_found(port: int, paths: list[str], token: str) -> int:
             int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:"
         )
         body = json.loads(await reader.readexactly(length))
-        found += len(body) >= 1
+        found += len(body) >= 1 if isinstance(body, list) else "task_id" in body
     writer.close()
     return found
 

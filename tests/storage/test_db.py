@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from conveyor.storage import db as db_module
 from conveyor.storage.db import (
     Database,
+    PreparedQuery,
     PreparedWrite,
     after_commit,
     after_end,
@@ -20,6 +21,7 @@ from conveyor.storage.db import (
 from conveyor.storage.tables import tasks
 from conveyor.storage.token_store import SqlTokenStore
 from tests.conftest import PG_URL
+from tests.storage.conftest import a_running_job
 
 
 def test_sqlite_runs_in_wal_with_foreign_keys(database: Database) -> None:
@@ -307,3 +309,28 @@ def test_reads_survive_the_server_dropping_every_connection(database: Database) 
     assert killed >= 1
     assert store.find_by_hash("0" * 64) is None
     assert store.find_by_hash("1" * 64) is None
+
+
+def test_reads_run_together_on_sqlite_see_one_snapshot(database: Database) -> None:
+    """A task's detail is four reads: a job ending between them must not show a task
+    still running beside a job that has passed (a client waiting on the first would
+    not see the end the second says happened)."""
+    if not database.is_sqlite:
+        pytest.skip("a snapshot across statements is SQLite's; PostgreSQL reads committed")
+    task_pk, _ = a_running_job(database)
+    state = sa.select(tasks.c.state).where(tasks.c.id == sa.bindparam("task_pk"))
+
+    class EndsTheTaskAfterItsRead(PreparedQuery):
+        def rows(self, dbapi_conn: object, params: dict[str, object]) -> list[tuple[object, ...]]:
+            found = super().rows(dbapi_conn, params)
+            with database.write() as conn:
+                conn.execute(tasks.update().where(tasks.c.id == task_pk).values(state="passed"))
+            return found
+
+    dialect = database.engine.dialect
+    first, second = database.read_together(
+        [EndsTheTaskAfterItsRead(state, dialect), PreparedQuery(state, dialect)],
+        {"task_pk": task_pk},
+    )
+    assert first == second == [("running",)]
+    assert database.read_rows(PreparedQuery(state, dialect), {"task_pk": task_pk}) == [("passed",)]

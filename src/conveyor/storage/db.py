@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,17 +334,33 @@ class Database:
         ROLLBACK). The pool does not ping connections on checkout; a read that finds its
         connection dead (the server restarted) drops it and runs once more.
         """
+        return self.read_together((query,), params)[0]
+
+    def read_together(
+        self, queries: Sequence[PreparedQuery], params: dict[str, Any]
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run prepared reads that take the same parameters on one connection, as
+        read_rows runs one. On SQLite they share one snapshot (a read transaction:
+        none of them sees a write the others do not); on PostgreSQL each statement has
+        its own, as in the READ COMMITTED transaction they would otherwise take."""
+        snapshot = self.is_sqlite and len(queries) > 1
         for attempt in (1, 2):
             conn = self.engine.raw_connection()
-            dbapi_conn = conn.dbapi_connection
+            dbapi_conn: Any = conn.dbapi_connection
             try:
                 if not self.is_sqlite:
-                    dbapi_conn.autocommit = True  # type: ignore[union-attr]
+                    dbapi_conn.autocommit = True
                 try:
-                    return query.rows(dbapi_conn, params)
+                    if not snapshot:
+                        return [query.rows(dbapi_conn, params) for query in queries]
+                    dbapi_conn.execute("BEGIN")
+                    try:
+                        return [query.rows(dbapi_conn, params) for query in queries]
+                    finally:
+                        dbapi_conn.rollback()
                 finally:
-                    if not self.is_sqlite and not dbapi_conn.closed:  # type: ignore[union-attr]
-                        dbapi_conn.autocommit = False  # type: ignore[union-attr]
+                    if not self.is_sqlite and not dbapi_conn.closed:
+                        dbapi_conn.autocommit = False
             except self.engine.dialect.loaded_dbapi.Error as exc:
                 if attempt == 2 or not self.engine.dialect.is_disconnect(exc, dbapi_conn, None):
                     raise

@@ -127,7 +127,8 @@ class SqlJobStore:
         with self._db.write() as conn:
             if not move_task(conn, task, TaskState.RUNNING, now, self._outbox):
                 return None
-            current = [_job(r) for r in conn.execute(_CURRENT_JOBS, {"task_pk": task.pk})]
+            dbapi_conn = conn.connection.dbapi_connection
+            current = [_job(r) for r in self._current_jobs.rows(dbapi_conn, {"task_pk": task.pk})]
             pending = [j for j in current if j.stage == "build" and j.state is JobState.PENDING]
             return [
                 replace(job, state=JobState.QUEUED)

@@ -70,22 +70,54 @@ TASK_COLUMNS = (
     tasks.c.end_time,
 )
 
-# A task's detail (the status route every client polls), built once: parameters come
-# with each execution, so SQLAlchemy neither builds them nor computes their cache keys
-# again. (The create path's writes are PreparedWrites: prepared_insert.)
-_DETAIL_TASK = sa.select(*TASK_COLUMNS, tasks.c.created_by).where(
-    tasks.c.workflow_name == sa.bindparam("workflow_name"),
-    tasks.c.task_id == sa.bindparam("task_id"),
+# A task's detail (the status route every client polls, `conveyor task wait` too): four
+# reads with the same parameters, compiled once and run on the driver's connection in
+# one snapshot (Database.read_together: about 100 against 500 us through Core).
+_DETAIL_PK = (
+    sa.select(tasks.c.id)
+    .where(
+        tasks.c.workflow_name == sa.bindparam("workflow_name"),
+        tasks.c.task_id == sa.bindparam("task_id"),
+    )
+    .scalar_subquery()
 )
+_DETAIL_TASK = sa.select(*TASK_COLUMNS, tasks.c.created_by).where(tasks.c.id == _DETAIL_PK)
 _DETAIL_COMMITS = (
-    sa.select(task_commits)
-    .where(task_commits.c.task_pk == sa.bindparam("task_pk"))
+    sa.select(
+        task_commits.c.service,
+        task_commits.c.repo_name,
+        task_commits.c.kind,
+        task_commits.c.ref,
+        task_commits.c.commit_sha,
+    )
+    .where(task_commits.c.task_pk == _DETAIL_PK)
     .order_by(task_commits.c.id)
 )
-_DETAIL_JOBS = sa.select(jobs).where(jobs.c.task_pk == sa.bindparam("task_pk")).order_by(jobs.c.id)
-_DETAIL_ATTEMPTS = (
-    sa.select(attempts)
-    .where(attempts.c.task_pk == sa.bindparam("task_pk"))
+_DETAIL_JOBS = (  # JobView's fields, in order
+    sa.select(
+        jobs.c.id,
+        jobs.c.attempt,
+        jobs.c.stage,
+        jobs.c.service,
+        jobs.c.state,
+        jobs.c.start_time,
+        jobs.c.end_time,
+        jobs.c.exit_code,
+        jobs.c.detail,
+    )
+    .where(jobs.c.task_pk == _DETAIL_PK)
+    .order_by(jobs.c.id)
+)
+_DETAIL_ATTEMPTS = (  # AttemptView's fields, in order
+    sa.select(
+        attempts.c.number,
+        attempts.c.requested_by,
+        attempts.c.create_time,
+        attempts.c.start_time,
+        attempts.c.end_time,
+        attempts.c.state,
+    )
+    .where(attempts.c.task_pk == _DETAIL_PK)
     .order_by(attempts.c.number)
 )
 _NEXT_TASK_ID = {
@@ -416,6 +448,8 @@ class SqlTaskStore:
         # Compiled once per (exact id or prefix, how many workflows the caller may view,
         # whether a token must be valid for any row).
         self._lookups: dict[tuple[bool, int | None, bool], PreparedQuery] = {}
+        details = (_DETAIL_TASK, _DETAIL_COMMITS, _DETAIL_JOBS, _DETAIL_ATTEMPTS)
+        self._detail = [PreparedQuery(stmt, db.engine.dialect) for stmt in details]
 
     def _lookup(self, exact: bool, n_workflows: int | None, gated: bool) -> PreparedQuery:
         key = (exact, n_workflows, gated)
@@ -544,39 +578,18 @@ class SqlTaskStore:
         return self._lookup(exact, n_workflows, token is not None), params
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
-        with self._db.read() as conn:
-            found = {"workflow_name": workflow_name, "task_id": task_id}
-            row = conn.execute(_DETAIL_TASK, found).one_or_none()
-            if row is None:
-                return None
-            commits = conn.execute(_DETAIL_COMMITS, {"task_pk": row.id}).all()
-            job_rows = conn.execute(_DETAIL_JOBS, {"task_pk": row.id}).all()
-            attempt_rows = conn.execute(_DETAIL_ATTEMPTS, {"task_pk": row.id}).all()
+        found = {"workflow_name": workflow_name, "task_id": task_id}
+        [task_rows, commits, job_rows, attempt_rows] = self._db.read_together(self._detail, found)
+        if not task_rows:
+            return None
+        row = task_rows[0]
         return TaskDetail(
             task=task_from_row(row),
-            created_by=row.created_by,
+            created_by=row[len(TASK_COLUMNS)],
             commits=tuple(
-                CommitMatch(c.service, c.repo_name, RefKind(c.kind), c.ref, c.commit_sha)
-                for c in commits
+                CommitMatch(service, repo, RefKind(kind), ref, sha)
+                for service, repo, kind, ref, sha in commits
             ),
-            jobs=tuple(
-                JobView(
-                    j.id,
-                    j.attempt,
-                    j.stage,
-                    j.service,
-                    j.state,
-                    j.start_time,
-                    j.end_time,
-                    j.exit_code,
-                    j.detail,
-                )
-                for j in job_rows
-            ),
-            attempts=tuple(
-                AttemptView(
-                    a.number, a.requested_by, a.create_time, a.start_time, a.end_time, a.state
-                )
-                for a in attempt_rows
-            ),
+            jobs=tuple(JobView(*j) for j in job_rows),
+            attempts=tuple(AttemptView(*a) for a in attempt_rows),
         )
