@@ -36,6 +36,7 @@ from conveyor.services.notifications import NotificationService
 from conveyor.services.ports import Clock, Executor, LogStore, RefResolver
 from conveyor.services.reconciler import OrphanSweeper, reconcile_dead_runners
 from conveyor.services.scheduler import Scheduler
+from conveyor.services.status_reads import StatusReads
 from conveyor.services.task_ends import AllTaskEvents, TaskEnds
 from conveyor.services.tasks import TaskService
 from conveyor.settings import Config
@@ -79,6 +80,7 @@ class Container:
     # PostgreSQL: the lookup by commit's reads on the event loop (ADR 0004).
     async_reads: AsyncReads | None = None
     commit_lookup: CommitLookup | None = None
+    status_reads: StatusReads | None = None
 
     def start(self) -> None:
         """Reconcile what a previous server left running, then start scheduling and
@@ -225,17 +227,15 @@ def build_container(
     token_store = SqlTokenStore(db)
     tokens = TokenService(token_store, config.roles, clock)
     async_reads = None if db.is_sqlite else AsyncReads(db)
+    on_loop = None if async_reads is None else SqlAsyncLookups(async_reads, token_store, task_store)
     return Container(
         config=config,
         db=db,
         tasks=tasks,
         tokens=tokens,
         async_reads=async_reads,
-        commit_lookup=None
-        if async_reads is None
-        else CommitLookup(
-            tokens, tasks, SqlAsyncLookups(async_reads, token_store, task_store), clock
-        ),
+        commit_lookup=None if on_loop is None else CommitLookup(tokens, tasks, on_loop, clock),
+        status_reads=None if on_loop is None else StatusReads(tokens, tasks, on_loop),
         jobs=jobs,
         scheduler=scheduler,
         executor=executor,

@@ -149,3 +149,8 @@ def test_a_revoked_token_sees_nothing_of_what_was_read_beside_it(
 def test_postgres_serves_the_lookup_from_the_event_loop(container: Container) -> None:
     """So that the PostgreSQL run of this file covers that path (ADR 0004)."""
     assert (container.commit_lookup is None) == container.db.is_sqlite
+
+
+def test_postgres_serves_a_tasks_detail_from_the_event_loop(container: Container) -> None:
+    """So that the PostgreSQL run of the detail's tests covers that path (ADR 0004)."""
+    assert (container.status_reads is None) == container.db.is_sqlite

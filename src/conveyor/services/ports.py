@@ -239,7 +239,8 @@ class NoTaskEvents:
 
 
 class AsyncLookups(Protocol):
-    """The lookup by commit's reads, run on the event loop (PostgreSQL: ADR 0004)."""
+    """The API's hot reads (the lookup by commit, a task's detail), run on the event loop
+    (PostgreSQL: ADR 0004)."""
 
     async def token(self, token_hash: str) -> tuple[TokenInfo, str] | None:
         """The token with this hash and its stored hash, if any."""
@@ -256,4 +257,8 @@ class AsyncLookups(Protocol):
         self, commit_prefix: str, workflows: frozenset[str], limit: int
     ) -> list[TaskWithCommits]:
         """The tasks of these workflows that built the commit."""
+        ...
+
+    async def task_detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
+        """The task with its commits, jobs and attempts (TaskStore.detail)."""
         ...

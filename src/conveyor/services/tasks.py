@@ -491,9 +491,16 @@ class TaskService:
     # -- detail and logs ------------------------------------------------------------
 
     def detail(self, principal: Principal, workflow_name: str, task_id: int) -> TaskDetail:
+        self.check_detail(principal, workflow_name)
+        return self.detail_found(self._store.detail(workflow_name, task_id), workflow_name, task_id)
+
+    def check_detail(self, principal: Principal, workflow_name: str) -> None:
+        """What `detail` checks before it reads: the permission, and the workflow."""
         self._auth.require(principal, "task:view", workflow_name)
         self._workflow(workflow_name, "name")
-        found = self._store.detail(workflow_name, task_id)
+
+    @staticmethod
+    def detail_found(found: TaskDetail | None, workflow_name: str, task_id: int) -> TaskDetail:
         if found is None:
             raise TaskNotFound(f"no task {task_id} in workflow {workflow_name!r}")
         return found

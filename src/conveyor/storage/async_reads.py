@@ -9,15 +9,22 @@ on another loop (tests start several) gets its own.
 
 import asyncio
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from conveyor.domain.principals import TokenInfo
-from conveyor.domain.views import TaskWithCommits
+from conveyor.domain.views import TaskDetail, TaskWithCommits
 from conveyor.storage.db import Database, PreparedQuery
-from conveyor.storage.task_store import SqlTaskStore, lookups_of, lookups_with_token
+from conveyor.storage.task_store import (
+    SqlTaskStore,
+    detail_of,
+    detail_params,
+    lookups_of,
+    lookups_with_token,
+)
 from conveyor.storage.token_store import SqlTokenStore, token_of
 
 # Per event loop: requests beyond this many wait for a connection, so a flood of
@@ -52,6 +59,14 @@ class AsyncReads:
     async def rows(self, read: Read) -> list[tuple[Any, ...]]:
         """The read's rows. When the server dropped the connection (it restarted), every
         idle one is dropped too and the read runs once more on a new connection."""
+        query, params = read
+        return (await self.rows_together([query], params))[0]
+
+    async def rows_together(
+        self, queries: Sequence[PreparedQuery], params: dict[str, Any]
+    ) -> list[list[tuple[Any, ...]]]:
+        """The rows of reads that take the same parameters, one after the other on one
+        connection (each its own statement: READ COMMITTED, as Database.read_together)."""
         loop = asyncio.get_running_loop()
         mine = self._loops.get(loop)
         if mine is None:
@@ -60,7 +75,7 @@ class AsyncReads:
             for attempt in (1, 2):
                 conn, opened = await self._connection(mine, fresh=attempt == 2)
                 try:
-                    found = await _run(conn, read)
+                    found = await _run_together(conn, queries, params)
                 except psycopg.OperationalError:
                     dropped = conn.broken
                     await conn.close()
@@ -102,6 +117,18 @@ class AsyncReads:
         mine.idle.clear()
 
 
+async def _run_together(
+    conn: _Conn, queries: Sequence[PreparedQuery], params: dict[str, Any]
+) -> list[list[tuple[Any, ...]]]:
+    if len(queries) == 1:
+        return [await _run(conn, (queries[0], params))]
+    # Several statements sent at once and answered at once: one round trip, not one
+    # each (a pipeline's bookkeeping costs less than the round trips it saves here).
+    async with conn.pipeline():
+        cursors = [await conn.execute(q.sql, q.arguments(params)) for q in queries]
+    return [list(await cursor.fetchall()) for cursor in cursors]
+
+
 async def _run(conn: _Conn, read: Read) -> list[tuple[Any, ...]]:
     query, params = read
     cursor = await conn.execute(query.sql, query.arguments(params))
@@ -131,4 +158,10 @@ class SqlAsyncLookups:
     ) -> list[TaskWithCommits]:
         return lookups_of(
             await self._reads.rows(self._tasks.by_commit(commit_prefix, workflows, limit))
+        )
+
+    async def task_detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
+        reads = self._tasks.detail_reads
+        return detail_of(
+            await self._reads.rows_together(reads, detail_params(workflow_name, task_id))
         )

@@ -449,7 +449,8 @@ class SqlTaskStore:
         # whether a token must be valid for any row).
         self._lookups: dict[tuple[bool, int | None, bool], PreparedQuery] = {}
         details = (_DETAIL_TASK, _DETAIL_COMMITS, _DETAIL_JOBS, _DETAIL_ATTEMPTS)
-        self._detail = [PreparedQuery(stmt, db.engine.dialect) for stmt in details]
+        # A task's detail: four reads of detail_params, whose rows detail_of makes one.
+        self.detail_reads = [PreparedQuery(stmt, db.engine.dialect) for stmt in details]
 
     def _lookup(self, exact: bool, n_workflows: int | None, gated: bool) -> PreparedQuery:
         key = (exact, n_workflows, gated)
@@ -578,18 +579,28 @@ class SqlTaskStore:
         return self._lookup(exact, n_workflows, token is not None), params
 
     def detail(self, workflow_name: str, task_id: int) -> TaskDetail | None:
-        found = {"workflow_name": workflow_name, "task_id": task_id}
-        [task_rows, commits, job_rows, attempt_rows] = self._db.read_together(self._detail, found)
-        if not task_rows:
-            return None
-        row = task_rows[0]
-        return TaskDetail(
-            task=task_from_row(row),
-            created_by=row[len(TASK_COLUMNS)],
-            commits=tuple(
-                CommitMatch(service, repo, RefKind(kind), ref, sha)
-                for service, repo, kind, ref, sha in commits
-            ),
-            jobs=tuple(JobView(*j) for j in job_rows),
-            attempts=tuple(AttemptView(*a) for a in attempt_rows),
-        )
+        found = self._db.read_together(self.detail_reads, detail_params(workflow_name, task_id))
+        return detail_of(found)
+
+
+def detail_params(workflow_name: str, task_id: int) -> dict[str, Any]:
+    """The parameters of SqlTaskStore.detail_reads."""
+    return {"workflow_name": workflow_name, "task_id": task_id}
+
+
+def detail_of(found: Sequence[Sequence[tuple[Any, ...]]]) -> TaskDetail | None:
+    """The detail from the rows of SqlTaskStore.detail_reads, in their order."""
+    task_rows, commits, job_rows, attempt_rows = found
+    if not task_rows:
+        return None
+    row = task_rows[0]
+    return TaskDetail(
+        task=task_from_row(row),
+        created_by=row[len(TASK_COLUMNS)],
+        commits=tuple(
+            CommitMatch(service, repo, RefKind(kind), ref, sha)
+            for service, repo, kind, ref, sha in commits
+        ),
+        jobs=tuple(JobView(*j) for j in job_rows),
+        attempts=tuple(AttemptView(*a) for a in attempt_rows),
+    )

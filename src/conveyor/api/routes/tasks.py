@@ -18,6 +18,7 @@ from conveyor.api.deps import (
     TASK_ID,
     WORKFLOW_NAME,
     authenticate,
+    authorization,
     commit_json,
     container,
     error_responses,
@@ -31,6 +32,7 @@ from conveyor.api.deps import (
 from conveyor.api.links import commit_links
 from conveyor.api.schemas import TaskDetailOut, TaskListOut, WorkflowDetailOut, WorkflowOut
 from conveyor.domain.errors import InvalidParam
+from conveyor.domain.principals import Principal
 from conveyor.domain.states import (
     RESTARTABLE_TASK_STATES,
     TERMINAL_JOB_STATES,
@@ -40,7 +42,7 @@ from conveyor.domain.states import (
     public_status,
 )
 from conveyor.domain.tasks import Task
-from conveyor.domain.views import TaskWithCommits
+from conveyor.domain.views import TaskDetail, TaskWithCommits
 from conveyor.services.tasks import LOG_CHUNK
 
 router = APIRouter(prefix="/api/workflows", tags=["task detail"])
@@ -262,7 +264,7 @@ def list_tasks(request: Request) -> JSONResponse:
 async def task_detail(request: Request) -> JSONResponse:
     ends = container(request).task_ends
     since = ends.sequence()  # an end after this is one the first read may have missed
-    body, done, wait_s = await run_read(request, _task_detail)
+    body, done, wait_s = await _read_detail(request)
     if done or wait_s == 0:
         return JSONResponse(body)
     loop = asyncio.get_running_loop()
@@ -276,7 +278,7 @@ async def task_detail(request: Request) -> JSONResponse:
             if ends.stopping or await request.is_disconnected():
                 break
             ended.clear()  # a restart may follow the end: wait for the next one then
-            body, done, _ = await run_read(request, _task_detail)
+            body, done, _ = await _read_detail(request)
     return JSONResponse(body)
 
 
@@ -290,13 +292,37 @@ def _wait_seconds(raw: str | None) -> float:
     return seconds
 
 
-def _task_detail(request: Request) -> tuple[dict[str, Any], bool, float]:
-    """The task's detail, whether it has ended, and how long the client would wait."""
-    c = container(request)
-    principal = authenticate(request)
+async def _read_detail(request: Request) -> tuple[dict[str, Any], bool, float]:
+    """The task's detail, whether it has ended, and how long the client would wait: on
+    PostgreSQL for a token, read on the event loop (StatusReads, ADR 0004)."""
+    reads = container(request).status_reads
+    header = authorization(request)
+    if reads is None or header is None:
+        return await run_read(request, _task_detail)
+    principal = await reads.principal(header)
+    wait_s, name, task_id = _detail_params(request)
+    return _detail_body(request, principal, await reads.detail(principal, name, task_id), wait_s)
+
+
+def _detail_params(request: Request) -> tuple[float, str, int]:
+    """How long the client would wait, the workflow and the task id: read after the
+    caller is authenticated, as their errors are told only to one who is."""
     wait_s = _wait_seconds(request.query_params.get("wait"))
-    name = request.path_params["name"]
-    found = c.tasks.detail(principal, name, task_id_from_path(request.path_params["id"]))
+    return wait_s, request.path_params["name"], task_id_from_path(request.path_params["id"])
+
+
+def _task_detail(request: Request) -> tuple[dict[str, Any], bool, float]:
+    principal = authenticate(request)
+    wait_s, name, task_id = _detail_params(request)
+    found = container(request).tasks.detail(principal, name, task_id)
+    return _detail_body(request, principal, found, wait_s)
+
+
+def _detail_body(
+    request: Request, principal: Principal, found: TaskDetail, wait_s: float
+) -> tuple[dict[str, Any], bool, float]:
+    c = container(request)
+    name = found.task.workflow_name
     task = found.task
     base = f"/api/workflows/{name}/tasks/{task.task_id}"
     body: dict[str, Any] = {
