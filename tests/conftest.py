@@ -19,6 +19,26 @@ PG_URL = os.environ.get("CONVEYOR_TEST_DATABASE_URL")
 
 pytest_plugins = ["tests.fixtures", "tests.hooks.fake_gitlab"]
 
+
+def drop_connections(database: Database) -> int:
+    """Terminate every PostgreSQL connection to `database`'s database (as a restart of
+    the server would): how many there were."""
+    admin = sa.create_engine(PG_URL or "", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": database.engine.url.database},
+                ).scalar_one()
+            )
+    finally:
+        admin.dispose()
+
+
 # Tests of what never touches a database: the PostgreSQL run of the suite would only
 # repeat them.
 _NO_DATABASE = ("executors", "scm", "domain")

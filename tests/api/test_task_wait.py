@@ -5,11 +5,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from conveyor.wiring import Container
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, drop_connections
 from tests.fixtures import WF, Headers, create_body
 
 CREATE = "/api/directory/workflowTask/create"
@@ -90,16 +89,6 @@ def test_the_detail_survives_the_database_dropping_its_connections(
     """On PostgreSQL the detail is read on the event loop's own connections (ADR 0004): a
     restart of the database leaves them dead, and the next read opens a new one."""
     assert client.get(DETAIL, headers=admin).json()["task_id"] == task
-    admin_engine = sa.create_engine(PG_URL or "", isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        killed = conn.execute(
-            sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"
-            ),
-            {"db": container.db.engine.url.database},
-        ).scalar_one()
-    admin_engine.dispose()
-    assert killed >= 1
+    assert drop_connections(container.db) >= 1
     r = client.get(DETAIL, headers=admin)
     assert (r.status_code, r.json()["task_id"]) == (200, task)

@@ -20,7 +20,7 @@ from conveyor.storage.db import (
 )
 from conveyor.storage.tables import tasks
 from conveyor.storage.token_store import SqlTokenStore
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, drop_connections
 from tests.storage.conftest import a_running_job
 
 
@@ -296,17 +296,7 @@ def test_reads_survive_the_server_dropping_every_connection(database: Database) 
     for conn in held:
         conn.close()  # back to the pool: three live connections now idle there
     assert store.find_by_hash("0" * 64) is None
-    admin = sa.create_engine(PG_URL or "", isolation_level="AUTOCOMMIT")
-    with admin.connect() as admin_conn:
-        killed = admin_conn.execute(
-            sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = :db AND pid <> pg_backend_pid()"
-            ),
-            {"db": database.engine.url.database},
-        ).scalar_one()
-    admin.dispose()
-    assert killed >= 1
+    assert drop_connections(database) >= 1
     assert store.find_by_hash("0" * 64) is None
     assert store.find_by_hash("1" * 64) is None
 
