@@ -65,7 +65,7 @@ class AsyncReads:
     async def rows_together(
         self, queries: Sequence[PreparedQuery], params: dict[str, Any]
     ) -> list[list[tuple[Any, ...]]]:
-        """The rows of reads that take the same parameters, one after the other on one
+        """The rows of reads that take the same parameters, sent together on one
         connection (each its own statement: READ COMMITTED, as Database.read_together)."""
         loop = asyncio.get_running_loop()
         mine = self._loops.get(loop)
