@@ -3,8 +3,9 @@
 The lookup by commit reads the token and the tasks. Through the sync pool each read is
 handed to a thread and back; here both are one statement on an asyncio connection: one
 round trip, no thread, and no pipeline (whose bookkeeping cost more CPU than the second
-statement it saved). Connections belong to the event loop that opened them; a request
-on another loop (tests start several) gets its own.
+statement it saved). A task's detail is four statements: those are sent together in a
+pipeline, one round trip instead of four. Connections belong to the event loop that
+opened them; a request on another loop (tests start several) gets its own.
 """
 
 import asyncio

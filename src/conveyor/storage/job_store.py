@@ -27,7 +27,7 @@ from conveyor.storage.db import (
 from conveyor.storage.notify import notify_in
 from conveyor.storage.outbox import NO_OUTBOX, Outbox
 from conveyor.storage.state_changes import move_job, move_task
-from conveyor.storage.tables import jobs, tasks
+from conveyor.storage.tables import BigId, jobs, tasks
 from conveyor.storage.task_store import TASK_COLUMNS, latest_jobs, task_from_row
 
 log = logging.getLogger("conveyor.runner")
@@ -56,7 +56,7 @@ def _job(row: Sequence[Any]) -> JobRow:
 
 # The scheduler's and the runners' reads, a few per job: compiled once and run on the
 # DBAPI connection (PreparedQuery: 10-20 against 100-300 us each through Core).
-_CURRENT_JOBS = latest_jobs(sa.bindparam("task_pk", type_=sa.Integer), *_JOB_COLUMNS).order_by(
+_CURRENT_JOBS = latest_jobs(sa.bindparam("task_pk", type_=BigId), *_JOB_COLUMNS).order_by(
     jobs.c.id
 )
 _HAS_LIVE_JOBS = (

@@ -1,0 +1,43 @@
+"""PostgreSQL reads on the event loop: several sent together, and a restart survived."""
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conveyor.storage.async_reads import AsyncReads
+from conveyor.storage.db import Database, PreparedQuery
+from conveyor.storage.tables import jobs, tasks
+from tests.conftest import PG_URL, drop_connections
+from tests.storage.conftest import a_running_job
+
+pytestmark = pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+
+
+def test_reads_sent_together_survive_the_server_dropping_the_connection(
+    database: Database,
+) -> None:
+    """The first statement of the pipeline meets the dead connection: the reads run again
+    on a new one, and each read's rows come back in its place."""
+    task_pk, job_id = a_running_job(database)
+    dialect = database.engine.dialect
+    task_state = PreparedQuery(
+        sa.select(tasks.c.state).where(tasks.c.id == sa.bindparam("task_pk")), dialect
+    )
+    job_ids = PreparedQuery(
+        sa.select(jobs.c.id).where(jobs.c.task_pk == sa.bindparam("task_pk")), dialect
+    )
+    reads = AsyncReads(database)
+
+    async def before_and_after_a_restart() -> list[Any]:
+        try:
+            found = [await reads.rows_together([task_state, job_ids], {"task_pk": task_pk})]
+            assert drop_connections(database) >= 1  # the idle one the next reads take
+            found.append(await reads.rows_together([task_state, job_ids], {"task_pk": task_pk}))
+            return found
+        finally:
+            await reads.close()
+
+    before, after = asyncio.run(before_and_after_a_restart())
+    assert before == after == [[("running",)], [(job_id,)]]
