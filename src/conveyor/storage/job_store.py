@@ -56,9 +56,7 @@ def _job(row: Sequence[Any]) -> JobRow:
 
 # The scheduler's and the runners' reads, a few per job: compiled once and run on the
 # DBAPI connection (PreparedQuery: 10-20 against 100-300 us each through Core).
-_CURRENT_JOBS = latest_jobs(sa.bindparam("task_pk", type_=BigId), *_JOB_COLUMNS).order_by(
-    jobs.c.id
-)
+_CURRENT_JOBS = latest_jobs(sa.bindparam("task_pk", type_=BigId), *_JOB_COLUMNS).order_by(jobs.c.id)
 _HAS_LIVE_JOBS = (
     sa.select(jobs.c.id)
     .where(
