@@ -125,8 +125,7 @@ class SqlJobStore:
         with self._db.write() as conn:
             if not move_task(conn, task, TaskState.RUNNING, now, self._outbox):
                 return None
-            dbapi_conn = conn.connection.dbapi_connection
-            current = [_job(r) for r in self._current_jobs.rows(dbapi_conn, {"task_pk": task.pk})]
+            current = self.current_jobs_in(conn.connection.dbapi_connection, task.pk)
             pending = [j for j in current if j.stage == "build" and j.state is JobState.PENDING]
             return [
                 replace(job, state=JobState.QUEUED)
@@ -157,6 +156,11 @@ class SqlJobStore:
     def current_jobs(self, task_pk: int) -> list[JobRow]:
         """The latest row of each (stage, service): what the task's status is made of."""
         return [_job(r) for r in self._db.read_rows(self._current_jobs, {"task_pk": task_pk})]
+
+    def current_jobs_in(self, dbapi_conn: Any, task_pk: int) -> list[JobRow]:
+        """current_jobs, read on the driver's connection of an open write transaction
+        (which sees what that transaction has written)."""
+        return [_job(r) for r in self._current_jobs.rows(dbapi_conn, {"task_pk": task_pk})]
 
     def has_live_jobs(self, task_pk: int) -> bool:
         """Any job of the task queued for or held by a runner, of any attempt."""
@@ -276,7 +280,7 @@ class ResultTransaction:
         return task_from_row(rows[0]) if rows else None
 
     def current_jobs(self, task_pk: int) -> list[JobRow]:
-        return [_job(r) for r in self._store._current_jobs.rows(self._dbapi, {"task_pk": task_pk})]
+        return self._store.current_jobs_in(self._dbapi, task_pk)
 
     def has_live_jobs(self, task_pk: int) -> bool:
         return bool(self._store._has_live_jobs.rows(self._dbapi, _live_params(task_pk)))
