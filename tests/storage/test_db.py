@@ -1,5 +1,6 @@
 """The engine: SQLite pragmas, write transactions, and reads that survive a restart."""
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -283,10 +284,80 @@ def test_sqlite_locked_by_another_process_is_the_error_callers_retry_on(
     try:
         with pytest.raises(sa.exc.OperationalError, match="database is locked"):
             insert_sequence_in(database, "w")
-    finally:
         holder.execute("ROLLBACK")
+        with database.write() as conn:  # the file's writer is free again: so is this one
+            conn.exec_driver_sql("CREATE TABLE scratch (x INTEGER)")
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
         holder.close()
         database.dispose()
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM scratch").fetchall() == [(0,)]
+
+
+def writer_connection(database: Database) -> object:
+    with database.write() as conn:
+        conn.exec_driver_sql("UPDATE workflow_sequences SET last_task_id = last_task_id + 1")
+        return conn.connection.dbapi_connection
+
+
+def test_sqlite_writes_take_turns_on_one_connection_and_go_on_after_a_failed_one(
+    database: Database,
+) -> None:
+    if not database.is_sqlite:
+        pytest.skip("SQLite's one writer; this run is on PostgreSQL")
+    # One connection for every write of the process keeps its page cache warm: a write
+    # on a connection another one wrote through since rereads every page it needs.
+    # Writers that wait for each other used to wait holding a connection each.
+    start = threading.Barrier(4)
+    seen: list[object] = []
+
+    def write_often() -> None:
+        start.wait()
+        for _ in range(10):
+            seen.append(writer_connection(database))
+
+    threads = [threading.Thread(target=write_often) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 40
+    assert all(conn is seen[0] for conn in seen)
+    with pytest.raises(Boom), database.write() as conn:
+        insert_sequence(conn, "lost")
+        raise Boom
+    # After a failure the connection is given back to the pool, which resets it; the
+    # next write takes one from there, and works.
+    insert_sequence_in(database, "kept")
+    with database.read() as conn:
+        names = conn.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
+        assert list(names) == ["kept"]
+
+
+def test_a_forked_child_writes_on_a_connection_of_its_own(database: Database) -> None:
+    if not database.is_sqlite:
+        pytest.skip("SQLite's one writer; this run is on PostgreSQL")
+    # A prefork worker inherits the parent's Database: the parent's SQLite connection
+    # must be neither used nor closed in the child.
+    insert_sequence_in(database, "parent")
+    parents = writer_connection(database)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        code = 1
+        try:
+            insert_sequence_in(database, "child")
+            code = 2 if writer_connection(database) is parents else 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0  # 2: it wrote on the parent's
+    insert_sequence_in(database, "parent again")
+    assert writer_connection(database) is parents
+    with database.read() as conn:
+        names = conn.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
+        assert sorted(names) == ["child", "parent", "parent again"]
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -35,8 +36,9 @@ POOL_SIZE = 20
 POOL_OVERFLOW = 20
 WRITE_POOL_SIZE = 10
 WRITE_POOL_OVERFLOW = 10
-# Every thread that may write at once: requests, runners, the scheduler, heartbeats.
-SQLITE_WRITE_POOL = (WRITE_POOL_SIZE, 60)
+# SQLite's writes take one connection in turn (Database._sqlite_write); a nested write
+# (it fails on the busy timeout) or the one after a failure takes another.
+SQLITE_WRITE_POOL = (1, 10)
 
 
 def _prepare_sqlite(engine: Engine) -> None:
@@ -291,11 +293,14 @@ class Database:
         # timeout still covers writers in other processes (the CLI, say). Reentrant, so
         # a nested write fails on SQLite's timeout as it always has, not in a deadlock.
         self._write_lock: threading.RLock | None = None
+        # SQLite: the one connection every write of this process takes in turn (see
+        # _sqlite_write), with the pid that opened it; None until the first write.
+        self._held: tuple[Connection, int] | None = None
+        self._write_owner: int | None = None  # the thread in a write, for a nested one
         if engine.dialect.name == "sqlite":
             self._write_lock = threading.RLock()
-            # A pool of its own: writers waiting for the lock hold a connection each
-            # (see _sqlite_write), and must not use up the one reads need. An in-memory
-            # database is one connection's, so it stays shared.
+            # A pool of its own: reads must not wait for a connection a writer holds. An
+            # in-memory database is one connection's, so it stays shared.
             shared = engine.url.database in (None, "", ":memory:")
             writer = engine if shared else make_engine(str(engine.url), *SQLITE_WRITE_POOL)
             self._writer = writer.execution_options(sqlite_begin=None)
@@ -401,43 +406,91 @@ class Database:
     @contextlib.contextmanager
     def _sqlite_write(self) -> Iterator[Connection]:
         """SQLite's write transaction, with as little as possible done holding the one
-        writer: the connection is taken from the pool before the lock and given back
-        after it, and the transaction is opened and ended on the driver's connection
-        (through SQLAlchemy's events and statement pipeline that costs about 150 µs a
-        transaction, against 10 µs; every other writer waits meanwhile)."""
+        writer. Every write of this process takes the same connection in turn, under
+        the lock: its page cache and its prepared statements stay warm, as no other
+        connection of the process writes (one per write, from a pool, reread the pages
+        a transaction needs on each write: about 11 reads of the file a write,
+        docs/benchmarks.md). The transaction is opened and ended on the driver's
+        connection (through SQLAlchemy's events and statement pipeline that costs about
+        150 µs a transaction, against 10 µs; every other writer waits meanwhile)."""
+        assert self._write_lock is not None
+        me = threading.get_ident()
+        if self._write_owner == me or self._writer is self.engine:
+            # A write inside a write, on a connection of its own: it fails on SQLite's
+            # busy timeout, as it always has. An in-memory database shares the engine's.
+            with self._pooled_write() as conn:
+                yield conn
+            return
+        with self._write_lock:
+            self._write_owner = me
+            try:
+                conn = self._held_connection()
+                try:
+                    with self._sqlite_transaction(conn) as yielded:
+                        yield yielded
+                except BaseException:
+                    # A fresh one for the next write: this one may be in any state.
+                    self._held = None
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    raise
+            finally:
+                self._write_owner = None
+
+    def _held_connection(self) -> Connection:
+        held = self._held
+        if held is not None and held[1] == os.getpid() and not held[0].invalidated:
+            return held[0]
+        # A forked child must not use its parent's SQLite connection, nor close it.
+        conn = self._writer.connect()
+        self._held = (conn, os.getpid())
+        return conn
+
+    @contextlib.contextmanager
+    def _pooled_write(self) -> Iterator[Connection]:
         assert self._write_lock is not None
         conn = self._writer.connect()
         try:
-            # SQLAlchemy's transaction, opened without a statement (the writer's begin
-            # event is off): code that asks whether it runs in one (Alembic, which would
-            # otherwise commit after each migration) is told so, and COMMIT goes
-            # through SQLAlchemy, which wraps its errors.
-            conn.begin()
-            dbapi_conn: Any = conn.connection.dbapi_connection
-            with self._write_lock:
-                try:
-                    dbapi_conn.execute("BEGIN IMMEDIATE")
-                except self.engine.dialect.loaded_dbapi.Error as exc:
-                    # Wrapped as SQLAlchemy wraps a statement's: "database is locked"
-                    # reaches callers as the OperationalError they retry on.
-                    raise sa.exc.DBAPIError.instance(
-                        "BEGIN IMMEDIATE", None, exc, self.engine.dialect.loaded_dbapi.Error
-                    ) from exc
-                try:
-                    yield conn
-                    conn.commit()
-                except BaseException:
-                    # The driver's first: SQLite's writer must not stay held. Each on
-                    # its own, and quietly: the body's error is the one to see.
-                    with contextlib.suppress(Exception):
-                        dbapi_conn.rollback()
-                    with contextlib.suppress(Exception):
-                        conn.rollback()
-                    raise
+            with self._write_lock, self._sqlite_transaction(conn) as yielded:
+                yield yielded
         finally:
             conn.close()
 
+    @contextlib.contextmanager
+    def _sqlite_transaction(self, conn: Connection) -> Iterator[Connection]:
+        # SQLAlchemy's transaction, opened without a statement (the writer's begin
+        # event is off): code that asks whether it runs in one (Alembic, which would
+        # otherwise commit after each migration) is told so, and COMMIT goes through
+        # SQLAlchemy, which wraps its errors.
+        conn.begin()
+        dbapi_conn: Any = conn.connection.dbapi_connection
+        try:
+            dbapi_conn.execute("BEGIN IMMEDIATE")
+        except self.engine.dialect.loaded_dbapi.Error as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            # Wrapped as SQLAlchemy wraps a statement's: "database is locked" reaches
+            # callers as the OperationalError they retry on.
+            raise sa.exc.DBAPIError.instance(
+                "BEGIN IMMEDIATE", None, exc, self.engine.dialect.loaded_dbapi.Error
+            ) from exc
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            # The driver's first: SQLite's writer must not stay held. Each on its own,
+            # and quietly: the body's error is the one to see.
+            with contextlib.suppress(Exception):
+                dbapi_conn.rollback()
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+
     def dispose(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and held[1] == os.getpid():
+            with contextlib.suppress(Exception):
+                held[0].close()
         self.engine.dispose()
         if self._writer is not self.engine:
             self._writer.dispose()
