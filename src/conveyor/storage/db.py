@@ -39,6 +39,7 @@ WRITE_POOL_OVERFLOW = 10
 # SQLite's writes take one connection in turn (Database._sqlite_write); a nested write
 # (it fails on the busy timeout) or the one after a failure takes another.
 SQLITE_WRITE_POOL = (1, 10)
+DISPOSE_WAIT_S = 5.0  # for a write under way to end, before the connections are closed
 
 
 def _prepare_sqlite(engine: Engine) -> None:
@@ -487,10 +488,16 @@ class Database:
             raise
 
     def dispose(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and held[1] == os.getpid():
-            with contextlib.suppress(Exception):
-                held[0].close()
+        # Not from under a write still under way (a thread stopping late): it keeps its
+        # connection, as a pooled one checked out would be kept.
+        if self._write_lock is not None and self._write_lock.acquire(timeout=DISPOSE_WAIT_S):
+            try:
+                held, self._held = self._held, None
+                if held is not None and held[1] == os.getpid():
+                    with contextlib.suppress(Exception):
+                        held[0].close()
+            finally:
+                self._write_lock.release()
         self.engine.dispose()
         if self._writer is not self.engine:
             self._writer.dispose()
