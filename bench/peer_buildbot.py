@@ -19,6 +19,7 @@ Rounds alternate (Buildbot, then Conveyor, then again) so both see the same mach
 
     cd bench && ../.venv/bin/python peer_buildbot.py            # 50 / 20 / 200, 2 rounds
     cd bench && ../.venv/bin/python peer_buildbot.py --quick    # 10 / 5 / 40, 1 round
+    cd bench && ../.venv/bin/python peer_buildbot.py --dir /dev/shm  # Conveyor, floor on tmpfs
 """
 
 import argparse
@@ -226,11 +227,18 @@ def main() -> None:
     parser.add_argument(
         "--deploy-checkout", action="store_true", help="the deploy checks out too: 2 a task"
     )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where Conveyor's and the floor's files go (default: the temp dir); "
+        "/dev/shm takes the file system's churn out of the comparison",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.n_latency, args.n_e2e, args.n_throughput = 1, 10, 5, 40
         args.n_floor = 100
-    home = Path(tempfile.mkdtemp(prefix="conveyor-bench-peer-"))
+    home = Path(tempfile.mkdtemp(prefix="conveyor-bench-peer-", dir=args.dir))
     # Buildbot's client reports each phase's median and p99; Conveyor's, every sample.
     bb: dict[str, list[float]] = {k: [] for k in ("latency", "latency99", "e2e", "e2e99",
                                                   "tp", "rss", "wrss")}  # fmt: skip
@@ -285,7 +293,8 @@ def report(
     checkouts = 2 if args.deploy_checkout else 1
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-        f"{args.rounds} rounds, interleaved; Conveyor: {checkouts} checkout(s) a task"
+        f"{args.rounds} rounds, interleaved; Conveyor: {checkouts} checkout(s) a task; "
+        f"Conveyor's and the floor's files in {args.dir or tempfile.gettempdir()}"
     )
     print("| measure | Buildbot 4.3.0 | Conveyor | Conveyor is |")
     print("|---|---:|---:|---:|")
