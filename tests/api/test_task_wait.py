@@ -5,8 +5,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from conveyor.storage import async_reads
 from conveyor.wiring import Container
 from tests.conftest import PG_URL, drop_connections
 from tests.fixtures import WF, Headers, create_body
@@ -92,3 +94,24 @@ def test_the_detail_survives_the_database_dropping_its_connections(
     assert drop_connections(container.db) >= 1
     r = client.get(DETAIL, headers=admin)
     assert (r.status_code, r.json()["task_id"]) == (200, task)
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_a_detail_the_database_does_not_answer_is_503_and_the_next_is_read(
+    client: TestClient,
+    admin: Headers,
+    task: int,
+    container: Container,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read on the event loop waits no longer than its deadline: a client polling a
+    task's status gets 503 with Retry-After, not a request that hangs for good."""
+    monkeypatch.setattr(async_reads, "READ_TIMEOUT_S", 0.5)
+    with container.db.engine.connect() as holder:
+        holder.execute(sa.text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+        r = client.get(DETAIL, headers=admin)
+        holder.rollback()
+    assert r.status_code == 503
+    assert r.headers["Retry-After"]
+    assert r.json()["detail"].startswith("the database cannot be reached; try again shortly")
+    assert client.get(DETAIL, headers=admin).json()["task_id"] == task

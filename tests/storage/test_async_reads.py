@@ -3,9 +3,11 @@
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
+from conveyor.storage import async_reads
 from conveyor.storage.async_reads import AsyncReads
 from conveyor.storage.db import Database, PreparedQuery
 from conveyor.storage.tables import jobs, tasks
@@ -41,3 +43,33 @@ def test_reads_sent_together_survive_the_server_dropping_the_connection(
 
     before, after = asyncio.run(before_and_after_a_restart())
     assert before == after == [[("running",)], [(job_id,)]]
+
+
+def test_a_read_with_no_answer_ends_with_the_databases_error_and_frees_its_slot(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock held elsewhere stands for a database that stopped answering: the read
+    ends at the deadline with an OperationalError (the API's 503), and every connection
+    slot of the loop is free again for the reads after it."""
+    monkeypatch.setattr(async_reads, "READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(async_reads, "MAX_CONNECTIONS", 1)
+    task_pk, _ = a_running_job(database)
+    state = PreparedQuery(
+        sa.select(tasks.c.state).where(tasks.c.id == sa.bindparam("task_pk")),
+        database.engine.dialect,
+    )
+    reads = AsyncReads(database)
+
+    async def blocked_then_free() -> list[list[tuple[Any, ...]]]:
+        try:
+            with database.engine.connect() as holder:
+                holder.execute(sa.text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
+                with pytest.raises(psycopg.OperationalError, match="did not answer a read"):
+                    await reads.rows_together([state], {"task_pk": task_pk})
+                holder.rollback()
+            # With one slot only, this read would wait for good behind a leaked one.
+            return await reads.rows_together([state], {"task_pk": task_pk})
+        finally:
+            await reads.close()
+
+    assert asyncio.run(blocked_then_free()) == [[("running",)]]

@@ -33,6 +33,10 @@ from conveyor.storage.token_store import SqlTokenStore, token_of
 MAX_CONNECTIONS = 10
 CONNECT_TIMEOUT_S = 10
 RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
+# A read on the event loop that has no answer by then (a lock held elsewhere, a server
+# that stopped answering) ends with the database's error, and the API answers 503:
+# neither the request nor its connection slot waits for good.
+READ_TIMEOUT_S = 10.0
 
 Read = tuple[PreparedQuery, dict[str, Any]]
 _Conn = psycopg.AsyncConnection[TupleRow]
@@ -72,6 +76,22 @@ class AsyncReads:
         mine = self._loops.get(loop)
         if mine is None:
             mine = self._loops[loop] = _LoopConnections()
+        try:
+            async with asyncio.timeout(READ_TIMEOUT_S):
+                return await self._rows_together(loop, mine, queries, params)
+        except TimeoutError as exc:
+            # The read was cancelled: its connection is closed (below), its slot free.
+            raise psycopg.OperationalError(
+                f"the database did not answer a read within {READ_TIMEOUT_S:g}s"
+            ) from exc
+
+    async def _rows_together(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        mine: _LoopConnections,
+        queries: Sequence[PreparedQuery],
+        params: dict[str, Any],
+    ) -> list[list[tuple[Any, ...]]]:
         async with mine.slots:
             for attempt in (1, 2):
                 conn, opened = await self._connection(mine, fresh=attempt == 2)
