@@ -1,6 +1,9 @@
 """The engine: SQLite pragmas, write transactions, and reads that survive a restart."""
 
+import contextlib
 import os
+import select
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -339,25 +342,41 @@ def test_sqlite_writes_take_turns_on_one_connection_and_go_on_after_a_failed_one
 def test_a_forked_child_writes_on_a_connection_of_its_own(database: Database) -> None:
     if not database.is_sqlite:
         pytest.skip("SQLite's one writer; this run is on PostgreSQL")
-    # A prefork worker inherits the parent's Database: the parent's SQLite connection
-    # must be neither used nor closed in the child.
+    # A forked child inherits the parent's Database: the parent's SQLite connection must
+    # be neither used nor closed there, not even once a failed write has put the
+    # child's own back in the pool.
     insert_sequence_in(database, "parent")
     parents = writer_connection(database)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit code
         code = 1
         try:
+            with contextlib.suppress(Boom), database.write() as conn:
+                raise Boom  # a failed write puts the connection back in the pool
             insert_sequence_in(database, "child")
             code = 2 if writer_connection(database) is parents else 0
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0  # 2: it wrote on the parent's
+    assert os.waitstatus_to_exitcode(wait_for_child(pid, 30)) == 0  # 2: the parent's
     insert_sequence_in(database, "parent again")
     assert writer_connection(database) is parents
     with database.read() as conn:
         names = conn.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
         assert sorted(names) == ["child", "parent", "parent again"]
+
+
+def wait_for_child(pid: int, timeout_s: float) -> int:
+    """The child's wait status; killed and failed if it has not ended by then."""
+    fd = os.pidfd_open(pid)
+    try:
+        ready, _, _ = select.select([fd], [], [], timeout_s)
+    finally:
+        os.close(fd)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail(f"the forked child did not end within {timeout_s}s")
+    return os.waitpid(pid, 0)[1]
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")

@@ -34,8 +34,10 @@ MAX_CONNECTIONS = 10
 CONNECT_TIMEOUT_S = 10
 RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
 # A read on the event loop that has no answer by then (a lock held elsewhere, a server
-# that stopped answering) ends with the database's error, and the API answers 503:
-# neither the request nor its connection slot waits for good.
+# that stopped answering) is cancelled and ends with the database's error, and the API
+# answers 503: neither the request nor its connection slot waits for good. psycopg's
+# cancel of the query may take up to about 10 s more, after which the connection is
+# closed and its slot free.
 READ_TIMEOUT_S = 10.0
 
 Read = tuple[PreparedQuery, dict[str, Any]]
@@ -76,10 +78,13 @@ class AsyncReads:
         mine = self._loops.get(loop)
         if mine is None:
             mine = self._loops[loop] = _LoopConnections()
+        deadline = asyncio.timeout(READ_TIMEOUT_S)
         try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
+            async with deadline:
                 return await self._rows_together(loop, mine, queries, params)
         except TimeoutError as exc:
+            if not deadline.expired():
+                raise
             # The read was cancelled: its connection is closed (below), its slot free.
             raise psycopg.OperationalError(
                 f"the database did not answer a read within {READ_TIMEOUT_S:g}s"

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ WRITE_POOL_OVERFLOW = 10
 # (it fails on the busy timeout) or the one after a failure takes another.
 SQLITE_WRITE_POOL = (1, 10)
 DISPOSE_WAIT_S = 5.0  # for a write under way to end, before the connections are closed
+# What forked children inherited of their parent's held writer connections (see
+# Database.forget_connections_after_fork): one a fork, never used.
+_PARENTS_CONNECTIONS: list[Connection] = []
 
 
 def _prepare_sqlite(engine: Engine) -> None:
@@ -295,16 +299,20 @@ class Database:
         # a nested write fails on SQLite's timeout as it always has, not in a deadlock.
         self._write_lock: threading.RLock | None = None
         # SQLite: the one connection every write of this process takes in turn (see
-        # _sqlite_write), with the pid that opened it; None until the first write.
-        self._held: tuple[Connection, int] | None = None
+        # _sqlite_write); None until the first write.
+        self._held: Connection | None = None
         self._write_owner: int | None = None  # the thread in a write, for a nested one
+        self._shared_writer = False
         if engine.dialect.name == "sqlite":
             self._write_lock = threading.RLock()
             # A pool of its own: reads must not wait for a connection a writer holds. An
             # in-memory database is one connection's, so it stays shared.
-            shared = engine.url.database in (None, "", ":memory:")
-            writer = engine if shared else make_engine(str(engine.url), *SQLITE_WRITE_POOL)
+            self._shared_writer = engine.url.database in (None, "", ":memory:")
+            writer = (
+                engine if self._shared_writer else make_engine(str(engine.url), *SQLITE_WRITE_POOL)
+            )
             self._writer = writer.execution_options(sqlite_begin=None)
+            os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
         else:
             self._writer = sa.create_engine(
                 engine.url,
@@ -416,7 +424,7 @@ class Database:
         150 µs a transaction, against 10 µs; every other writer waits meanwhile)."""
         assert self._write_lock is not None
         me = threading.get_ident()
-        if self._write_owner == me or self._writer is self.engine:
+        if self._write_owner == me or self._shared_writer:
             # A write inside a write, on a connection of its own: it fails on SQLite's
             # busy timeout, as it always has. An in-memory database shares the engine's.
             with self._pooled_write() as conn:
@@ -430,7 +438,7 @@ class Database:
                     with self._sqlite_transaction(conn) as yielded:
                         yield yielded
                 except BaseException:
-                    # A fresh one for the next write: this one may be in any state.
+                    # Back to the pool, which resets it: this one may be in any state.
                     self._held = None
                     with contextlib.suppress(Exception):
                         conn.close()
@@ -439,13 +447,25 @@ class Database:
                 self._write_owner = None
 
     def _held_connection(self) -> Connection:
-        held = self._held
-        if held is not None and held[1] == os.getpid() and not held[0].invalidated:
-            return held[0]
-        # A forked child must not use its parent's SQLite connection, nor close it.
-        conn = self._writer.connect()
-        self._held = (conn, os.getpid())
-        return conn
+        if self._held is None or self._held.invalidated:
+            self._held = self._writer.connect()
+        return self._held
+
+    def forget_connections_after_fork(self) -> None:
+        """In a forked child: the parent's connections are neither used nor closed here
+        (SQLite's own locks would go with them), and the process's write lock is new:
+        a thread of the parent that held it does not run here. (A write the parent had
+        begun in SQLite still holds the file's lock for this process's connections:
+        SQLite cannot be shared across a fork mid-write.)"""
+        self._write_lock = threading.RLock() if self._write_lock is not None else None
+        self._write_owner = None
+        if self._held is not None:
+            # Kept from the garbage collector, whose finaliser would roll the parent's
+            # connection back and hand it to this process's pool.
+            _PARENTS_CONNECTIONS.append(self._held)
+            self._held = None
+        self._writer.dispose(close=False)
+        self.engine.dispose(close=False)
 
     @contextlib.contextmanager
     def _pooled_write(self) -> Iterator[Connection]:
@@ -490,14 +510,16 @@ class Database:
     def dispose(self) -> None:
         # Not from under a write still under way (a thread stopping late): it keeps its
         # connection, as a pooled one checked out would be kept.
-        if self._write_lock is not None and self._write_lock.acquire(timeout=DISPOSE_WAIT_S):
+        lock = self._write_lock
+        inside = self._write_owner == threading.get_ident()
+        if lock is not None and not inside and lock.acquire(timeout=DISPOSE_WAIT_S):
             try:
                 held, self._held = self._held, None
-                if held is not None and held[1] == os.getpid():
+                if held is not None:
                     with contextlib.suppress(Exception):
-                        held[0].close()
+                        held.close()
             finally:
-                self._write_lock.release()
+                lock.release()
         self.engine.dispose()
         if self._writer is not self.engine:
             self._writer.dispose()
@@ -516,3 +538,9 @@ class Database:
         if not self.is_sqlite:
             return True  # psycopg's OperationalError: connection, server or resource
         return any(m in str(orig) for m in _SQLITE_UNAVAILABLE)
+
+
+def _forked(ref: "weakref.ref[Database]") -> None:
+    database = ref()
+    if database is not None:
+        database.forget_connections_after_fork()
