@@ -3,6 +3,7 @@
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -107,10 +108,14 @@ def test_a_detail_the_database_does_not_answer_is_503_and_the_next_is_read(
     """A read on the event loop waits no longer than its deadline: a client polling a
     task's status gets 503 with Retry-After, not a request that hangs for good."""
     monkeypatch.setattr(async_reads, "READ_TIMEOUT_S", 0.5)
+    asking = ThreadPoolExecutor(1)  # without the deadline the request waits for good
     with container.db.engine.connect() as holder:
         holder.execute(sa.text("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE"))
-        r = client.get(DETAIL, headers=admin)
-        holder.rollback()
+        try:
+            r = asking.submit(client.get, DETAIL, headers=admin).result(timeout=15)
+        finally:
+            holder.rollback()
+            asking.shutdown(wait=False)
     assert r.status_code == 503
     assert r.headers["Retry-After"]
     assert r.json()["detail"].startswith("the database cannot be reached; try again shortly")

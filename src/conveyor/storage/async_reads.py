@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from conveyor.domain.principals import TokenInfo
@@ -33,12 +34,14 @@ from conveyor.storage.token_store import SqlTokenStore, token_of
 MAX_CONNECTIONS = 10
 CONNECT_TIMEOUT_S = 10
 RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
-# A read on the event loop that has no answer by then (a lock held elsewhere, a server
-# that stopped answering) is cancelled and ends with the database's error, and the API
-# answers 503: neither the request nor its connection slot waits for good. psycopg's
-# cancel of the query may take up to about 10 s more, after which the connection is
-# closed and its slot free.
+# A read on the event loop that has no answer by then ends with the database's error,
+# and the API answers 503: neither the request nor its connection slot waits for good.
+# PostgreSQL cancels a statement that runs (or waits for a lock) that long; the kernel
+# drops a connection whose peer has gone silent for that long (an unacknowledged send,
+# or keepalive probes). Both cost a read nothing, where a timer on the loop for every
+# read slowed the status route (docs/adr/0004-lookup-hot-path.md).
 READ_TIMEOUT_S = 10.0
+KEEPALIVE_INTERVAL_S = 2
 
 Read = tuple[PreparedQuery, dict[str, Any]]
 _Conn = psycopg.AsyncConnection[TupleRow]
@@ -78,25 +81,6 @@ class AsyncReads:
         mine = self._loops.get(loop)
         if mine is None:
             mine = self._loops[loop] = _LoopConnections()
-        deadline = asyncio.timeout(READ_TIMEOUT_S)
-        try:
-            async with deadline:
-                return await self._rows_together(loop, mine, queries, params)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            # The read was cancelled: its connection is closed (below), its slot free.
-            raise psycopg.OperationalError(
-                f"the database did not answer a read within {READ_TIMEOUT_S:g}s"
-            ) from exc
-
-    async def _rows_together(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        mine: _LoopConnections,
-        queries: Sequence[PreparedQuery],
-        params: dict[str, Any],
-    ) -> list[list[tuple[Any, ...]]]:
         async with mine.slots:
             for attempt in (1, 2):
                 conn, opened = await self._connection(mine, fresh=attempt == 2)
@@ -127,7 +111,10 @@ class AsyncReads:
             if not conn.closed and not conn.broken:
                 return conn, opened
         conn = await psycopg.AsyncConnection.connect(
-            self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            self._conninfo,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            **_deadlines(self._conninfo),
         )
         return conn, asyncio.get_running_loop().time()
 
@@ -141,6 +128,20 @@ class AsyncReads:
         for conn, _ in mine.idle:
             await conn.close()
         mine.idle.clear()
+
+
+def _deadlines(conninfo: str) -> dict[str, Any]:
+    """Connection settings that bound a read by READ_TIMEOUT_S, keeping the `options`
+    the database URL gives."""
+    ms = int(READ_TIMEOUT_S * 1000)
+    given = conninfo_to_dict(conninfo).get("options") or ""
+    return {
+        "options": f"{given} -c statement_timeout={ms}".strip(),
+        "tcp_user_timeout": ms,
+        "keepalives": 1,
+        "keepalives_idle": max(1, int(READ_TIMEOUT_S)),
+        "keepalives_interval": KEEPALIVE_INTERVAL_S,
+    }
 
 
 async def _run_together(
