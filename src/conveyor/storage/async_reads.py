@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from conveyor.domain.principals import TokenInfo
@@ -41,7 +40,13 @@ RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
 # or keepalive probes). Both cost a read nothing, where a timer on the loop for every
 # read slowed the status route (docs/adr/0004-lookup-hot-path.md).
 READ_TIMEOUT_S = 10.0
-KEEPALIVE_INTERVAL_S = 2
+# The kernel's part, in libpq's connection settings.
+_SILENCE_DEADLINE: dict[str, Any] = {
+    "tcp_user_timeout": int(READ_TIMEOUT_S * 1000),
+    "keepalives": 1,
+    "keepalives_idle": int(READ_TIMEOUT_S),
+    "keepalives_interval": 2,
+}
 
 Read = tuple[PreparedQuery, dict[str, Any]]
 _Conn = psycopg.AsyncConnection[TupleRow]
@@ -114,8 +119,15 @@ class AsyncReads:
             self._conninfo,
             autocommit=True,
             connect_timeout=CONNECT_TIMEOUT_S,
-            **_deadlines(self._conninfo),
+            **_SILENCE_DEADLINE,
         )
+        try:
+            # A SET once a connection, not a startup option: a pooler in front of the
+            # database (PgBouncer) refuses startup options it does not know.
+            await conn.execute(f"SET statement_timeout = {int(READ_TIMEOUT_S * 1000)}")
+        except BaseException:
+            await conn.close()
+            raise
         return conn, asyncio.get_running_loop().time()
 
     async def close(self) -> None:
@@ -128,20 +140,6 @@ class AsyncReads:
         for conn, _ in mine.idle:
             await conn.close()
         mine.idle.clear()
-
-
-def _deadlines(conninfo: str) -> dict[str, Any]:
-    """Connection settings that bound a read by READ_TIMEOUT_S, keeping the `options`
-    the database URL gives."""
-    ms = int(READ_TIMEOUT_S * 1000)
-    given = conninfo_to_dict(conninfo).get("options") or ""
-    return {
-        "options": f"{given} -c statement_timeout={ms}".strip(),
-        "tcp_user_timeout": ms,
-        "keepalives": 1,
-        "keepalives_idle": max(1, int(READ_TIMEOUT_S)),
-        "keepalives_interval": KEEPALIVE_INTERVAL_S,
-    }
 
 
 async def _run_together(
