@@ -521,7 +521,7 @@ class Database:
             finally:
                 lock.release()
         self.engine.dispose()
-        if self._writer is not self.engine:
+        if not self._shared_writer:  # an in-memory database's writer is the engine's pool
             self._writer.dispose()
 
     def unreachable(self, exc: BaseException) -> bool:
