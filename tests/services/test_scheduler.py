@@ -417,15 +417,73 @@ def test_a_job_a_worker_ended_advances_its_task_on_the_listeners_thread(
     executor: RecordingExecutor,
     clocks: Clocks,
     scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scheduler, store = scheduler_for(config), SqlJobStore(database)
+    task = create(container)
+    scheduler.tick()
+    [build] = executor.submitted
+    run(store, build, Outcome.PASSED, clocks.now)
+    reads = reads_counted(database, monkeypatch)
+    writes = database.writes_begun
+    # The listener's call for a notification naming the task: no pass in between.
+    scheduler.job_ended_elsewhere(build.task_pk)
+    assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+    # The task and its jobs read in the transaction that queues the deploy: one
+    # transaction, no read before it (the task, then its jobs, each cost one).
+    assert (database.writes_begun - writes, reads) == (1, [])
+    run(store, executor.submitted[1], Outcome.PASSED, clocks.now)
+    writes = database.writes_begun
+    scheduler.job_ended_elsewhere(build.task_pk)
+    assert (database.writes_begun - writes, reads) == (1, [])
+    assert task_state(database, task) == "passed"
+
+
+def reads_counted(database: Database, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of each of `database`'s read methods as it is called."""
+    reads: list[str] = []
+    for name in ("read", "read_rows", "read_together"):
+        real = getattr(database, name)
+
+        def counted(*args: Any, real: Any = real, name: str = name) -> Any:
+            reads.append(name)
+            return real(*args)
+
+        monkeypatch.setattr(database, name, counted)
+    return reads
+
+
+def test_a_fault_in_the_step_for_a_job_a_worker_ended_undoes_it_all_for_the_next_pass(
+    container: Container,
+    config: Config,
+    database: Database,
+    executor: RecordingExecutor,
+    clocks: Clocks,
+    scheduler_for: SchedulerFor,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     scheduler, store = scheduler_for(config), SqlJobStore(database)
     create(container)
     scheduler.tick()
     [build] = executor.submitted
     run(store, build, Outcome.PASSED, clocks.now)
-    # The listener's call for a notification naming the task: no pass in between.
-    scheduler.job_ended_elsewhere(build.task_pk)
+    real_dispatch = Scheduler._dispatch
+
+    def dispatch_then_fail(self: Scheduler, *args: Any) -> bool:
+        real_dispatch(self, *args)  # the deploy is queued, and asks to be sent
+        raise RuntimeError("a bug after the deploy was queued")
+
+    monkeypatch.setattr(Scheduler, "_dispatch", dispatch_then_fail)
+    scheduler.job_ended_elsewhere(build.task_pk)  # never raises: the listener goes on
+    assert job_states(database) == ["passed", "pending"]  # the queueing undone
+    assert len(executor.submitted) == 1  # and nothing sent for it
+    assert f"task {build.task_pk}: advancing it" in caplog.text
+    monkeypatch.setattr(Scheduler, "_dispatch", real_dispatch)
+    assert scheduler._woken == {build.task_pk}  # the scheduler's next pass takes it
+    scheduler.tick(scheduler._woken)
     assert [j.stage for j in executor.submitted] == ["build", "deploy"]
+    assert job_states(database) == ["passed", "queued"]
 
 
 def test_a_job_ended_elsewhere_naming_no_task_makes_the_next_pass_a_full_one(

@@ -208,6 +208,10 @@ class JobStore(JobMoves, Protocol):
 
     def finish_job(self, job_id: int, result: JobResult, now: int) -> bool: ...
 
+    def in_transaction(self, step: Callable[[JobTransaction], None]) -> None:
+        """`step`, given one write transaction of its own."""
+        ...
+
     def running_jobs_of_host(self, hostname: str) -> list[tuple[JobRow, str]]: ...
 
 

@@ -9,6 +9,7 @@ starts what the free slots allow; every other pass, and at least one every `poll
 goes over every active task.
 """
 
+import contextlib
 import functools
 import logging
 import threading
@@ -122,6 +123,12 @@ class Scheduler:
         advancing is left to job_ended after the commit, when the result can be seen.
         Never raises for a fault of the step: the step alone is undone, the result is
         kept, and the scheduler's thread advances the task."""
+        self._step_in(tx, task_pk, keep_the_rest=True)
+
+    def _step_in(self, tx: JobTransaction, task_pk: int, keep_the_rest: bool) -> None:
+        """The task's next step in `tx`. With `keep_the_rest`, a fault of the step undoes
+        the step alone and is logged; without, it raises, for the whole transaction to
+        be rolled back."""
         if self._stop.is_set():
             return  # shutting down: the next server advances it, as it would any task
         with self._advancing_lock:
@@ -148,7 +155,7 @@ class Scheduler:
         tx.after_end(release)  # first: it cannot fail, and a rollback must release too
         tx.after_commit(release)
         try:
-            with tx.undone_on_error():
+            with tx.undone_on_error() if keep_the_rest else contextlib.nullcontext():
                 task = tx.task(task_pk)
                 if task is None or task.state not in (TaskState.RUNNING, TaskState.CANCELLING):
                     # Restarted meanwhile, say: a pass starts it once its jobs are gone.
@@ -156,6 +163,8 @@ class Scheduler:
                 elif self._advance(task, self._clock(), tx):
                     tx.after_commit(self._wake.set)  # fill the slot it freed
         except Exception:
+            if not keep_the_rest:
+                raise
             log.exception("task %s: advancing it with its job's result failed; retrying", task_pk)
             tx.after_commit(lambda: self.wake(task_pk))
 
@@ -179,8 +188,14 @@ class Scheduler:
         several, unknown which."""
         if task_pk is None:
             self.wake()
-        else:
-            self.job_ended(task_pk)
+            return
+        # Its result is committed already: the step reads the task and its jobs and
+        # moves them in one transaction, as a local runner's result does in its own.
+        try:
+            self._store.in_transaction(lambda tx: self._step_in(tx, task_pk, False))
+        except Exception:
+            log.exception("task %s: advancing it after its job ended failed; retrying", task_pk)
+            self.wake(task_pk)
 
     def start(self, resubmit_queued: bool = False) -> None:
         """Schedule from a thread of its own; first, with `resubmit_queued`, hand the

@@ -263,12 +263,20 @@ class SqlJobStore:
                     then(ResultTransaction(self, conn))
         return done
 
+    def in_transaction(self, step: "Callable[[ResultTransaction], None]") -> None:
+        """`step` with the scheduler's reads and moves in one write transaction: a task's
+        next step, for a result that another process recorded, in one transaction
+        rather than a read and then a transaction for each move."""
+        with self._db.write() as conn:
+            step(ResultTransaction(self, conn))
+
 
 class ResultTransaction:
-    """The scheduler's reads and moves inside the transaction that records a job's
-    result (services.ports.JobTransaction): the task's next step (its deploys queued, or
-    its end) costs no transaction of its own. Reads go through the transaction's
-    connection, so they see the result it has just written."""
+    """The scheduler's reads and moves inside one write transaction
+    (services.ports.JobTransaction): mostly the one that records a job's result, so
+    that the task's next step (its deploys queued, or its end) costs no transaction of
+    its own. Reads go through the transaction's connection, so they see the result it
+    has just written."""
 
     def __init__(self, store: SqlJobStore, conn: Connection) -> None:
         self._store = store
