@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -389,6 +390,60 @@ def test_reads_survive_the_server_dropping_every_connection(database: Database) 
     assert drop_connections(database) >= 1
     assert store.find_by_hash("0" * 64) is None
     assert store.find_by_hash("1" * 64) is None
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_writes_after_the_server_dropped_every_connection_meet_no_dead_one(
+    database: Database,
+) -> None:
+    """A restart of PostgreSQL: the write pool's idle connections are all dead, and a
+    write, whose body cannot be run again, must not be the one to find out."""
+    held = [database.write() for _ in range(3)]
+    for write in held:
+        write.__enter__()
+    for write in held:
+        write.__exit__(None, None, None)  # committed: three idle in the write pool
+    assert drop_connections(database) >= 3
+    for name in ("a", "b", "c", "d"):
+        with database.write() as conn:
+            insert_sequence(conn, name)
+    with database.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM workflow_sequences").scalar_one() == 4
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_a_write_on_postgresql_costs_its_statements_and_two_round_trips(
+    database: Database, tmp_path: Path
+) -> None:
+    """BEGIN and COMMIT, and no ping of the connection besides: what a write sends,
+    counted in libpq's trace of the protocol (a query, or a Sync, is a round trip)."""
+    trace = tmp_path / "trace"
+    traced: list[object] = []
+
+    def trace_it(dbapi_conn: object, _record: object) -> None:
+        pgconn = dbapi_conn.pgconn  # type: ignore[attr-defined]
+        pgconn.trace(out.fileno())
+        pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        traced.append(pgconn)
+
+    with trace.open("w") as out:
+        # Traced from its return to the pool on: all the next write sends is seen.
+        sa.event.listen(database._writer, "checkin", trace_it)
+        try:
+            with database.write() as conn:
+                insert_sequence(conn, "not counted")
+            sa.event.remove(database._writer, "checkin", trace_it)
+            with database.write() as conn:
+                insert_sequence(conn, "counted")
+        finally:
+            for pgconn in traced:
+                pgconn.untrace()  # type: ignore[attr-defined]
+    assert len(traced) == 1  # the pool's one connection, taken again
+    # Lines of "F|B <tab> length <tab> message <tab> its fields".
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    trips = [m[3].strip() if m[2] == "Query" else "statement" for m in sent
+             if m[0] == "F" and m[2] in ("Query", "Sync")]  # fmt: skip
+    assert trips == ['"BEGIN"', "statement", '"COMMIT"']
 
 
 def test_reads_run_together_on_sqlite_see_one_snapshot(database: Database) -> None:

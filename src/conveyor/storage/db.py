@@ -91,6 +91,31 @@ def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_O
     )
 
 
+def _begin_on_checkout(engine: Engine) -> None:
+    """PostgreSQL's writes: each connection leaves the pool in a transaction, its BEGIN
+    sent on checkout. That BEGIN is the check that the connection is alive (a pre-ping
+    would cost a round trip of its own on every write): on a dead one the pool drops
+    every connection made before it and takes a new one, before the write's body runs.
+
+    The driver is in autocommit, so it sends no BEGIN of its own before the first
+    statement; its commit() and rollback() still end the transaction that is open."""
+    dbapi = engine.dialect.loaded_dbapi
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.rollback()  # whatever the dialect's first look left open
+        dbapi_conn.autocommit = True
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            dbapi_conn.execute("BEGIN")
+        except dbapi.Error as exc:
+            if dbapi_conn.closed or engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise sa.exc.InvalidatePoolError(f"the connection is gone: {exc}") from exc
+            raise
+
+
 def json_value(raw: Any) -> Any:
     """A JSON column's value in a PreparedQuery row: SQLite's driver hands back the text,
     psycopg the decoded value."""
@@ -282,9 +307,10 @@ def _doomed_unless(info: dict[Any, Any], cursor: Any, statement: str) -> None:
 class Database:
     """One database, with read and write transactions.
 
-    On PostgreSQL writes have a pool of their own that pings a connection before
-    handing it out: after a restart of the server, a write (whose body cannot simply be
-    run again) never meets a dead connection. Reads keep the unpinged pool of the hot
+    On PostgreSQL writes have a pool of their own whose connections begin their
+    transaction as they are handed out, which tells a dead one: after a restart of the
+    server, a write (whose body cannot simply be run again) never meets a dead
+    connection (_begin_on_checkout). Reads keep the unpinged pool of the hot
     path and run once more on a dropped connection (read_rows)."""
 
     def __init__(self, engine: Engine) -> None:
@@ -316,11 +342,11 @@ class Database:
         else:
             self._writer = sa.create_engine(
                 engine.url,
-                pool_pre_ping=True,
                 pool_size=WRITE_POOL_SIZE,
                 max_overflow=WRITE_POOL_OVERFLOW,
                 pool_recycle=3600,
             )
+            _begin_on_checkout(self._writer)
 
     @classmethod
     def from_url(cls, url: str) -> "Database":
