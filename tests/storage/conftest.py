@@ -6,14 +6,14 @@ from conveyor.storage.db import Database
 from conveyor.storage.tables import jobs, tasks
 
 
-def a_running_job(database: Database) -> tuple[int, int]:
-    """(task pk, job id) of a new task with one running job."""
+def a_running_job(database: Database, task_id: int = 1) -> tuple[int, int]:
+    """(task pk, job id) of a new task (workflow "wf", `task_id`) with one running job."""
     with database.write() as conn:
         task_pk = conn.execute(
             tasks.insert()
             .values(
                 workflow_name="wf",
-                task_id=1,
+                task_id=task_id,
                 env_name="dev",
                 state="running",
                 attempt=1,

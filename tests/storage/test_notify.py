@@ -5,7 +5,9 @@ import queue
 
 import pytest
 
+from conveyor.domain.jobs import JobResult, Outcome
 from conveyor.storage.db import Database
+from conveyor.storage.job_store import SqlJobStore
 from conveyor.storage.notify import CHANNEL, JobListener, notify_in, task_named
 from tests.conftest import PG_URL
 from tests.storage.conftest import a_running_job
@@ -36,6 +38,28 @@ def test_a_committed_result_wakes_the_listener_for_its_task_and_a_rolled_back_on
             notify_in(conn, job_id)
         # The rolled-back one would have come first: the next is the committed one.
         assert woken.get(timeout=5) == task_pk
+        assert woken.empty()
+    finally:
+        listener.stop()
+
+
+def test_a_result_whose_next_step_is_taken_with_it_wakes_no_listener(
+    database: Database,
+) -> None:
+    """The local executor's: the step is taken in the result's own transaction, so no
+    server needs telling. A worker's result (no step) is told."""
+    store = SqlJobStore(database)
+    local_task, local_job = a_running_job(database)
+    worker_task, worker_job = a_running_job(database, task_id=2)
+    woken: queue.Queue[int | None] = queue.Queue()
+    listener = JobListener(database.engine.url.render_as_string(hide_password=False), woken.put)
+    listener.start()
+    try:
+        assert woken.get(timeout=10) is None
+        passed = JobResult(Outcome.PASSED, 0, "ok")
+        assert store.finish_job(local_job, passed, 1, then=lambda tx: None)
+        assert store.finish_job(worker_job, passed, 1)
+        assert woken.get(timeout=5) == worker_task != local_task
         assert woken.empty()
     finally:
         listener.stop()

@@ -241,7 +241,8 @@ class SqlJobStore:
         """Record a runner's result, and with it `log_end` (the end of the job's log,
         written in the same transaction); the result is ignored if the job already
         ended (reaped, say), the log's end is stored all the same. A result recorded is
-        handed to `then` before the commit, for the task's next step to go with it."""
+        handed to `then` before the commit, for the task's next step to go with it;
+        without `then` (a worker's), the commit notifies the server instead."""
         recorded = {} if pid is None else {"pid": pid}
         with self._db.write() as conn:
             if log_end is not None:
@@ -257,10 +258,10 @@ class SqlJobStore:
                 outputs=result.outputs or None,
                 **recorded,
             )
-            if done:
+            if done and then is not None:
+                then(ResultTransaction(self, conn))
+            elif done:
                 notify_in(conn, job_id)
-                if then is not None:
-                    then(ResultTransaction(self, conn))
         return done
 
     def in_transaction(self, step: "Callable[[ResultTransaction], None]") -> None:
