@@ -834,7 +834,7 @@ def test_a_step_the_database_cannot_undo_alone_fails_the_whole_result_for_its_re
         raise OSError("database or disk is full")
 
     monkeypatch.setattr(Scheduler, "_advance", whole_transaction_lost)
-    with pytest.raises(Exception, match="(?i)savepoint"):
+    with pytest.raises(Exception, match=r"(?i)savepoint"):
         end_in_transaction(store, scheduler, build, Outcome.PASSED, clocks.now)
     assert job_states(database) == ["running", "pending"]  # not recorded, and not lost
     assert len(executor.submitted) == 1
