@@ -109,6 +109,8 @@ def _begin_on_checkout(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         try:
+            if not dbapi_conn.autocommit:  # SQLAlchemy's reset of an isolation level
+                dbapi_conn.autocommit = True
             dbapi_conn.execute("BEGIN")
         except dbapi.Error as exc:
             if dbapi_conn.closed or engine.dialect.is_disconnect(exc, dbapi_conn, None):
