@@ -412,6 +412,33 @@ def test_writes_after_the_server_dropped_every_connection_meet_no_dead_one(
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_a_database_that_drops_new_connections_too_is_an_outage_not_a_bug(
+    database: Database,
+) -> None:
+    """A pooler that takes the login and drops the client at its first statement, in a
+    failover: after the stale connection, the new one fails too. The write must raise
+    what callers retry on (the API's 503, a runner's retries), not a programming error."""
+    with database.write() as conn:
+        insert_sequence(conn, "before")  # the pool keeps a connection that has begun
+
+    def dropped_at_first_word(dbapi_conn: object, _record: object, _proxy: object) -> None:
+        dbapi_conn.close()  # type: ignore[attr-defined]
+
+    sa.event.listen(database._writer, "checkout", dropped_at_first_word, insert=True)
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as raised, database.write() as conn:
+            insert_sequence(conn, "during")
+    finally:
+        sa.event.remove(database._writer, "checkout", dropped_at_first_word)
+    assert database.unreachable(raised.value)
+    with database.write() as conn:
+        insert_sequence(conn, "after")
+    with database.read() as conn:
+        names = conn.exec_driver_sql("SELECT workflow_name FROM workflow_sequences").scalars()
+        assert sorted(names) == ["after", "before"]
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
 def test_a_write_on_postgresql_costs_its_statements_and_two_round_trips(
     database: Database, tmp_path: Path
 ) -> None:

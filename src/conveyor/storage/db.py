@@ -96,9 +96,14 @@ def _begin_on_checkout(engine: Engine) -> None:
     sent on checkout. That BEGIN is the check that the connection is alive (a pre-ping
     would cost a round trip of its own on every write): on a dead one the pool drops
     every connection made before it and takes a new one, before the write's body runs.
+    A new connection that fails its first BEGIN is the database's answer for now: that
+    error is raised, wrapped as any statement's (Database.unreachable knows it).
 
     The driver is in autocommit, so it sends no BEGIN of its own before the first
-    statement; its commit() and rollback() still end the transaction that is open."""
+    statement; its commit() and rollback() still end the transaction that is open. So
+    nothing may end the transaction inside a write (the rest would be autocommitted),
+    and this pool takes no isolation level (the driver refuses one in a transaction):
+    a write that needs one would send `BEGIN ISOLATION LEVEL …` instead."""
     dbapi = engine.dialect.loaded_dbapi
 
     @event.listens_for(engine, "connect")
@@ -107,15 +112,15 @@ def _begin_on_checkout(engine: Engine) -> None:
         dbapi_conn.autocommit = True
 
     @event.listens_for(engine, "checkout")
-    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         try:
-            if not dbapi_conn.autocommit:  # SQLAlchemy's reset of an isolation level
-                dbapi_conn.autocommit = True
-            dbapi_conn.execute("BEGIN")
+            dbapi_conn.execute("BEGIN").close()
         except dbapi.Error as exc:
-            if dbapi_conn.closed or engine.dialect.is_disconnect(exc, dbapi_conn, None):
+            gone = dbapi_conn.closed or engine.dialect.is_disconnect(exc, dbapi_conn, None)
+            if gone and record.info.get(_BEGUN):  # kept in the pool while the server went
                 raise sa.exc.InvalidatePoolError(f"the connection is gone: {exc}") from exc
             raise
+        record.info[_BEGUN] = True
 
 
 def json_value(raw: Any) -> Any:
@@ -244,6 +249,7 @@ def prepared_insert(
 _AFTER_COMMIT = "conveyor_after_commit"
 _AFTER_END = "conveyor_after_end"
 _DOOMED = "conveyor_doomed"
+_BEGUN = "conveyor_begun"  # a write-pool connection that has begun a transaction before
 
 
 def after_commit(conn: Connection, action: Callable[[], object]) -> None:
@@ -279,7 +285,9 @@ def savepoint(conn: Connection) -> Iterator[None]:
     the transaction is doomed: `Database.write` raises instead of committing.
 
     On the driver's connection: through SQLAlchemy (`begin_nested`) the statements cost
-    about 0.2 ms more, with SQLite's one writer held."""
+    about 0.2 ms more, with SQLite's one writer held. It must never end the transaction
+    itself: on PostgreSQL the rest of the write would be autocommitted
+    (_begin_on_checkout)."""
     # Taken now: a connection dropped in the part refuses even `info` later.
     info = conn.info
     actions = info.setdefault(_AFTER_COMMIT, [])
