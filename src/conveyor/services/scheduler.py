@@ -189,6 +189,10 @@ class Scheduler:
         if task_pk is None:
             self.wake()
             return
+        with self._advancing_lock:
+            if task_pk in self._advancing:  # that thread reads it again once done
+                self._advancing[task_pk] = True
+                return
         # Its result is committed already: the step reads the task and its jobs and
         # moves them in one transaction, as a local runner's result does in its own.
         try:
