@@ -12,7 +12,10 @@ in rounds, the order rotated each round.
 
 On a 2-core machine one block's rate swings by a quarter either way from the next
 block's of the same setup (docs/benchmarks.md, eighth session): six rounds of about
-170 tasks each are what make the ratio worth reading to a few hundredths.
+170 tasks each are what make the ratio worth reading to a few hundredths. A block of
+50 tasks measures the workers' warm-up too (new threads, connections): celery with 2
+workers made 0.889x the local executor in such blocks and 0.941x in blocks of 300, in
+one interleaved probe (twelfth session); `make bench QUICK=1` runs blocks of 150.
 """
 
 import argparse
