@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import redis
 import sqlalchemy as sa
 from serving import serve_with_token, start_workers, stop
 
@@ -55,6 +56,16 @@ def settle() -> None:
     block's migrations): a block measures its own writes, not a flush it inherited."""
     os.sync()
     as_admin("CHECKPOINT")
+
+
+def forget_queue(queue: str) -> None:
+    """Drop what kombu keeps in the broker for `queue`: each block has one of its own,
+    and would leave its keys in Redis for good."""
+    broker = redis.Redis.from_url(BROKER)
+    try:
+        broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
+    finally:
+        broker.close()
 
 
 def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
@@ -117,6 +128,8 @@ def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int)
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
+        if setup == "celery":
+            forget_queue(f"bench-{port}")
 
 
 def name(setup: str, workers: int) -> str:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
-from distributed import on_postgres
+from distributed import forget_queue, on_postgres
 from lookup import CONFIG as LOOKUP_CONFIG
 from lookup import OUT, WORKFLOWS, fill, sample_commits
 from serving import free_port, rss_mb, serve_with_token, start_workers, stop
@@ -134,6 +134,8 @@ def soak(n: int, celery: bool) -> str:
     finally:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
+        if celery:
+            forget_queue(f"memory-{port}")
 
 
 def main() -> None:
