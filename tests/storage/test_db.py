@@ -4,6 +4,7 @@ import contextlib
 import os
 import select
 import signal
+import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -409,6 +410,35 @@ def test_writes_after_the_server_dropped_every_connection_meet_no_dead_one(
             insert_sequence(conn, name)
     with database.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM workflow_sequences").scalar_one() == 4
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_postgresql_connections_give_up_on_a_silent_server_after_the_deadline(
+    database: Database,
+) -> None:
+    """A partition, or the database's host gone: the kernel drops a connection whose
+    peer has not acknowledged a send, or answered keepalive probes, for SILENT_PEER_S.
+    Without it a write, the scheduler or a read would wait out the kernel's quarter of
+    an hour of retransmissions. What the kernel will do is read off each socket."""
+
+    def deadlines(dbapi_conn: object) -> tuple[int, int, int]:
+        fd = dbapi_conn.pgconn.socket  # type: ignore[attr-defined]
+        sock = socket.socket(fileno=os.dup(fd))
+        try:
+            return (
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            )
+        finally:
+            sock.close()  # the duplicate only
+
+    with database.read() as conn:
+        read = deadlines(conn.connection.dbapi_connection)
+    with database.write() as conn:
+        written = deadlines(conn.connection.dbapi_connection)
+    # 10 s, as docs/reliability.md says; before, (0, 1, 7200): libpq and the kernel's.
+    assert read == written == (10_000, 1, 10)
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")

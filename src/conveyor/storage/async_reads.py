@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 
 from conveyor.domain.principals import TokenInfo
 from conveyor.domain.views import TaskDetail, TaskWithCommits
-from conveyor.storage.db import Database, PreparedQuery
+from conveyor.storage.db import SILENT_PEER_DEADLINE, Database, PreparedQuery
 from conveyor.storage.task_store import (
     SqlTaskStore,
     detail_of,
@@ -31,22 +31,14 @@ from conveyor.storage.token_store import SqlTokenStore, token_of
 # Per event loop: requests beyond this many wait for a connection, so a flood of
 # lookups cannot take PostgreSQL's connection slots from the scheduler and the writes.
 MAX_CONNECTIONS = 10
-CONNECT_TIMEOUT_S = 10
 RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
 # A read on the event loop that has no answer by then ends with the database's error,
 # and the API answers 503: neither the request nor its connection slot waits for good.
 # PostgreSQL cancels a statement that runs (or waits for a lock) that long; the kernel
-# drops a connection whose peer has gone silent for that long (an unacknowledged send,
-# or keepalive probes). Both cost a read nothing, where a timer on the loop for every
-# read slowed the status route (docs/adr/0004-lookup-hot-path.md).
+# drops a connection whose peer has gone silent (db.SILENT_PEER_DEADLINE, as long).
+# Both cost a read nothing, where a timer on the loop for every read slowed the status
+# route (docs/adr/0004-lookup-hot-path.md).
 READ_TIMEOUT_S = 10.0
-# The kernel's part, in libpq's connection settings.
-_SILENCE_DEADLINE: dict[str, Any] = {
-    "tcp_user_timeout": int(READ_TIMEOUT_S * 1000),
-    "keepalives": 1,
-    "keepalives_idle": int(READ_TIMEOUT_S),
-    "keepalives_interval": 2,
-}
 
 Read = tuple[PreparedQuery, dict[str, Any]]
 _Conn = psycopg.AsyncConnection[TupleRow]
@@ -118,8 +110,7 @@ class AsyncReads:
         conn = await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            **_SILENCE_DEADLINE,
+            **SILENT_PEER_DEADLINE,
         )
         try:
             # A SET once a connection, not a startup option: a pooler in front of the

@@ -40,6 +40,19 @@ WRITE_POOL_OVERFLOW = 10
 # SQLite's writes take one connection in turn (Database._sqlite_write); a nested write
 # (it fails on the busy timeout) or the one after a failure takes another.
 SQLITE_WRITE_POOL = (1, 10)
+# A PostgreSQL connection whose peer has gone silent (a partition, a host gone) ends
+# with an error after this long, not after the kernel's quarter of an hour of
+# retransmissions: for a connect, an unacknowledged send, and an idle pooled connection
+# (keepalive probes), in libpq's settings. It never bounds a statement's own length (a
+# long migration still runs); the event loop's reads add a statement_timeout.
+SILENT_PEER_S = 10
+SILENT_PEER_DEADLINE: dict[str, Any] = {
+    "connect_timeout": SILENT_PEER_S,
+    "tcp_user_timeout": SILENT_PEER_S * 1000,
+    "keepalives": 1,
+    "keepalives_idle": SILENT_PEER_S,
+    "keepalives_interval": 2,
+}
 DISPOSE_WAIT_S = 5.0  # for a write under way to end, before the connections are closed
 # What forked children inherited of their parent's held writer connections (see
 # Database.forget_connections_after_fork): one a fork, never used.
@@ -87,7 +100,11 @@ def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_O
     # No pre-ping: it costs a round trip on every checkout. A dead connection fails the
     # statement, SQLAlchemy then drops every connection made before it, and reads retry.
     return sa.create_engine(
-        parsed, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=3600
+        parsed,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_recycle=3600,
+        connect_args=SILENT_PEER_DEADLINE,
     )
 
 
@@ -355,6 +372,7 @@ class Database:
                 pool_size=WRITE_POOL_SIZE,
                 max_overflow=WRITE_POOL_OVERFLOW,
                 pool_recycle=3600,
+                connect_args=SILENT_PEER_DEADLINE,
             )
             _begin_on_checkout(self._writer)
 

@@ -16,6 +16,8 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from conveyor.storage.db import SILENT_PEER_DEADLINE
+
 CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.notify")
 
@@ -59,7 +61,10 @@ class JobListener:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                # Keepalives: a server gone silent is found and listened to anew, not
+                # waited on for good while workers' results go unheard.
+                connect = psycopg.connect(self._conninfo, autocommit=True, **SILENT_PEER_DEADLINE)
+                with connect as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._on_notify(None)  # what ended while we were not listening
                     while not self._stop.is_set():
