@@ -412,33 +412,55 @@ def test_writes_after_the_server_dropped_every_connection_meet_no_dead_one(
         assert conn.exec_driver_sql("SELECT count(*) FROM workflow_sequences").scalar_one() == 4
 
 
+def silence_deadline(dbapi_conn: object) -> tuple[int, ...]:
+    """What the kernel does with a silent peer, read off a connection's socket: the user
+    timeout (ms), keepalive on, first probe after (s), between probes (s), probes."""
+    fd = dbapi_conn.pgconn.socket  # type: ignore[attr-defined]
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            pytest.skip("the test database is reached over a Unix socket: no TCP deadline")
+        tcp = socket.IPPROTO_TCP
+        return (
+            sock.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(tcp, socket.TCP_KEEPIDLE),
+            sock.getsockopt(tcp, socket.TCP_KEEPINTVL),
+            sock.getsockopt(tcp, socket.TCP_KEEPCNT),
+        )
+    finally:
+        sock.close()  # the duplicate only
+
+
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
 def test_postgresql_connections_give_up_on_a_silent_server_after_the_deadline(
     database: Database,
 ) -> None:
     """A partition, or the database's host gone: the kernel drops a connection whose
-    peer has not acknowledged a send, or answered keepalive probes, for SILENT_PEER_S.
+    peer has not acknowledged a send for 10 s, or, idle, answered none of five
+    keepalive probes sent from 5 s on, a second apart (one lost is not the end).
     Without it a write, the scheduler or a read would wait out the kernel's quarter of
-    an hour of retransmissions. What the kernel will do is read off each socket."""
-
-    def deadlines(dbapi_conn: object) -> tuple[int, int, int]:
-        fd = dbapi_conn.pgconn.socket  # type: ignore[attr-defined]
-        sock = socket.socket(fileno=os.dup(fd))
-        try:
-            return (
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
-                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
-            )
-        finally:
-            sock.close()  # the duplicate only
-
+    an hour of retransmissions; libpq's own keepalives first probe after two hours."""
     with database.read() as conn:
-        read = deadlines(conn.connection.dbapi_connection)
+        read = silence_deadline(conn.connection.dbapi_connection)
     with database.write() as conn:
-        written = deadlines(conn.connection.dbapi_connection)
-    # 10 s, as docs/reliability.md says; before, (0, 1, 7200): libpq and the kernel's.
-    assert read == written == (10_000, 1, 10)
+        written = silence_deadline(conn.connection.dbapi_connection)
+    # As docs/reliability.md says; before, (0, 1, 7200, 75, 9): libpq's and the kernel's.
+    assert read == written == (10_000, 1, 5, 1, 5)
+
+
+@pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")
+def test_a_deadline_the_database_url_sets_stands(database: Database) -> None:
+    url = database.engine.url.update_query_dict({"tcp_user_timeout": "60000"})
+    own = Database.from_url(url.render_as_string(hide_password=False))
+    try:
+        with own.read() as conn:
+            read = silence_deadline(conn.connection.dbapi_connection)
+        with own.write() as conn:
+            written = silence_deadline(conn.connection.dbapi_connection)
+    finally:
+        own.dispose()
+    assert read == written == (60_000, 1, 5, 1, 5)
 
 
 @pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CONVEYOR_TEST_DATABASE_URL)")

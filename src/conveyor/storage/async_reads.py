@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 
 from conveyor.domain.principals import TokenInfo
 from conveyor.domain.views import TaskDetail, TaskWithCommits
-from conveyor.storage.db import SILENT_PEER_DEADLINE, Database, PreparedQuery
+from conveyor.storage.db import Database, PreparedQuery, silent_peer_deadline
 from conveyor.storage.task_store import (
     SqlTaskStore,
     detail_of,
@@ -35,7 +36,7 @@ RECYCLE_AFTER_S = 3600  # as the sync pools' pool_recycle
 # A read on the event loop that has no answer by then ends with the database's error,
 # and the API answers 503: neither the request nor its connection slot waits for good.
 # PostgreSQL cancels a statement that runs (or waits for a lock) that long; the kernel
-# drops a connection whose peer has gone silent (db.SILENT_PEER_DEADLINE, as long).
+# drops a connection whose peer has gone silent (db.SILENT_PEER_S, as long).
 # Both cost a read nothing, where a timer on the loop for every read slowed the status
 # route (docs/adr/0004-lookup-hot-path.md).
 READ_TIMEOUT_S = 10.0
@@ -110,7 +111,7 @@ class AsyncReads:
         conn = await psycopg.AsyncConnection.connect(
             self._conninfo,
             autocommit=True,
-            **SILENT_PEER_DEADLINE,
+            **silent_peer_deadline(conninfo_to_dict(self._conninfo)),
         )
         try:
             # A SET once a connection, not a startup option: a pooler in front of the

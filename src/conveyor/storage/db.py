@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,17 +42,28 @@ WRITE_POOL_OVERFLOW = 10
 SQLITE_WRITE_POOL = (1, 10)
 # A PostgreSQL connection whose peer has gone silent (a partition, a host gone) ends
 # with an error after this long, not after the kernel's quarter of an hour of
-# retransmissions: for a connect, an unacknowledged send, and an idle pooled connection
-# (keepalive probes), in libpq's settings. It never bounds a statement's own length (a
-# long migration still runs); the event loop's reads add a statement_timeout.
+# retransmissions: for a connect, an unacknowledged send, and an idle connection
+# (keepalive probes from half of it, one a second: a lost probe is not the end), in
+# libpq's settings, which cover the hop to a pooler or proxy only. It never bounds a
+# statement's own length (a long migration still runs; the event loop's reads add a
+# statement_timeout), but the kernel counts a send the server does not read as silence.
 SILENT_PEER_S = 10
-SILENT_PEER_DEADLINE: dict[str, Any] = {
+_SILENT_PEER_DEADLINE: dict[str, int] = {
     "connect_timeout": SILENT_PEER_S,
     "tcp_user_timeout": SILENT_PEER_S * 1000,
     "keepalives": 1,
-    "keepalives_idle": SILENT_PEER_S,
-    "keepalives_interval": 2,
+    "keepalives_idle": SILENT_PEER_S // 2,
+    "keepalives_interval": 1,
+    "keepalives_count": SILENT_PEER_S // 2,
 }
+
+
+def silent_peer_deadline(given: Collection[str]) -> dict[str, Any]:
+    """The libpq settings of _SILENT_PEER_DEADLINE that the database's URL or conninfo
+    does not set (`given`: the names it sets): a user's own deadline stands."""
+    return {k: v for k, v in _SILENT_PEER_DEADLINE.items() if k not in given}
+
+
 DISPOSE_WAIT_S = 5.0  # for a write under way to end, before the connections are closed
 # What forked children inherited of their parent's held writer connections (see
 # Database.forget_connections_after_fork): one a fork, never used.
@@ -104,7 +115,7 @@ def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_O
         pool_size=POOL_SIZE,
         max_overflow=POOL_OVERFLOW,
         pool_recycle=3600,
-        connect_args=SILENT_PEER_DEADLINE,
+        connect_args=silent_peer_deadline(parsed.query),
     )
 
 
@@ -372,7 +383,7 @@ class Database:
                 pool_size=WRITE_POOL_SIZE,
                 max_overflow=WRITE_POOL_OVERFLOW,
                 pool_recycle=3600,
-                connect_args=SILENT_PEER_DEADLINE,
+                connect_args=silent_peer_deadline(engine.url.query),
             )
             _begin_on_checkout(self._writer)
 

@@ -14,9 +14,10 @@ from collections.abc import Callable
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import Connection
 
-from conveyor.storage.db import SILENT_PEER_DEADLINE
+from conveyor.storage.db import silent_peer_deadline
 
 CHANNEL = "conveyor_jobs"
 log = logging.getLogger("conveyor.notify")
@@ -63,7 +64,8 @@ class JobListener:
             try:
                 # Keepalives: a server gone silent is found and listened to anew, not
                 # waited on for good while workers' results go unheard.
-                connect = psycopg.connect(self._conninfo, autocommit=True, **SILENT_PEER_DEADLINE)
+                deadline = silent_peer_deadline(conninfo_to_dict(self._conninfo))
+                connect = psycopg.connect(self._conninfo, autocommit=True, **deadline)
                 with connect as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self._on_notify(None)  # what ended while we were not listening
