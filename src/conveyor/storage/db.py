@@ -92,7 +92,9 @@ def _prepare_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_OVERFLOW) -> Engine:
+def make_engine(
+    url: str | sa.URL, pool_size: int = POOL_SIZE, max_overflow: int = POOL_OVERFLOW
+) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -109,11 +111,12 @@ def make_engine(url: str, pool_size: int = POOL_SIZE, max_overflow: int = POOL_O
         _prepare_sqlite(engine)
         return engine
     # No pre-ping: it costs a round trip on every checkout. A dead connection fails the
-    # statement, SQLAlchemy then drops every connection made before it, and reads retry.
+    # statement, SQLAlchemy then drops every connection made before it, and reads retry;
+    # the writes' pool finds it with the BEGIN it sends on checkout (_begin_on_checkout).
     return sa.create_engine(
         parsed,
-        pool_size=POOL_SIZE,
-        max_overflow=POOL_OVERFLOW,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_recycle=3600,
         connect_args=silent_peer_deadline(parsed.query),
     )
@@ -372,19 +375,11 @@ class Database:
             # A pool of its own: reads must not wait for a connection a writer holds. An
             # in-memory database is one connection's, so it stays shared.
             self._shared_writer = engine.url.database in (None, "", ":memory:")
-            writer = (
-                engine if self._shared_writer else make_engine(str(engine.url), *SQLITE_WRITE_POOL)
-            )
+            writer = engine if self._shared_writer else make_engine(engine.url, *SQLITE_WRITE_POOL)
             self._writer = writer.execution_options(sqlite_begin=None)
             os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
         else:
-            self._writer = sa.create_engine(
-                engine.url,
-                pool_size=WRITE_POOL_SIZE,
-                max_overflow=WRITE_POOL_OVERFLOW,
-                pool_recycle=3600,
-                connect_args=silent_peer_deadline(engine.url.query),
-            )
+            self._writer = make_engine(engine.url, WRITE_POOL_SIZE, WRITE_POOL_OVERFLOW)
             _begin_on_checkout(self._writer)
 
     @classmethod
