@@ -1,21 +1,25 @@
 """The celery executor beside the local one, in one run, on one machine.
 
-For each setup (local executor; celery with 1 worker; celery with 2 workers), a fresh
-PostgreSQL database and a real `conveyor serve` (and `conveyor worker`s, on this same
-machine, with Redis as the broker): create -> first job process started over N tasks,
-then M trivial tasks on a parallel workflow: tasks per second. The setups take turns,
-in rounds, the order rotated each round.
+Three setups (local executor; celery with 1 worker; celery with 2 workers), each with a
+PostgreSQL database of its own, a real `conveyor serve` (and `conveyor worker`s, on this
+same machine, with Redis as the broker), all started once and kept for the whole run.
+Each round, every setup takes a turn (the order rotated each round) at a block: create
+-> first job process started over N tasks one at a time, then M trivial tasks on a
+parallel workflow created at once: tasks per second. The others sit idle meanwhile.
 
-    createdb -h 127.0.0.1 -U postgres conveyor_bench_dist   # once; dropped and made anew
     cd bench && ../.venv/bin/python distributed.py [--latency-tasks 120] \
         [--throughput-tasks 1000] [--rounds 6]
 
+The databases (conveyor_bench_dist_*) are made anew at the start and dropped at the end.
+
 On a 2-core machine one block's rate swings by a quarter either way from the next
-block's of the same setup (docs/benchmarks.md, eighth session): six rounds of about
-170 tasks each are what make the ratio worth reading to a few hundredths. A block of
-50 tasks measures the workers' warm-up too (new threads, connections): celery with 2
-workers made 0.889x the local executor in such blocks and 0.941x in blocks of 300, in
-one interleaved probe (twelfth session); `make bench QUICK=1` runs blocks of 150.
+block's of the same setup (docs/benchmarks.md, eighth session): rounds are what make the
+ratio worth reading to a few hundredths. Until the thirteenth session every block had a
+server and workers of its own, started for it: a block then also measured their warm-up
+(new threads, connections, prepared statements), more of it the shorter the block
+(celery with 2 workers made 0.889x the local executor in blocks of 50 tasks and 0.941x
+in blocks of 300, in one interleaved probe). Now each setup warms up once, in a block
+that is not counted, and a running service is what the rounds compare.
 """
 
 import argparse
@@ -46,14 +50,14 @@ def as_admin(*statements: str) -> None:
     admin.dispose()
 
 
-def fresh_database() -> str:
-    as_admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)', f'CREATE DATABASE "{DB_NAME}"')
-    return sa.make_url(ADMIN_URL).set(database=DB_NAME).render_as_string(hide_password=False)
+def fresh_database(name: str = DB_NAME) -> str:
+    as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
+    return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
 
 def settle() -> None:
-    """Write out what the machine still holds dirty (the last block's deleted files, this
-    block's migrations): a block measures its own writes, not a flush it inherited."""
+    """Write out what the machine still holds dirty (the last block's deleted files and
+    rows): a block measures its own writes, not a flush it inherited."""
     os.sync()
     as_admin("CHECKPOINT")
 
@@ -68,10 +72,12 @@ def forget_queue(queue: str) -> None:
         broker.close()
 
 
-def on_postgres(text: str, port: int, celery: bool, queue_prefix: str) -> str:
+def on_postgres(
+    text: str, port: int, celery: bool, queue_prefix: str, database: str = DB_NAME
+) -> str:
     """The engine's config `text` on a fresh PostgreSQL database; with `celery`, run by
     workers through Redis, on a queue of its own."""
-    header = f"database_url: {fresh_database()}\n"
+    header = f"database_url: {fresh_database(database)}\n"
     if celery:
         header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: {queue_prefix}-{port}\n"
     return header + text.replace("database_url: sqlite:///conveyor.db\n", "")
@@ -93,18 +99,31 @@ class Sample:
         return self.tasks / self.seconds
 
 
-def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int) -> Sample:
-    """One block: a fresh database, server and workers; `latency_tasks` one at a time
-    (create -> job start), then `throughput_tasks` created at once (tasks per second)."""
-    root, repo, marks, port, config = bench_home("conveyor-dist-")
-    text = CONFIG.format(port=port, repo=repo, marks=marks)
-    config.write_text(on_postgres(text, port, setup == "celery", "bench"))
-    server, url, token = serve_with_token(config, port, root / "server.log", access_log=False)
-    procs = [server]
-    try:
-        procs += start_workers(config, workers, root)
-        client = Client(url, token)
-        client.wait("stamp", client.create("stamp", "stamp"))
+class Running:
+    """One setup's server and workers, from start to the end of the run."""
+
+    def __init__(self, setup: str, workers: int) -> None:
+        self.root, repo, self.marks, port, config = bench_home("conveyor-dist-")
+        text = CONFIG.format(port=port, repo=repo, marks=self.marks)
+        self.database = f"{DB_NAME}_{setup}{workers}"
+        self.queue = f"bench-{port}" if setup == "celery" else None
+        config.write_text(on_postgres(text, port, setup == "celery", "bench", self.database))
+        server, url, token = serve_with_token(
+            config, port, self.root / "server.log", access_log=False
+        )
+        self.procs = [server]
+        try:
+            self.procs += start_workers(config, workers, self.root)
+            self.client = Client(url, token)
+            self.client.wait("stamp", self.client.create("stamp", "stamp"))
+        except BaseException:
+            self.stop()
+            raise
+
+    def block(self, latency_tasks: int, throughput_tasks: int) -> Sample:
+        """`latency_tasks` one at a time (create -> job start), then `throughput_tasks`
+        created at once (tasks per second)."""
+        client, marks = self.client, self.marks
         sample = Sample()
         for _ in range(latency_tasks):
             t0 = time.time()
@@ -124,12 +143,15 @@ def measure(setup: str, workers: int, latency_tasks: int, throughput_tasks: int)
             while not (marks / f"{task_id}.done").exists():
                 time.sleep(0.01)
         sample.tasks, sample.seconds = len(ids), time.perf_counter() - t0
+        settle()
         return sample
-    finally:
-        stop(procs)
-        shutil.rmtree(root, ignore_errors=True)
-        if setup == "celery":
-            forget_queue(f"bench-{port}")
+
+    def stop(self) -> None:
+        stop(self.procs)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if self.queue is not None:
+            forget_queue(self.queue)
+        as_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
 def name(setup: str, workers: int) -> str:
@@ -148,12 +170,33 @@ def main() -> None:
     latency_tasks = max(1, args.latency_tasks // args.rounds)
     throughput_tasks = max(1, args.throughput_tasks // args.rounds)
     by_round: list[dict[tuple[str, int], float]] = []
-    for r in range(args.rounds):
+    running: dict[tuple[str, int], Running] = {}
+    try:
+        for setup in SETUPS:
+            running[setup] = Running(*setup)
+        for setup in SETUPS:  # warm-up: not counted
+            running[setup].block(latency_tasks, throughput_tasks)
+        measure_rounds(running, args.rounds, latency_tasks, throughput_tasks, samples, by_round)
+    finally:
+        for each in running.values():
+            each.stop()
+    report(samples, by_round, args.rounds)
+
+
+def measure_rounds(
+    running: dict[tuple[str, int], Running],
+    rounds: int,
+    latency_tasks: int,
+    throughput_tasks: int,
+    samples: dict[tuple[str, int], Sample],
+    by_round: list[dict[tuple[str, int], float]],
+) -> None:
+    for r in range(rounds):
         by_round.append({})
         # Every block leaves the file system slower to create files in for a while (ADR
         # 0019): the order rotates each round, so each setup takes each place in turn.
         for setup in SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]:
-            block = measure(*setup, latency_tasks, throughput_tasks)
+            block = running[setup].block(latency_tasks, throughput_tasks)
             total = samples[setup]
             total.latencies += block.latencies
             total.tasks += block.tasks
@@ -164,6 +207,13 @@ def main() -> None:
                 f"{block.rate:.1f} tasks/s",
                 flush=True,
             )
+
+
+def report(
+    samples: dict[tuple[str, int], Sample],
+    by_round: list[dict[tuple[str, int], float]],
+    rounds: int,
+) -> None:
     local_rate = samples[SETUPS[0]].rate
     rows = [
         "| setup (PostgreSQL) | create → job start p50 ms | p99 ms | tasks/s | x local |",
@@ -180,7 +230,8 @@ def main() -> None:
         print(f"{name(*setup)} / local executor, round by round: {ratios}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
-        f"PostgreSQL and Redis all on it; {args.rounds} rounds, the order rotated each round"
+        f"PostgreSQL and Redis all on it; {rounds} rounds, the order rotated each round; "
+        "each setup started once, its first block not counted"
     )
 
 
