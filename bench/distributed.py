@@ -3,45 +3,45 @@
 Three setups (local executor; celery with 1 worker; celery with 2 workers), each with a
 PostgreSQL database of its own, a real `conveyor serve` (and `conveyor worker`s, on this
 same machine, with Redis as the broker), all started once and kept for the whole run.
-Each round, every setup takes a turn (the order rotated each round) at a block: create
--> first job process started over N tasks one at a time, then M trivial tasks on a
-parallel workflow created at once: tasks per second. The others are stopped meanwhile
-(SIGSTOP): idle, they took 0.8% (local), 1.7% and 2.1% (celery) of a core, which would
-have weighed more on the local executor's blocks than on the others'.
+Each round, every setup takes a turn at a block: create -> first job process started
+over N tasks one at a time, then M trivial tasks on a parallel workflow created at
+once: tasks per second. While one setup runs its block, the others are stopped
+(SIGSTOP), so their idle work weighs on no one's block. Each setup's first block warms
+it up and is not counted. Why it is built this way: ADR 0019, addendum.
 
     cd bench && ../.venv/bin/python distributed.py [--latency-tasks 120] \
         [--throughput-tasks 1000] [--rounds 6]
 
-The databases (conveyor_bench_dist_*) are made anew at the start and dropped at the end.
-
-On a 2-core machine one block's rate swings by a quarter either way from the next
-block's of the same setup (docs/benchmarks.md, eighth session): rounds are what make the
-ratio worth reading to a few hundredths. Until the thirteenth session every block had a
-server and workers of its own, started for it: a block then also measured their warm-up
-(new threads, connections, prepared statements), more of it the shorter the block
-(celery with 2 workers made 0.889x the local executor in blocks of 50 tasks and 0.941x
-in blocks of 300, in one interleaved probe). Now each setup warms up once, in a block
-that is not counted, and a running service is what the rounds compare.
+Its databases (conveyor_bench_dist_local0, _celery1, _celery2) are made anew at the
+start and dropped at the end.
 """
 
 import argparse
+import contextlib
+import functools
 import os
 import platform
 import shutil
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
+import serving
 import sqlalchemy as sa
-from serving import serve_with_token, start_workers, stop
+from serving import serve_with_token, start_workers
 
 from engine import CONFIG, Client, bench_home, pct
 
 ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "conveyor_bench_dist"
 BROKER = "redis://127.0.0.1:6379/1"
+BLOCK_DEADLINE_S = 900  # a block whose tasks do not end by then has gone wrong
 
 
 def as_admin(*statements: str) -> None:
@@ -53,7 +53,7 @@ def as_admin(*statements: str) -> None:
     admin.dispose()
 
 
-def fresh_database(name: str = DB_NAME) -> str:
+def fresh_database(name: str) -> str:
     as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
 
@@ -75,18 +75,35 @@ def forget_queue(queue: str) -> None:
         broker.close()
 
 
-def on_postgres(
-    text: str, port: int, celery: bool, queue_prefix: str, database: str = DB_NAME
-) -> str:
-    """The engine's config `text` on a fresh PostgreSQL database; with `celery`, run by
-    workers through Redis, on a queue of its own."""
+def drop_database(name: str) -> None:
+    as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def on_postgres(text: str, database: str, queue: str | None) -> str:
+    """The engine's config `text` on a fresh PostgreSQL database `database`; with a
+    `queue`, run by celery workers through Redis, on that queue."""
     header = f"database_url: {fresh_database(database)}\n"
-    if celery:
-        header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: {queue_prefix}-{port}\n"
+    if queue is not None:
+        header += f"executor: celery\nbroker_url: '{BROKER}'\nqueue: {queue}\n"
     return header + text.replace("database_url: sqlite:///conveyor.db\n", "")
 
 
-SETUPS = (("local", 0), ("celery", 1), ("celery", 2))
+Setup = tuple[str, int]  # (executor, workers)
+LOCAL, CELERY_1, CELERY_2 = ("local", 0), ("celery", 1), ("celery", 2)
+SETUPS = (LOCAL, CELERY_1, CELERY_2)
+# The setups' order in each round, then again from the first. Every block leaves the
+# machine changed for a while (the file system slower to create files in, ADR 0019;
+# autovacuum to do): over six rounds each setup takes each place twice and comes right
+# after each of the others three times (the warm-up blocks go in SETUPS' order first);
+# the first three rounds give each setup each place once. Found by an exhaustive search.
+ORDERS = (
+    (LOCAL, CELERY_2, CELERY_1),
+    (CELERY_2, CELERY_1, LOCAL),
+    (CELERY_1, LOCAL, CELERY_2),
+    (CELERY_1, CELERY_2, LOCAL),
+    (CELERY_2, LOCAL, CELERY_1),
+    (LOCAL, CELERY_1, CELERY_2),
+)
 
 
 @dataclass
@@ -105,17 +122,19 @@ class Sample:
 class Running:
     """One setup's server and workers, from start to the end of the run."""
 
-    def __init__(self, setup: str, workers: int) -> None:
+    def __init__(self, setup: Setup) -> None:
+        executor, workers = setup
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.database = f"{DB_NAME}_{executor}{workers}"
         self.root, repo, self.marks, port, config = bench_home("conveyor-dist-")
-        text = CONFIG.format(port=port, repo=repo, marks=self.marks)
-        self.database = f"{DB_NAME}_{setup}{workers}"
-        self.queue = f"bench-{port}" if setup == "celery" else None
-        config.write_text(on_postgres(text, port, setup == "celery", "bench", self.database))
-        server, url, token = serve_with_token(
-            config, port, self.root / "server.log", access_log=False
-        )
-        self.procs = [server]
+        self.queue = f"bench-{port}" if executor == "celery" else None
         try:
+            text = CONFIG.format(port=port, repo=repo, marks=self.marks)
+            config.write_text(on_postgres(text, self.database, self.queue))
+            server, url, token = serve_with_token(
+                config, port, self.root / "server.log", access_log=False
+            )
+            self.procs.append(server)
             self.procs += start_workers(config, workers, self.root)
             self.client = Client(url, token)
             self.client.wait("stamp", self.client.create("stamp", "stamp"))
@@ -125,17 +144,17 @@ class Running:
 
     def block(self, latency_tasks: int, throughput_tasks: int) -> Sample:
         """`latency_tasks` one at a time (create -> job start), then `throughput_tasks`
-        created at once (tasks per second)."""
+        created at once (tasks per second). Returns once every task has ended and the
+        jobs' workspaces are deleted: nothing of it runs while the setup is stopped."""
         client, marks = self.client, self.marks
+        deadline = time.monotonic() + BLOCK_DEADLINE_S
         sample = Sample()
         for _ in range(latency_tasks):
             t0 = time.time()
-            task_id = client.create("stamp", "stamp")
-            mark = marks / str(task_id)
-            while not (mark.exists() and mark.read_text().strip()):
-                time.sleep(0.0005)
+            mark = marks / str(client.create("stamp", "stamp"))
+            wait_for(functools.partial(stamped, mark), deadline, 0.0005)
             sample.latencies.append(float(mark.read_text()) - t0)
-            client.wait("stamp", task_id, poll_s=0.01)
+            client.wait("stamp", int(mark.name), poll_s=0.01)
         settle()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -143,11 +162,13 @@ class Running:
                 pool.map(lambda _: client.create("trivial", "trivial"), range(throughput_tasks))
             )
         for task_id in ids:
-            while not (marks / f"{task_id}.done").exists():
-                time.sleep(0.01)
+            done = marks / f"{task_id}.done"
+            wait_for(done.exists, deadline, 0.01)
         sample.tasks, sample.seconds = len(ids), time.perf_counter() - t0
-        for task_id in ids:  # ended, recorded: nothing runs while it is stopped
+        for task_id in ids:
             client.wait("trivial", task_id, poll_s=0.01)
+        workspaces = self.root / "data" / "workspaces"
+        wait_for(lambda: not any(workspaces.glob("*/*")), deadline, 0.01)
         settle()
         return sample
 
@@ -160,12 +181,25 @@ class Running:
             proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        self.resume()
-        stop(self.procs)
-        shutil.rmtree(self.root, ignore_errors=True)
-        if self.queue is not None:
-            forget_queue(self.queue)
-        as_admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        """Stop it and remove all it made; each part whatever became of the others."""
+        with contextlib.ExitStack() as undo:
+            undo.callback(drop_database, self.database)
+            if self.queue is not None:
+                undo.callback(forget_queue, self.queue)
+            undo.callback(shutil.rmtree, self.root, ignore_errors=True)
+            undo.callback(serving.stop, self.procs)
+            undo.callback(self.resume)
+
+
+def stamped(mark: Path) -> bool:
+    return mark.exists() and mark.read_text().strip() != ""
+
+
+def wait_for(done: Callable[[], bool], deadline: float, poll_s: float) -> None:
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("a block's tasks did not end in time")
+        time.sleep(poll_s)
 
 
 def name(setup: str, workers: int) -> str:
@@ -180,36 +214,33 @@ def main() -> None:
     parser.add_argument("--throughput-tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
-    samples = {setup: Sample() for setup in SETUPS}
+    # A stopped setup outlives the script unless it is let go: on SIGTERM too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     latency_tasks = max(1, args.latency_tasks // args.rounds)
     throughput_tasks = max(1, args.throughput_tasks // args.rounds)
-    by_round: list[dict[tuple[str, int], float]] = []
-    running: dict[tuple[str, int], Running] = {}
-    try:
+    with contextlib.ExitStack() as running_now:
+        running: dict[Setup, Running] = {}
         for setup in SETUPS:
-            running[setup] = Running(*setup)
-            running[setup].block(latency_tasks, throughput_tasks)  # warm-up: not counted
+            running[setup] = Running(setup)
+            running_now.callback(running[setup].stop)
             running[setup].pause()
-        measure_rounds(running, args.rounds, latency_tasks, throughput_tasks, samples, by_round)
-    finally:
-        for each in running.values():
-            each.stop()
+        for setup in SETUPS:  # warm-up: not counted
+            running[setup].resume()
+            running[setup].block(latency_tasks, throughput_tasks)
+            running[setup].pause()
+        samples, by_round = measure_rounds(running, args.rounds, latency_tasks, throughput_tasks)
     report(samples, by_round, args.rounds)
 
 
 def measure_rounds(
-    running: dict[tuple[str, int], Running],
-    rounds: int,
-    latency_tasks: int,
-    throughput_tasks: int,
-    samples: dict[tuple[str, int], Sample],
-    by_round: list[dict[tuple[str, int], float]],
-) -> None:
+    running: dict[Setup, Running], rounds: int, latency_tasks: int, throughput_tasks: int
+) -> tuple[dict[Setup, Sample], list[dict[Setup, float]]]:
+    """Every setup's blocks pooled, and each block's rate by round."""
+    samples = {setup: Sample() for setup in SETUPS}
+    by_round: list[dict[Setup, float]] = []
     for r in range(rounds):
         by_round.append({})
-        # Every block leaves the file system slower to create files in for a while (ADR
-        # 0019): the order rotates each round, so each setup takes each place in turn.
-        for setup in SETUPS[r % len(SETUPS) :] + SETUPS[: r % len(SETUPS)]:
+        for setup in ORDERS[r % len(ORDERS)]:
             running[setup].resume()
             block = running[setup].block(latency_tasks, throughput_tasks)
             running[setup].pause()
@@ -223,13 +254,10 @@ def measure_rounds(
                 f"{block.rate:.1f} tasks/s",
                 flush=True,
             )
+    return samples, by_round
 
 
-def report(
-    samples: dict[tuple[str, int], Sample],
-    by_round: list[dict[tuple[str, int], float]],
-    rounds: int,
-) -> None:
+def report(samples: dict[Setup, Sample], by_round: list[dict[Setup, float]], rounds: int) -> None:
     local_rate = samples[SETUPS[0]].rate
     rows = [
         "| setup (PostgreSQL) | create → job start p50 ms | p99 ms | tasks/s | x local |",
@@ -246,8 +274,8 @@ def report(
         print(f"{name(*setup)} / local executor, round by round: {ratios}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
-        f"PostgreSQL and Redis all on it; {rounds} rounds, the order rotated each round; "
-        "each setup started once, its first block not counted"
+        f"PostgreSQL and Redis all on it; {rounds} rounds in the orders of ORDERS; "
+        "each setup started once, its first block not counted, the others stopped"
     )
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
-from distributed import forget_queue, on_postgres
+from distributed import drop_database, forget_queue, on_postgres
 from lookup import CONFIG as LOOKUP_CONFIG
 from lookup import OUT, WORKFLOWS, fill, sample_commits
 from serving import free_port, rss_mb, serve_with_token, start_workers, stop
@@ -99,8 +99,9 @@ def soak(n: int, celery: bool) -> str:
     `celery` the worker's."""
     root, repo, marks, port, config = bench_home("conveyor-memory-")
     text = CONFIG.format(port=port, repo=repo, marks=marks)
+    database, queue = "conveyor_bench_memory", f"memory-{port}"
     if celery:
-        text = on_postgres(text, port, celery=True, queue_prefix="memory")
+        text = on_postgres(text, database, queue)
     config.write_text(text)  # its relative paths are the config file's: under root
     procs = []
     try:
@@ -135,7 +136,8 @@ def soak(n: int, celery: bool) -> str:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
         if celery:
-            forget_queue(f"memory-{port}")
+            forget_queue(queue)
+            drop_database(database)
 
 
 def main() -> None:

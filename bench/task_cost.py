@@ -11,6 +11,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -42,6 +43,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=40)
     n = parser.parse_args().tasks
     home = Path(tempfile.mkdtemp(prefix="conveyor-bench-cost-"))
+    try:
+        measure(home, n)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def measure(home: Path, n: int) -> None:
+    """`n` tasks through a container in this process, with their home under `home`."""
     repo = home / "app"
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
     subprocess.run(
