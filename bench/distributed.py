@@ -17,6 +17,7 @@ start and dropped at the end.
 """
 
 import argparse
+import collections
 import contextlib
 import functools
 import os
@@ -26,10 +27,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import redis
 import serving
@@ -88,7 +90,7 @@ def on_postgres(text: str, database: str, queue: str | None) -> str:
     return header + text.replace("database_url: sqlite:///conveyor.db\n", "")
 
 
-Setup = tuple[str, int]  # (executor, workers)
+Setup: TypeAlias = tuple[str, int]  # (executor, workers)
 LOCAL, CELERY_1, CELERY_2 = ("local", 0), ("celery", 1), ("celery", 2)
 SETUPS = (LOCAL, CELERY_1, CELERY_2)
 # The setups' order in each round, then again from the first. Every block leaves the
@@ -104,6 +106,22 @@ ORDERS = (
     (CELERY_2, LOCAL, CELERY_1),
     (LOCAL, CELERY_1, CELERY_2),
 )
+
+
+def balanced(warm_up: tuple[Setup, ...], orders: tuple[tuple[Setup, ...], ...]) -> bool:
+    """Whether `orders` after `warm_up` give each setup each place equally often (the
+    first len(places) rounds once each) and put it right after each other one equally."""
+    places = len(warm_up)
+    blocks = [*warm_up, *(setup for order in orders for setup in order)]
+    after = collections.Counter(zip(blocks[places - 1 : -1], blocks[places:], strict=True))
+    at = collections.Counter((i, setup) for order in orders for i, setup in enumerate(order))
+    first = {(i, setup) for order in orders[:places] for i, setup in enumerate(order)}
+    return (
+        len(first) == places * places
+        and len(set(at.values())) == 1
+        and len(set(after.values())) == 1
+        and all(a != b for a, b in after)
+    )
 
 
 @dataclass
@@ -151,10 +169,11 @@ class Running:
         sample = Sample()
         for _ in range(latency_tasks):
             t0 = time.time()
-            mark = marks / str(client.create("stamp", "stamp"))
-            wait_for(functools.partial(stamped, mark), deadline, 0.0005)
+            task_id = client.create("stamp", "stamp")
+            mark = marks / str(task_id)
+            wait_for(functools.partial(stamped, mark), deadline, 0.0005, "a job's start")
             sample.latencies.append(float(mark.read_text()) - t0)
-            client.wait("stamp", int(mark.name), poll_s=0.01)
+            passed(client, "stamp", task_id, deadline)
         settle()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=4) as pool:
@@ -163,12 +182,12 @@ class Running:
             )
         for task_id in ids:
             done = marks / f"{task_id}.done"
-            wait_for(done.exists, deadline, 0.01)
+            wait_for(done.exists, deadline, 0.01, "the tasks' deploys")
         sample.tasks, sample.seconds = len(ids), time.perf_counter() - t0
         for task_id in ids:
-            client.wait("trivial", task_id, poll_s=0.01)
+            passed(client, "trivial", task_id, deadline)
         workspaces = self.root / "data" / "workspaces"
-        wait_for(lambda: not any(workspaces.glob("*/*")), deadline, 0.01)
+        wait_for(functools.partial(emptied, workspaces), deadline, 0.01, "workspaces deleted")
         settle()
         return sample
 
@@ -195,15 +214,33 @@ def stamped(mark: Path) -> bool:
     return mark.exists() and mark.read_text().strip() != ""
 
 
-def wait_for(done: Callable[[], bool], deadline: float, poll_s: float) -> None:
+def emptied(workspaces: Path) -> bool:
+    """No workspace left, in use or in the trash (a runner moves one meanwhile)."""
+    try:
+        left = [entry.name for entry in os.scandir(workspaces)]
+        return left in ([], [".trash"]) and not any(os.scandir(workspaces / ".trash"))
+    except FileNotFoundError:
+        return not workspaces.exists()
+
+
+def passed(client: Client, workflow: str, task_id: int, deadline: float) -> None:
+    status = functools.partial(client.status, workflow, task_id)
+    wait_for(lambda: status() in ("passed", "failed", "timeout", "cancelled"), deadline, 0.01,
+             f"{workflow}#{task_id} to end")  # fmt: skip
+    if (ended := status()) != "passed":
+        raise RuntimeError(f"{workflow}#{task_id} {ended}: the benchmark's tasks must pass")
+
+
+def wait_for(done: Callable[[], bool], deadline: float, poll_s: float, what: str) -> None:
     while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError("a block's tasks did not end in time")
+            raise TimeoutError(f"waited {BLOCK_DEADLINE_S} s for {what}")
         time.sleep(poll_s)
 
 
-def name(setup: str, workers: int) -> str:
-    return "local executor" if setup == "local" else f"celery, {workers} worker(s) x 4"
+def name(setup: Setup) -> str:
+    executor, workers = setup
+    return "local executor" if executor == "local" else f"celery, {workers} worker(s) x 4"
 
 
 def main() -> None:
@@ -214,6 +251,7 @@ def main() -> None:
     parser.add_argument("--throughput-tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
+    assert balanced(SETUPS, ORDERS)
     # A stopped setup outlives the script unless it is let go: on SIGTERM too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     latency_tasks = max(1, args.latency_tasks // args.rounds)
@@ -224,12 +262,19 @@ def main() -> None:
             running[setup] = Running(setup)
             running_now.callback(running[setup].stop)
             running[setup].pause()
+        running_now.callback(let_go, running.values())  # first: none waits stopped
         for setup in SETUPS:  # warm-up: not counted
             running[setup].resume()
             running[setup].block(latency_tasks, throughput_tasks)
             running[setup].pause()
         samples, by_round = measure_rounds(running, args.rounds, latency_tasks, throughput_tasks)
     report(samples, by_round, args.rounds)
+
+
+def let_go(running: Iterable[Running]) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+    for each in running:
+        each.resume()
 
 
 def measure_rounds(
@@ -250,7 +295,7 @@ def measure_rounds(
             total.seconds += block.seconds
             by_round[-1][setup] = block.rate
             print(
-                f"round {r + 1}, {name(*setup)}: p50 {pct(block.latencies, 50):.1f} ms, "
+                f"round {r + 1}, {name(setup)}: p50 {pct(block.latencies, 50):.1f} ms, "
                 f"{block.rate:.1f} tasks/s",
                 flush=True,
             )
@@ -265,13 +310,13 @@ def report(samples: dict[Setup, Sample], by_round: list[dict[Setup, float]], rou
     ]
     for setup, s in samples.items():
         rows.append(
-            f"| {name(*setup)} | {pct(s.latencies, 50):.1f} | {pct(s.latencies, 99):.1f} "
+            f"| {name(setup)} | {pct(s.latencies, 50):.1f} | {pct(s.latencies, 99):.1f} "
             f"| {s.rate:.1f} | {s.rate / local_rate:.3f} |"
         )
     print("\n".join(rows))
     for setup in SETUPS[1:]:
         ratios = " ".join(f"{rates[setup] / rates[SETUPS[0]]:.2f}" for rates in by_round)
-        print(f"{name(*setup)} / local executor, round by round: {ratios}")
+        print(f"{name(setup)} / local executor, round by round: {ratios}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; server, workers, "
         f"PostgreSQL and Redis all on it; {rounds} rounds in the orders of ORDERS; "

@@ -136,8 +136,10 @@ def soak(n: int, celery: bool) -> str:
         stop(procs)
         shutil.rmtree(root, ignore_errors=True)
         if celery:
-            forget_queue(queue)
-            drop_database(database)
+            try:
+                forget_queue(queue)
+            finally:
+                drop_database(database)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from conveyor.config_file import parse_config
 from conveyor.domain.principals import Principal
 from conveyor.services.tasks import CreateRequest, TargetRequest
-from conveyor.wiring import build_container
+from conveyor.wiring import Container, build_container
 
 CONFIG = """
 database_url: sqlite:///{home}/conveyor.db
@@ -69,6 +69,15 @@ def measure(home: Path, n: int) -> None:
 
     subprocess.Popen.__init__ = counting  # type: ignore[method-assign]
     container.start()
+    try:
+        count(container, counts, n)
+    finally:
+        container.stop()
+        subprocess.Popen.__init__ = real  # type: ignore[method-assign]
+
+
+def count(container: Container, counts: collections.Counter[str], n: int) -> None:
+    """Run `n` tasks through the started `container` and print what they cost."""
     process_cpu, threads_before = sum(os.times()[:2]), thread_cpu()
     writes_before = container.db.writes_begun
     principal = Principal("bench", ("admin",))
@@ -84,8 +93,6 @@ def measure(home: Path, n: int) -> None:
     cpu = {k: v - threads_before.get(k, 0.0) for k, v in thread_cpu().items()}
     counts["write"] = container.db.writes_begun - writes_before
     process_cpu = sum(os.times()[:2]) - process_cpu
-    container.stop()
-    subprocess.Popen.__init__ = real  # type: ignore[method-assign]
     print(f"# {n} trivial tasks (one service, a `true` build and deploy), local executor")
     for name, count in sorted(counts.items()):
         print(f"{name}: {count / n:.1f} per task")
