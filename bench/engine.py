@@ -104,8 +104,15 @@ class Client:
         status: str = r.json()["status"]
         return status
 
-    def wait(self, workflow: str, task_id: int, poll_s: float = 0.002) -> None:
-        while (s := self.status(workflow, task_id)) not in ("passed", "failed", "timeout"):
+    def wait(
+        self, workflow: str, task_id: int, poll_s: float = 0.002, deadline: float | None = None
+    ) -> None:
+        """Until the task ended, which must be as passed; by `deadline` (time.monotonic)
+        if given."""
+        ended = ("passed", "failed", "timeout", "cancelled")
+        while (s := self.status(workflow, task_id)) not in ended:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{workflow}#{task_id} still {s}")
             time.sleep(poll_s)
         assert s == "passed", s
 
