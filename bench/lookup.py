@@ -5,11 +5,14 @@ Fills a database with N tasks (3 commits each), starts `conveyor serve` as its o
 process, then for each route measures latency (one connection, one request at a time)
 and throughput (several keep-alive connections). Run by hand:
 
-    .venv/bin/python bench/lookup.py                       # SQLite, 1,000,000 tasks
-    .venv/bin/python bench/lookup.py --database-url postgresql+psycopg://postgres@127.0.0.1/conveyor_bench
+    .venv/bin/python bench/lookup.py        # SQLite and PostgreSQL, 1,000,000 tasks
+    .venv/bin/python bench/lookup.py --database-url sqlite:///bench/out/mine.db   # one
 
-The filled database is kept under bench/out/ (SQLite, a file per size) or in the named
-PostgreSQL database and reused by the next run with the same size.
+Both databases are measured in one run by default: a SQLite file under bench/out/ and
+the database conveyor_bench_lookup_<tasks> on the PostgreSQL at 127.0.0.1:5432 (made if
+missing). A filled database is kept and reused by the next run with the same size. The
+throughput of the routes is measured in rounds where they take turns, and each ratio to
+the bare route is taken within a round: this machine drifts over a run.
 """
 
 import argparse
@@ -23,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from serving import free_port, start_conveyor, stop, wait_healthy
@@ -179,27 +183,76 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
 
 
+POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+ROUTES = ("hello (/healthz)", "lookup, full id", "lookup, 8-char prefix", "task detail (status)")
+
+
+def postgres_database(n: int) -> str:
+    """The default PostgreSQL database for `n` tasks (one per size, kept for the next run
+    like the SQLite file), made if missing."""
+    name = f"conveyor_bench_lookup_{n}"
+    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if found is None:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        sys.exit(
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN} ({exc.orig}); start it, or "
+            "give --database-url for each database to measure"
+        )
+    finally:
+        admin.dispose()
+    return sa.make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--database-url", help="default: a SQLite file under bench/out/, one per size"
+        "--database-url",
+        action="append",
+        help="a database to measure, once per database (default: a SQLite file under "
+        "bench/out/ and a PostgreSQL database on 127.0.0.1, one per size)",
     )
     parser.add_argument("--tasks", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=3000, help="per route, for latency")
-    parser.add_argument("--seconds", type=float, default=8.0, help="per route, for throughput")
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="per route, for throughput, over all rounds"
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="the routes take turns this often")
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
-    args.database_url = args.database_url or f"sqlite:///{OUT / f'lookup-{args.tasks}.db'}"
-
+    urls = args.database_url or [
+        f"sqlite:///{OUT / f'lookup-{args.tasks}.db'}",
+        postgres_database(args.tasks),
+    ]
     OUT.mkdir(exist_ok=True)
+    tables = []
+    for url in urls:
+        backend = sa.make_url(url).get_backend_name()
+        results = measure(url, args)
+        tables.append(report(results, f"{backend}, {args.tasks:,} tasks"))
+        (OUT / f"lookup-{backend}.json").write_text(json.dumps(results, indent=2))
+    print("\n\n".join(tables))
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+
+
+def measure(database_url: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each route's latency, then its throughput in rounds where the routes take turns,
+    so that the machine's drift over the run falls on every route alike."""
     port = free_port()
     cfg_path = OUT / "lookup.yaml"
     cfg_path.write_text(
         CONFIG.format(
             port=port,
-            database_url=args.database_url,
+            database_url=database_url,
             workflows=", ".join(f"{w}: {{env: dev, services: [svc]}}" for w in WORKFLOWS),
         )
     )
@@ -215,46 +268,62 @@ def main() -> None:
     try:
         wait_healthy(f"http://127.0.0.1:{port}", server)
         base = "/api/directory/workflowTask?commitId="
-        routes = {
-            "hello (/healthz)": (["/healthz"], None),
-            "lookup, full id": ([base + s for s in shas], token),
-            "lookup, 8-char prefix": ([base + s[:8] for s in shas], token),
-            "task detail (status)": (detail_paths(args.tasks, 2000), token),
-        }
+        routes = dict(
+            zip(
+                ROUTES,
+                [
+                    (["/healthz"], None),
+                    ([base + s for s in shas], token),
+                    ([base + s[:8] for s in shas], token),
+                    (detail_paths(args.tasks, 2000), token),
+                ],
+                strict=True,
+            )
+        )
         # Every lookup must find its task, or the numbers measure nothing.
         for name in ("lookup, 8-char prefix", "task detail (status)"):
             check = asyncio.run(_check_found(port, routes[name][0][:50], token))
             assert check == 50, (name, check)
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         for name, (paths, tok) in routes.items():
             asyncio.run(latency(port, paths, tok, 300))  # warm-up
             lat = asyncio.run(latency(port, paths, tok, args.requests))
-            rps = asyncio.run(throughput(port, paths, tok, args.connections, args.seconds))
-            results[name] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "rps": rps}
+            results[name] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "rps": []}
+        window = args.seconds / args.rounds
+        for _ in range(args.rounds):
+            for name, (paths, tok) in routes.items():
+                rps = asyncio.run(throughput(port, paths, tok, args.connections, window))
+                results[name]["rps"].append(rps)
+        for name in ROUTES:
             r = results[name]
             print(
-                f"{name:<24} p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms {rps:8.0f} req/s",
+                f"{name:<24} p50 {r['p50_ms']:6.2f} ms p99 {r['p99_ms']:6.2f} ms "
+                + " ".join(f"{x:6.0f}" for x in r["rps"])
+                + " req/s",
                 flush=True,
             )
     finally:
         stop([server])
+    return results
 
-    hello = results["hello (/healthz)"]["rps"]
-    backend = sa.make_url(args.database_url).get_backend_name()
+
+def report(results: dict[str, dict[str, Any]], what: str) -> str:
+    """A table: each route's median req/s over the rounds, and its ratio to the bare
+    route in the same round, median (lowest-highest) over the rounds."""
+    hello = results[ROUTES[0]]["rps"]
     lines = [
-        f"| route ({backend}, {args.tasks:,} tasks) | p50 ms | p99 ms | req/s | x hello |",
+        f"| route ({what}) | p50 ms | p99 ms | req/s | x hello, median (range) |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        ratio = r["rps"] / hello
+        ratios = [x / h for x, h in zip(r["rps"], hello, strict=True)]
+        r["ratios"] = ratios
+        spread = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         lines.append(
-            f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['rps']:.0f} | {ratio:.2f} |"
+            f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{statistics.median(r['rps']):.0f} | {spread} |"
         )
-    print("\n".join(lines))
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-    (OUT / f"lookup-{backend}.json").write_text(json.dumps(results, indent=2))
+    return "\n".join(lines)
 
 
 def detail_paths(n: int, k: int) -> list[str]:
