@@ -74,3 +74,42 @@ def test_a_read_with_no_answer_ends_with_the_databases_error_and_frees_its_slot(
             await reads.close()
 
     assert asyncio.run(blocked_then_free()) == [[("running",)]]
+
+
+def test_reads_of_different_shapes_on_one_connection_each_get_their_own_rows(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection keeps its cursors from read to read: a pipeline of two, one alone,
+    then the pipeline again, each answered with its own rows and none of the last's."""
+    monkeypatch.setattr(async_reads, "MAX_CONNECTIONS", 1)
+    task_pk, job_id = a_running_job(database)
+    dialect = database.engine.dialect
+    by_task = {"task_pk": task_pk}
+    task_state = PreparedQuery(
+        sa.select(tasks.c.state).where(tasks.c.id == sa.bindparam("task_pk")), dialect
+    )
+    job_ids = PreparedQuery(
+        sa.select(jobs.c.id).where(jobs.c.task_pk == sa.bindparam("task_pk")), dialect
+    )
+    no_job = PreparedQuery(
+        sa.select(jobs.c.id).where(jobs.c.task_pk == sa.bindparam("task_pk") + 1000), dialect
+    )
+    reads = AsyncReads(database)
+
+    async def in_turn() -> list[Any]:
+        try:
+            return [
+                await reads.rows_together([task_state, job_ids], by_task),
+                await reads.rows_together([job_ids], by_task),
+                await reads.rows_together([no_job, task_state], by_task),
+                await reads.rows_together([no_job], by_task),
+            ]
+        finally:
+            await reads.close()
+
+    assert asyncio.run(in_turn()) == [
+        [[("running",)], [(job_id,)]],
+        [[(job_id,)]],
+        [[], [("running",)]],
+        [[]],
+    ]
