@@ -57,13 +57,14 @@ bench-lookup: $(STAMP)
 
 ## Every benchmark, in one go (never part of `make test`); QUICK=1 for a few minutes'
 ## worth of each. The figures go in docs/benchmarks.md with the machine and the command.
-## distributed.py and memory.py (its celery soak) need PostgreSQL and Redis;
+## lookup.py needs PostgreSQL too (it measures SQLite, then PostgreSQL); distributed.py
+## and memory.py (its celery soak) need PostgreSQL and Redis;
 ## peer_buildbot.py installs Buildbot in /tmp.
 bench: $(STAMP)
 	cd bench && ../$(BIN)/python task_cost.py --tasks $(if $(QUICK),20,100)
 	cd bench && ../$(BIN)/python engine.py $(if $(QUICK),--latency-tasks 30 --trivial-runs 10 --throughput-tasks 100)
 	cd bench && ../$(BIN)/python hooks.py --tasks $(if $(QUICK),30,200)
-	cd bench && ../$(BIN)/python lookup.py $(if $(QUICK),--tasks 20000 --requests 500 --seconds 4)
+	cd bench && ../$(BIN)/python lookup.py $(if $(QUICK),--tasks 20000 --requests 500 --seconds 4 --rounds 2)
 	cd bench && ../$(BIN)/python distributed.py $(if $(QUICK),--rounds 3 --latency-tasks 30 --throughput-tasks 450)
 	cd bench && ../$(BIN)/python web_ui.py --rounds $(if $(QUICK),2,10)
 	cd bench && ../$(BIN)/python peer_buildbot.py $(if $(QUICK),--quick)

@@ -8,11 +8,13 @@ and throughput (several keep-alive connections). Run by hand:
     .venv/bin/python bench/lookup.py        # SQLite and PostgreSQL, 1,000,000 tasks
     .venv/bin/python bench/lookup.py --database-url sqlite:///bench/out/mine.db   # one
 
-Both databases are measured in one run by default: a SQLite file under bench/out/ and
+Both databases are measured in one run by default: a SQLite file under bench/out/, then
 the database conveyor_bench_lookup_<tasks> on the PostgreSQL at 127.0.0.1:5432 (made if
-missing). A filled database is kept and reused by the next run with the same size. The
-throughput of the routes is measured in rounds where they take turns, and each ratio to
-the bare route is taken within a round: this machine drifts over a run.
+missing; when it cannot be, the SQLite figures are printed and the run exits 1). A
+filled database is kept and reused by the next run with the same size. The throughput
+of the routes is measured in rounds where they take turns, in the reverse order every
+other round, and each ratio to the bare route is taken within a round: this machine
+drifts over a run. The figures also go to bench/out/lookup.json.
 """
 
 import argparse
@@ -101,7 +103,10 @@ def fill(db: Database, n: int) -> None:
         print(f"reusing {n:,} tasks already in the database", flush=True)
         return
     if have:
-        sys.exit(f"the database holds {have:,} tasks, not {n:,}: drop it or pick another")
+        sys.exit(
+            f"{db.engine.url.render_as_string()} holds {have:,} tasks, not {n:,} (a fill "
+            "stopped halfway, say): delete the file or drop the database, or pick another"
+        )
     t0 = time.perf_counter()
     rng = random.Random(42)
     for i, (task_rows, commit_rows) in enumerate(task_batches(n, rng)):
@@ -160,23 +165,27 @@ async def latency(port: int, paths: list[str], token: str | None, n: int) -> lis
 async def throughput(
     port: int, paths: list[str], token: str | None, conns: int, seconds: float
 ) -> float:
+    """Requests a second over `seconds`, timed from when every connection is open."""
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(conns)]
     done = 0
-    stop = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    stop = t0 + seconds
 
     async def worker(offset: int) -> None:
         nonlocal done
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = opened[offset]
         i = offset
         while time.perf_counter() < stop:
             status = await _request(reader, writer, _raw(paths[i % len(paths)], token))
             assert status == 200, status
             done += 1
             i += conns
-        writer.close()
 
-    t0 = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(conns)))
-    return done / (time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    for _, writer in opened:
+        writer.close()
+    return done / took
 
 
 def pct(values: list[float], q: float) -> float:
@@ -189,7 +198,7 @@ ROUTES = ("hello (/healthz)", "lookup, full id", "lookup, 8-char prefix", "task 
 
 def postgres_database(n: int) -> str:
     """The default PostgreSQL database for `n` tasks (one per size, kept for the next run
-    like the SQLite file), made if missing."""
+    like the SQLite file), made if missing. A RuntimeError says why it cannot be."""
     name = f"conveyor_bench_lookup_{n}"
     admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     try:
@@ -199,11 +208,8 @@ def postgres_database(n: int) -> str:
             ).first()
             if found is None:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        sys.exit(
-            f"PostgreSQL is not reachable at {POSTGRES_ADMIN} ({exc.orig}); start it, or "
-            "give --database-url for each database to measure"
-        )
+    except sa.exc.DBAPIError as exc:
+        raise RuntimeError(f"no database {name} at {POSTGRES_ADMIN}: {exc.orig}") from exc
     finally:
         admin.dispose()
     return sa.make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
@@ -224,29 +230,51 @@ def main() -> None:
     parser.add_argument(
         "--seconds", type=float, default=8.0, help="per route, for throughput, over all rounds"
     )
-    parser.add_argument("--rounds", type=int, default=4, help="the routes take turns this often")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="the routes take turns this often (even: ABBA)"
+    )
     parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
-    urls = args.database_url or [
-        f"sqlite:///{OUT / f'lookup-{args.tasks}.db'}",
-        postgres_database(args.tasks),
-    ]
+    if args.rounds < 1:
+        parser.error("--rounds: at least 1")
     OUT.mkdir(exist_ok=True)
-    tables = []
+    urls: list[str | None] = args.database_url or [
+        f"sqlite:///{OUT / f'lookup-{args.tasks}.db'}",
+        None,  # the default PostgreSQL database, made once SQLite is measured
+    ]
+    tables, runs, missed = [], [], []
     for url in urls:
+        if url is None:
+            try:
+                url = postgres_database(args.tasks)
+            except RuntimeError as exc:
+                missed.append(f"PostgreSQL not measured: {exc}")
+                continue
         backend = sa.make_url(url).get_backend_name()
         results = measure(url, args)
         tables.append(report(results, f"{backend}, {args.tasks:,} tasks"))
-        (OUT / f"lookup-{backend}.json").write_text(json.dumps(results, indent=2))
-    print("\n\n".join(tables))
+        runs.append(
+            {
+                "database": sa.make_url(url).render_as_string(),
+                "tasks": args.tasks,
+                "rounds": args.rounds,
+                "seconds": args.seconds,
+                "routes": results,
+            }
+        )
+    (OUT / "lookup.json").write_text(json.dumps(runs, indent=2))
+    print("\n\n".join(tables + missed))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
+    if missed:
+        sys.exit(1)
 
 
 def measure(database_url: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Each route's latency, then its throughput in rounds where the routes take turns,
-    so that the machine's drift over the run falls on every route alike."""
+    in the reverse order every other round, so that the machine's drift over the run
+    falls on every route alike and on both sides of the bare route."""
     port = free_port()
     cfg_path = OUT / "lookup.yaml"
     cfg_path.write_text(
@@ -290,8 +318,9 @@ def measure(database_url: str, args: argparse.Namespace) -> dict[str, dict[str, 
             lat = asyncio.run(latency(port, paths, tok, args.requests))
             results[name] = {"p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99), "rps": []}
         window = args.seconds / args.rounds
-        for _ in range(args.rounds):
-            for name, (paths, tok) in routes.items():
+        for round_ in range(args.rounds):
+            for name in ROUTES if round_ % 2 == 0 else ROUTES[::-1]:
+                paths, tok = routes[name]
                 rps = asyncio.run(throughput(port, paths, tok, args.connections, window))
                 results[name]["rps"].append(rps)
         for name in ROUTES:
