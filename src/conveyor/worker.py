@@ -19,7 +19,6 @@ from conveyor.executors.celery import TASK_NAME, celery_app
 from conveyor.executors.paths import RunnerPaths
 from conveyor.executors.runner import TRASH, run_job
 from conveyor.executors.stopping import StoppingReporter
-from conveyor.heap import freeze_startup_objects
 from conveyor.metrics import Metrics
 from conveyor.settings import Config
 from conveyor.storage.db import Database
@@ -96,7 +95,6 @@ def run_worker(
         "--loglevel=INFO",
     ]
     code: object = 0
-    freeze_startup_objects()
     try:
         app.worker_main(argv)
     except SystemExit as exc:

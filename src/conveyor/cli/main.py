@@ -180,7 +180,6 @@ def serve(
     import uvicorn
 
     from conveyor.api.app import create_app
-    from conveyor.heap import freeze_startup_objects
     from conveyor.preflight import broker_problem, shown
     from conveyor.wiring import build_container
 
@@ -218,7 +217,6 @@ def serve(
         access_log=access_log,
         log_config=None,  # uvicorn's lines go through the handler configured above
     )
-    freeze_startup_objects()
     Server(settings).run()
 
 
