@@ -35,30 +35,20 @@ from typing import TypeAlias
 
 import redis
 import serving
-import sqlalchemy as sa
+from postgres_admin import as_admin, database_url, drop_database
 from serving import serve_with_token, start_workers
 
 from engine import CONFIG, Client, bench_home, pct
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DB_NAME = "conveyor_bench_dist"
 BROKER = "redis://127.0.0.1:6379/1"
 BLOCK_DEADLINE_S = 900  # a block whose tasks do not end by then has gone wrong
 
 
-def as_admin(*statements: str) -> None:
-    """Run `statements` on the server's `postgres` database, each outside a transaction."""
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        for statement in statements:
-            conn.execute(sa.text(statement))
-    admin.dispose()
-
-
 def fresh_database(name: str) -> str:
     drop_database(name)
     as_admin(f'CREATE DATABASE "{name}"')
-    return sa.make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    return database_url(name)
 
 
 def settle() -> None:
@@ -76,10 +66,6 @@ def forget_queue(queue: str) -> None:
         broker.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     finally:
         broker.close()
-
-
-def drop_database(name: str) -> None:
-    as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def on_postgres(text: str, database: str, queue: str | None) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from postgres_admin import ADMIN_URL, admin_connection, database_url
 from serving import free_port, start_conveyor, stop, wait_healthy
 
 from conveyor.config_file import parse_config
@@ -192,7 +193,6 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 10) - 1] * 1000
 
 
-POSTGRES_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ROUTES = ("hello (/healthz)", "lookup, full id", "lookup, 8-char prefix", "task detail (status)")
 
 
@@ -200,19 +200,16 @@ def postgres_database(n: int) -> str:
     """The default PostgreSQL database for `n` tasks (one per size, kept for the next run
     like the SQLite file), made if missing. A RuntimeError says why it cannot be."""
     name = f"conveyor_bench_lookup_{n}"
-    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as conn:
+        with admin_connection() as conn:
             found = conn.execute(
                 sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
             ).first()
             if found is None:
                 conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.DBAPIError as exc:
-        raise RuntimeError(f"no database {name} at {POSTGRES_ADMIN}: {exc.orig}") from exc
-    finally:
-        admin.dispose()
-    return sa.make_url(POSTGRES_ADMIN).set(database=name).render_as_string(hide_password=False)
+        raise RuntimeError(f"no database {name} at {ADMIN_URL}: {exc.orig}") from exc
+    return database_url(name)
 
 
 def main() -> None:
@@ -323,6 +320,9 @@ def measure(database_url: str, args: argparse.Namespace) -> dict[str, dict[str, 
                 paths, tok = routes[name]
                 rps = asyncio.run(throughput(port, paths, tok, args.connections, window))
                 results[name]["rps"].append(rps)
+        hello = results[ROUTES[0]]["rps"]
+        for r in results.values():
+            r["ratios"] = [x / h for x, h in zip(r["rps"], hello, strict=True)]
         for name in ROUTES:
             r = results[name]
             print(
@@ -339,14 +339,12 @@ def measure(database_url: str, args: argparse.Namespace) -> dict[str, dict[str, 
 def report(results: dict[str, dict[str, Any]], what: str) -> str:
     """A table: each route's median req/s over the rounds, and its ratio to the bare
     route in the same round, median (lowest-highest) over the rounds."""
-    hello = results[ROUTES[0]]["rps"]
     lines = [
         f"| route ({what}) | p50 ms | p99 ms | req/s | x hello, median (range) |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        ratios = [x / h for x, h in zip(r["rps"], hello, strict=True)]
-        r["ratios"] = ratios
+        ratios = r["ratios"]
         spread = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
         lines.append(
             f"| {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "

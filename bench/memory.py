@@ -23,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
-from distributed import drop_database, forget_queue, on_postgres
+from distributed import forget_queue, on_postgres
 from lookup import CONFIG as LOOKUP_CONFIG
 from lookup import OUT, WORKFLOWS, fill, sample_commits
+from postgres_admin import drop_database
 from serving import free_port, rss_mb, serve_with_token, start_workers, stop
 
 from conveyor.config_file import parse_config
