@@ -4,7 +4,10 @@ Each worker thread is a runner that owns its job's process tree. The worker repo
 the shared database (claim, heartbeats, result, log chunks); the server only reads.
 """
 
+import contextlib
 import logging
+import signal
+import socket
 import threading
 from dataclasses import replace
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 from celery import platforms
 from celery.exceptions import Reject
 from celery.signals import worker_ready
+from kombu.asynchronous import get_event_loop
 from prometheus_client import start_http_server
 
 from conveyor.domain.jobs import JobSpec
@@ -27,6 +31,7 @@ from conveyor.storage.log_store import DbLogSink
 from conveyor.wiring import isolation_for, runner_identity, start_runner_host, unix_now
 
 log = logging.getLogger("conveyor.worker")
+_WAKERS: list[tuple[socket.socket, socket.socket]] = []
 
 
 def run_worker(
@@ -145,3 +150,32 @@ def _stop_jobs_on_signals(stopping: threading.Event, asked: threading.Event) -> 
                 celerys(signum, frame)
 
         platforms.signals[name] = handler
+    _wake_the_loop_on_signals()
+
+
+def _wake_the_loop_on_signals() -> None:
+    """Celery's loop acts on a signal only once its poll returns: with nothing else to
+    do, up to a second later (a worker on RabbitMQ took 1.6 s to stop, 0.6 s with
+    this). Python writes to this socket when a signal arrives, and the loop polls it. A
+    loop reset after a lost broker connection drops its readers: each pass puts this
+    one back."""
+    hub = get_event_loop()
+    if hub is None:
+        return
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    fd = reader.fileno()
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            reader.recv(4096)
+
+    def polled() -> None:
+        if fd not in hub.readers:
+            hub.add_reader(fd, drain)  # type: ignore[no-untyped-call]
+
+    polled()
+    hub.on_tick.add(polled)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    _WAKERS.append((reader, writer))  # open for the process's life
