@@ -1,6 +1,8 @@
 """`conveyor serve | check-config | token … | worker | demo` on a server's machine, and
 `conveyor login | task …` anywhere (cli/task_commands.py)."""
 
+import atexit
+import gc
 import logging
 import sys
 import traceback
@@ -315,6 +317,11 @@ def demo(
 
 
 def main() -> None:
+    # At exit the interpreter collects again and again while it takes the modules
+    # apart, each time over every object the process made: a worker spent 0.6 s there
+    # after its last line, `check-config` 0.4 s. Frozen, they are left to the exit
+    # itself. Registered after logging's flush at exit, so it runs before it.
+    atexit.register(gc.freeze)
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:
