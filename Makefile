@@ -7,7 +7,8 @@ DEMO_DIR ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8080
 # Test processes per run: each test owns its ports, temp dirs, database and queues.
-TEST_WORKERS ?= 2
+# Three on two cores: the tests mostly wait on processes, servers and workers.
+TEST_WORKERS ?= 3
 PYTEST := $(BIN)/pytest -q -n $(TEST_WORKERS)
 
 .PHONY: run test test-sqlite test-postgres lint bench bench-lookup clean
