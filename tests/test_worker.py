@@ -1,10 +1,18 @@
+# mypy: disable-error-code="no-untyped-call"
+# (kombu's Hub and Timer, which the last test drives, have no type hints)
 """`conveyor worker` exits non-zero when Celery stops without being asked to, so that a
-supervisor that restarts failed workers (systemd's Restart=on-failure) starts it again."""
+supervisor that restarts failed workers (systemd's Restart=on-failure) starts it again;
+and a signal reaches it at once, not at its event loop's next timer."""
 
+import os
+import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kombu.asynchronous import Hub
+from kombu.asynchronous.timer import Timer
 
 from conveyor import worker
 from conveyor.settings import Config
@@ -22,6 +30,9 @@ class FakeCelery:
 
     def worker_main(self, argv: list[str]) -> None:
         self._ends()
+
+    def close(self) -> None:
+        pass
 
 
 def run_with_celery_that(
@@ -59,3 +70,34 @@ def test_a_worker_that_fails_keeps_its_exit_code(
         raise SystemExit(2)
 
     assert run_with_celery_that(exits_two, config, database, monkeypatch) == 2
+
+
+def test_a_signal_ends_the_loops_poll_at_once_also_after_a_reset() -> None:
+    """Celery's loop (kombu's hub) polls until its next timer (at most 10 s), and acts on
+    a signal only once the poll returns. With the worker's wake, a signal ends the poll
+    at once, long before the timer 30 s away. A reset (a lost broker connection) drops
+    the loop's readers; the next pass puts the wake back."""
+    hub = Hub(Timer(max_interval=10.0))  # as Celery's worker makes it
+    fired: list[str] = []
+    hub.call_later(30, fired.append, "timer")
+    signals: list[int] = []
+    before_handler = signal.signal(signal.SIGUSR1, lambda signum, _: signals.append(signum))
+    before_fd = signal.set_wakeup_fd(-1)
+    reader, writer = worker.wake_on_signals(hub)
+    try:
+        for reset in (False, True):
+            if reset:
+                hub.reset()
+            passes = hub.create_loop()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            began = time.monotonic()
+            next(passes)
+            assert time.monotonic() - began < 5  # not the poll's 10 s
+            assert signals == [signal.SIGUSR1] * (2 if reset else 1)
+            assert fired == []
+    finally:
+        signal.set_wakeup_fd(before_fd)
+        signal.signal(signal.SIGUSR1, before_handler)
+        reader.close()
+        writer.close()
+        hub.close()

@@ -15,7 +15,7 @@ from typing import Any
 from celery import platforms
 from celery.exceptions import Reject
 from celery.signals import worker_ready
-from kombu.asynchronous import get_event_loop
+from kombu.asynchronous import Hub, get_event_loop
 from prometheus_client import start_http_server
 
 from conveyor.domain.jobs import JobSpec
@@ -31,7 +31,7 @@ from conveyor.storage.log_store import DbLogSink
 from conveyor.wiring import isolation_for, runner_identity, start_runner_host, unix_now
 
 log = logging.getLogger("conveyor.worker")
-_WAKERS: list[tuple[socket.socket, socket.socket]] = []
+_WAKERS: list[tuple[socket.socket, socket.socket]] = []  # open for the process's life
 
 
 def run_worker(
@@ -108,6 +108,7 @@ def run_worker(
         sweeper.stop()
         TRASH.drain()  # a clean stop leaves no workspace behind
         db.dispose()
+        app.close()
     if not asked.is_set() and code in (0, None):
         # Celery ends with 0 after an "Unrecoverable error" (kombu losing its broker
         # connection mid-acknowledgement): a supervisor that restarts on failure must
@@ -150,18 +151,19 @@ def _stop_jobs_on_signals(stopping: threading.Event, asked: threading.Event) -> 
                 celerys(signum, frame)
 
         platforms.signals[name] = handler
-    _wake_the_loop_on_signals()
-
-
-def _wake_the_loop_on_signals() -> None:
-    """Celery's loop acts on a signal only once its poll returns: with nothing else to
-    do, up to a second later (a worker on RabbitMQ took 1.6 s to stop, 0.6 s with
-    this). Python writes to this socket when a signal arrives, and the loop polls it. A
-    loop reset after a lost broker connection drops its readers: each pass puts this
-    one back."""
     hub = get_event_loop()
-    if hub is None:
-        return
+    if hub is not None:
+        _WAKERS.append(wake_on_signals(hub))
+
+
+def wake_on_signals(hub: Hub) -> tuple[socket.socket, socket.socket]:
+    """Make a signal wake Celery's loop `hub` (from its main thread); returns the
+    sockets, which must stay open.
+
+    The loop acts on a signal only once its poll returns: at its next timer, up to 10 s
+    later (an idle worker on RabbitMQ took 1.6 s to stop, 0.6 s with this). Python
+    writes to this socket when a signal arrives, and the loop polls it. A loop reset
+    after a lost broker connection drops its readers: each pass puts this one back."""
     reader, writer = socket.socketpair()
     reader.setblocking(False)
     writer.setblocking(False)
@@ -178,4 +180,4 @@ def _wake_the_loop_on_signals() -> None:
     polled()
     hub.on_tick.add(polled)
     signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-    _WAKERS.append((reader, writer))  # open for the process's life
+    return reader, writer

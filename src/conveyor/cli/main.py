@@ -1,7 +1,6 @@
 """`conveyor serve | check-config | token … | worker | demo` on a server's machine, and
 `conveyor login | task …` anywhere (cli/task_commands.py)."""
 
-import atexit
 import gc
 import logging
 import sys
@@ -302,7 +301,13 @@ def worker(
         _require(broker_problem(cfg.broker_url, cfg.queue))
     migrate_database(cfg)  # as `serve` does: a worker may start first
     address = (metrics_host, metrics_port) if metrics_port is not None else None
-    run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency, address)
+    try:
+        run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency, address)
+    finally:
+        # run_worker has closed what it opened. The interpreter's finalization would
+        # collect again and again over every object the worker made (0.6 s of an idle
+        # worker's stop); frozen, they are left to the exit, and nothing is finalized.
+        gc.freeze()
 
 
 @app.command()
@@ -317,11 +322,6 @@ def demo(
 
 
 def main() -> None:
-    # At exit the interpreter collects again and again while it takes the modules
-    # apart, each time over every object the process made: a worker spent 0.6 s there
-    # after its last line, `check-config` 0.4 s. Frozen, they are left to the exit
-    # itself. Registered after logging's flush at exit, so it runs before it.
-    atexit.register(gc.freeze)
     try:
         code = app(standalone_mode=False)
     except KeyboardInterrupt:
