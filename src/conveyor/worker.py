@@ -32,6 +32,7 @@ from conveyor.wiring import isolation_for, runner_identity, start_runner_host, u
 
 log = logging.getLogger("conveyor.worker")
 _WAKERS: list[tuple[socket.socket, socket.socket]] = []  # open for the process's life
+_STOP_SIGNALS = ("SIGTERM", "SIGQUIT", "SIGINT")
 
 
 def run_worker(
@@ -122,35 +123,47 @@ def run_worker(
 
 
 def _stop_jobs_on_signals(stopping: threading.Event, asked: threading.Event) -> None:
-    """Celery stops taking jobs at the first SIGTERM and waits for those running (its
-    warm shutdown, left as it is: a build may finish). A second SIGTERM, or SIGQUIT,
-    stops them now: each runner stops its job's processes within the grace and records
-    the job failed, so the worker can exit. Wraps Celery's own handlers, which are in
-    place once the worker is ready (this runs in the main thread then)."""
-    terms = 0
+    """Celery stops taking jobs at the first SIGTERM or Ctrl-C and waits for those
+    running (its warm shutdown, left as it is: a build may finish). A second of either,
+    or SIGQUIT, stops them now: each runner stops its job's processes within the grace and
+    records the job failed, so the worker can exit. Wraps Celery's own handlers, which
+    are in place once the worker is ready (this runs in the main thread then), and
+    those Celery installs as a shutdown goes on (after a first Ctrl-C, its cold
+    shutdown's), which would otherwise replace these."""
+    asks = 0
 
-    def on_term() -> None:
-        nonlocal terms
+    def before(name: str) -> bool:
+        """Whether Celery's handler should run too."""
+        nonlocal asks
+        asks += 1
         asked.set()
-        terms += 1
-        if terms >= 2:
-            log.warning("second SIGTERM: stopping the running jobs now")
-            stopping.set()
-
-    def on_quit() -> None:
-        asked.set()
-        log.warning("SIGQUIT: stopping the running jobs now")
+        if name != "SIGQUIT" and asks < 2:
+            return True
+        log.warning("%s (stop signal %d): stopping the running jobs now", name, asks)
         stopping.set()
+        # A warm shutdown under way ends once the runners have stopped their jobs.
+        # Celery's cold shutdown would try to kill its thread pool's jobs, which it
+        # cannot (NotImplementedError), and so end that wait before they are stopped.
+        return asks == 1
 
-    for name, before in (("SIGTERM", on_term), ("SIGQUIT", on_quit), ("SIGINT", asked.set)):
+    def wrap(name: str) -> None:
         celerys = platforms.signals[name]
+        if getattr(celerys, "conveyor_wrapped", False):
+            return
 
-        def handler(signum: int, frame: Any, before: Any = before, celerys: Any = celerys) -> None:
-            before()
-            if callable(celerys):
-                celerys(signum, frame)
+        def handler(signum: int, frame: Any) -> None:
+            try:
+                if before(name) and callable(celerys):
+                    celerys(signum, frame)
+            finally:
+                for each in _STOP_SIGNALS:  # what Celery installed meanwhile
+                    wrap(each)
 
+        handler.conveyor_wrapped = True  # type: ignore[attr-defined]
         platforms.signals[name] = handler
+
+    for name in _STOP_SIGNALS:
+        wrap(name)
     hub = get_event_loop()
     if hub is not None:
         _WAKERS.append(wake_on_signals(hub))

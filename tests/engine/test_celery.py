@@ -384,7 +384,10 @@ def test_a_live_worker_stops_what_a_killed_one_left_at_once(
     assert [p for p in pids if alive(p)] == []
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGTERM, signal.SIGTERM], [signal.SIGQUIT]])
+@pytest.mark.parametrize(
+    "signals",
+    [[signal.SIGTERM, signal.SIGTERM], [signal.SIGINT, signal.SIGINT], [signal.SIGQUIT]],
+)
 def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
     celery_engine: tuple[Engine, Workers], signals: list[signal.Signals]
 ) -> None:
@@ -395,7 +398,7 @@ def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
     first, *rest = signals
     worker.send_signal(first)
     if rest:
-        # The first SIGTERM lets running jobs finish: the worker stays.
+        # The first SIGTERM or Ctrl-C lets running jobs finish: the worker stays.
         with pytest.raises(subprocess.TimeoutExpired):
             worker.wait(timeout=1)
         worker.send_signal(rest[0])
