@@ -13,8 +13,10 @@ from dataclasses import replace
 from typing import Any
 
 from celery import platforms
-from celery.exceptions import Reject
+from celery.exceptions import Reject, WorkerTerminate
+from celery.platforms import EX_FAILURE
 from celery.signals import worker_ready
+from celery.worker import state as celery_state
 from kombu.asynchronous import Hub, get_event_loop
 from prometheus_client import start_http_server
 
@@ -138,13 +140,21 @@ def _stop_jobs_on_signals(stopping: threading.Event, asked: threading.Event) -> 
         asks += 1
         asked.set()
         if name != "SIGQUIT" and asks < 2:
-            return True
+            return True  # Celery's warm shutdown
+        if stopping.is_set():
+            # Told twice to stop now: Celery's hard way out, for a shutdown stuck on a
+            # silent broker. The runners were told already; the exit still waits for
+            # them to stop their jobs.
+            log.warning("%s (stop signal %d): exiting now", name, asks)
+            raise WorkerTerminate(EX_FAILURE)
         log.warning("%s (stop signal %d): stopping the running jobs now", name, asks)
         stopping.set()
-        # A warm shutdown under way ends once the runners have stopped their jobs.
-        # Celery's cold shutdown would try to kill its thread pool's jobs, which it
-        # cannot (NotImplementedError), and so end that wait before they are stopped.
-        return asks == 1
+        # A warm shutdown ends once the runners have stopped their jobs: one under way
+        # goes on, or this one starts it. Celery's cold shutdown would try to kill its
+        # thread pool's jobs, which it cannot (NotImplementedError, logged as an
+        # "Unrecoverable error"), and end the wait before they are stopped.
+        celery_state.should_stop = EX_FAILURE
+        return False
 
     def wrap(name: str) -> None:
         celerys = platforms.signals[name]

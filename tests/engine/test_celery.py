@@ -386,7 +386,12 @@ def test_a_live_worker_stops_what_a_killed_one_left_at_once(
 
 @pytest.mark.parametrize(
     "signals",
-    [[signal.SIGTERM, signal.SIGTERM], [signal.SIGINT, signal.SIGINT], [signal.SIGQUIT]],
+    [
+        [signal.SIGTERM, signal.SIGTERM],
+        [signal.SIGINT, signal.SIGINT],
+        [signal.SIGTERM, signal.SIGQUIT],
+        [signal.SIGQUIT],
+    ],
 )
 def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
     celery_engine: tuple[Engine, Workers], signals: list[signal.Signals]
@@ -410,6 +415,8 @@ def test_a_worker_told_to_stop_now_stops_its_jobs_and_exits(
     detail = engine.client.get(f"/api/workflows/serial/tasks/{task}", headers=engine.headers)
     [job] = [j for j in detail.json()["jobs"] if j["stage"] == "build"]
     assert job["detail"] == "worker shut down while it ran"
+    # Not through Celery's cold shutdown, which cannot stop a thread pool's jobs.
+    assert "Unrecoverable error" not in (workers.tmp_path / "worker0.log").read_text()
 
 
 @pytest.mark.skipif(

@@ -303,11 +303,13 @@ def worker(
     address = (metrics_host, metrics_port) if metrics_port is not None else None
     try:
         run_worker(cfg, [q for q in (queues or "").split(",") if q], concurrency, address)
-    finally:
-        # run_worker has closed what it opened. The interpreter's finalization would
-        # collect again and again over every object the worker made (0.6 s of an idle
-        # worker's stop); frozen, they are left to the exit, and nothing is finalized.
+    except SystemExit:
+        # How run_worker ends once it has closed what it opened. The interpreter's
+        # finalization would collect again and again over every object the worker made
+        # (0.6 s of an idle worker's stop); frozen, they are left to the exit, and no
+        # cyclic garbage is finalized.
         gc.freeze()
+        raise
 
 
 @app.command()
